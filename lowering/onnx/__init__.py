@@ -1,0 +1,1 @@
+"""The ONNX border: only ``importer`` and ``exporter`` import the onnx package."""

@@ -1,0 +1,275 @@
+"""ONNX ModelProto -> graph IR. Together with ``exporter.py`` the only modules that import ``onnx``.
+
+Import validates the model (``onnx.checker``), binds symbolic input dimensions from ``shapes``, runs ONNX
+shape inference in strict mode with data propagation, names every unsupported op at once, and builds the
+IR. ``Constant`` nodes become constant values directly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper, shape_inference
+
+from ..errors import LoweringError, UnsupportedOpsError
+from ..ir import Attr, AttrKind, DType, Graph, Node, TensorType, Value
+from ..reference import ops as reference_ops
+
+MIN_OPSET, MAX_OPSET = 13, 21
+
+_ONNX_DTYPES = {
+    onnx.TensorProto.FLOAT: DType.FLOAT32,
+    onnx.TensorProto.FLOAT16: DType.FLOAT16,
+    onnx.TensorProto.DOUBLE: DType.FLOAT64,
+    onnx.TensorProto.INT8: DType.INT8,
+    onnx.TensorProto.UINT8: DType.UINT8,
+    onnx.TensorProto.INT32: DType.INT32,
+    onnx.TensorProto.INT64: DType.INT64,
+    onnx.TensorProto.BOOL: DType.BOOL,
+}
+
+
+def load_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read and check an ONNX file, with external data. Errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise LoweringError(f"{path}: no such file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise LoweringError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from None
+    if not model.graph.node and not model.graph.output:
+        raise LoweringError(f"{path}: not an ONNX model (no graph in the file)")
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LoweringError(f"{path}: the model fails onnx.checker: {first}") from None
+    try:
+        onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+    except Exception as exc:
+        raise LoweringError(f"{path}: cannot load its external data: {exc}") from None
+    return model
+
+
+def import_model(
+    model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None, name: str = "model"
+) -> Graph:
+    """Build the IR from a checked ModelProto. ``name`` is how errors name the model."""
+    model = _upgrade_opset(model, name)
+    if model.functions:
+        model = onnx.inliner.inline_local_functions(model)
+    _check_supported(model, name)
+    _bind_input_shapes(model, shapes or {}, name)
+    try:
+        model = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as exc:
+        raise LoweringError(f"{name}: ONNX shape inference failed: {str(exc).strip()}") from None
+    return _GraphBuilder(model, name).build()
+
+
+def _opset_of(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return 1
+
+
+def _upgrade_opset(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    opset = _opset_of(model)
+    if opset > MAX_OPSET:
+        raise LoweringError(f"{name}: opset {opset} is newer than the newest supported ({MAX_OPSET})")
+    if opset >= MIN_OPSET:
+        return model
+    try:
+        return onnx.version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:
+        raise LoweringError(
+            f"{name}: opset {opset} is older than {MIN_OPSET} and could not be converted: {exc}"
+        ) from None
+
+
+def _check_supported(model: onnx.ModelProto, name: str) -> None:
+    bad = [
+        (n.name, f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type)
+        for n in model.graph.node
+        if n.domain not in ("", "ai.onnx") or (n.op_type not in reference_ops.REGISTRY and n.op_type != "Constant")
+    ]
+    if bad:
+        raise UnsupportedOpsError(name, bad)
+
+
+def _bind_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], name: str) -> None:
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = {i.name: i for i in model.graph.input if i.name not in initializers}
+    unknown = sorted(set(shapes) - set(inputs))
+    if unknown:
+        raise LoweringError(
+            f"{name}: --shape names {', '.join(unknown)}, which is not a model input "
+            f"(inputs: {', '.join(inputs) or 'none'})"
+        )
+    for input_name, info in inputs.items():
+        if not info.type.HasField("tensor_type"):
+            raise LoweringError(f"{name}: input '{input_name}' is not a tensor")
+        dims = info.type.tensor_type.shape.dim
+        if input_name in shapes:
+            wanted = shapes[input_name]
+            if len(wanted) != len(dims):
+                raise LoweringError(
+                    f"{name}: --shape {input_name} has rank {len(wanted)}, the input has rank {len(dims)}"
+                )
+            for dim, size in zip(dims, wanted):
+                if dim.HasField("dim_value") and dim.dim_value != size:
+                    raise LoweringError(
+                        f"{name}: --shape {input_name} sets a dimension to {size}, "
+                        f"the model fixes it at {dim.dim_value}"
+                    )
+                dim.Clear()
+                dim.dim_value = size
+        for axis, dim in enumerate(dims):
+            if not dim.HasField("dim_value"):
+                symbol = dim.dim_param or "?"
+                raise LoweringError(
+                    f"{name}: input '{input_name}' dimension {axis} is symbolic ('{symbol}'); bind it "
+                    f"with --shape {input_name}=" + "x".join(
+                        str(d.dim_value) if d.HasField("dim_value") else "N" for d in dims)
+                )
+
+
+def _tensor_type(type_proto: onnx.TypeProto) -> TensorType | None:
+    if not type_proto.HasField("tensor_type"):
+        return None
+    tt = type_proto.tensor_type
+    dtype = _ONNX_DTYPES.get(tt.elem_type)
+    if dtype is None or not tt.HasField("shape"):
+        return None
+    if not all(d.HasField("dim_value") for d in tt.shape.dim):
+        return None
+    return TensorType(dtype, tuple(int(d.dim_value) for d in tt.shape.dim))
+
+
+def _convert_attr(proto: onnx.AttributeProto) -> Attr | None:
+    kind = proto.type
+    A = onnx.AttributeProto
+    if kind == A.INT:
+        return Attr(AttrKind.INT, int(proto.i))
+    if kind == A.FLOAT:
+        return Attr(AttrKind.FLOAT, float(proto.f))
+    if kind == A.STRING:
+        return Attr(AttrKind.STRING, proto.s.decode("utf-8"))
+    if kind == A.INTS:
+        return Attr(AttrKind.INTS, tuple(int(x) for x in proto.ints))
+    if kind == A.FLOATS:
+        return Attr(AttrKind.FLOATS, tuple(float(x) for x in proto.floats))
+    if kind == A.STRINGS:
+        return Attr(AttrKind.STRINGS, tuple(x.decode("utf-8") for x in proto.strings))
+    if kind == A.TENSOR:
+        return Attr(AttrKind.TENSOR, numpy_helper.to_array(proto.t))
+    return None
+
+
+class _GraphBuilder:
+    def __init__(self, model: onnx.ModelProto, name: str):
+        self.model = model
+        self.name = name
+        self.graph = Graph(name=model.graph.name or name, opset=_opset_of(model))
+        self.values: dict[str, Value] = {}
+        self.types: dict[str, TensorType | None] = {}
+
+    def build(self) -> Graph:
+        g = self.model.graph
+        for vi in list(g.value_info) + list(g.output) + list(g.input):
+            self.types[vi.name] = _tensor_type(vi.type)
+        for init in g.initializer:
+            self._define(Value(init.name, const=self._to_array(init, init.name)))
+        for inp in g.input:
+            if inp.name in self.values:
+                continue  # an initializer listed as an input (IR < 4 style) stays a constant
+            value = Value(inp.name, self.types.get(inp.name))
+            if value.type is None:
+                raise LoweringError(f"{self.name}: input '{inp.name}' has an unsupported element type")
+            self.graph.inputs.append(value)
+            self._define(value)
+        for proto in g.node:
+            self._add_node(proto)
+        for out in g.output:
+            if out.name not in self.values:
+                raise LoweringError(f"{self.name}: output '{out.name}' is not produced by any node")
+            self.graph.outputs.append(self.values[out.name])
+            self.graph.output_names.append(out.name)
+        self._fill_missing_types()
+        return self.graph
+
+    def _to_array(self, tensor: onnx.TensorProto, what: str) -> np.ndarray:
+        try:
+            array = numpy_helper.to_array(tensor)
+        except Exception as exc:
+            raise LoweringError(f"{self.name}: cannot read tensor '{what}': {exc}") from None
+        DType.from_numpy(array.dtype)  # raises for unsupported element types
+        return np.ascontiguousarray(array)
+
+    def _define(self, value: Value) -> None:
+        self.values[value.name] = value
+        self.graph.reserve_name(value.name)
+
+    def _add_node(self, proto: onnx.NodeProto) -> None:
+        label = f"node '{proto.name or '<unnamed>'}' ({proto.op_type})"
+        if proto.op_type == "Constant":
+            self._define(Value(proto.output[0], const=self._constant_value(proto, label)))
+            return
+        inputs = []
+        for name in proto.input:
+            if not name:
+                inputs.append(None)
+                continue
+            if name not in self.values:
+                raise LoweringError(f"{self.name}: {label} reads '{name}', which nothing defines")
+            inputs.append(self.values[name])
+        attrs = {}
+        for a in proto.attribute:
+            converted = _convert_attr(a)
+            if converted is None:
+                raise LoweringError(f"{self.name}: {label} attribute '{a.name}' has an unsupported kind")
+            attrs[a.name] = converted
+        outputs = [Value(name or self.graph.unique_name("unused"), self.types.get(name))
+                   for name in proto.output]
+        node_name = proto.name or self.graph.unique_name(proto.op_type.lower())
+        self.graph.reserve_name(node_name)
+        self.graph.append(Node(proto.op_type, inputs, outputs, attrs, name=node_name))
+        for out in outputs:
+            self._define(out)
+
+    def _constant_value(self, proto: onnx.NodeProto, label: str) -> np.ndarray:
+        a = proto.attribute[0] if proto.attribute else None
+        if a is None:
+            raise LoweringError(f"{self.name}: {label} has no value")
+        if a.name == "value":
+            return self._to_array(a.t, proto.output[0])
+        scalar = {"value_float": np.float32(a.f), "value_int": np.int64(a.i)}
+        lists = {"value_floats": (a.floats, np.float32), "value_ints": (a.ints, np.int64)}
+        if a.name in scalar:
+            return np.array(scalar[a.name])
+        if a.name in lists:
+            data, dtype = lists[a.name]
+            return np.array(list(data), dtype=dtype)
+        raise LoweringError(f"{self.name}: {label} attribute '{a.name}' is not supported")
+
+    def _fill_missing_types(self) -> None:
+        """Values ONNX shape inference left untyped get their type from one reference run."""
+        missing = [v for n in self.graph.nodes for v in n.outputs if v.type is None]
+        if not missing:
+            return
+        from ..reference.interpreter import run_graph
+
+        feeds = {v.name: np.ones(v.type.shape, v.type.dtype.numpy) for v in self.graph.inputs}
+        try:
+            env = run_graph(self.graph, feeds, keep_all=True)
+        except Exception as exc:
+            raise LoweringError(
+                f"{self.name}: cannot infer the shape of '{missing[0].name}' ({exc})"
+            ) from None
+        for v in missing:
+            v.type = TensorType.of(np.asarray(env[v.name]))

@@ -1,0 +1,387 @@
+"""Numpy semantics of every op the compiler accepts: the executable definition passes are checked against.
+
+``REGISTRY`` maps an op (``"Conv"``, or ``"lowering::FusedConv"`` for the project's fused ops) to a function
+``(node, inputs) -> list of outputs``. The importer rejects any standard op not in it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..ir import Node
+from ..opinfo import DOMAIN, UNARY_OPS, window_geometry
+
+Kernel = Callable[[Node, list], list]
+REGISTRY: dict[str, Kernel] = {}
+
+# ONNX TensorProto element-type codes (kept here so the reference does not import onnx).
+ONNX_TYPE_CODES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 9: np.bool_,
+                   10: np.float16, 11: np.float64}
+
+
+def register(*names: str, domain: str = ""):
+    def wrap(fn: Kernel) -> Kernel:
+        for name in names:
+            REGISTRY[f"{domain}::{name}" if domain else name] = fn
+        return fn
+    return wrap
+
+
+UNARY_NUMPY = {
+    "Relu": lambda x, p: np.maximum(x, x.dtype.type(0)),
+    "LeakyRelu": lambda x, p: np.where(x >= 0, x, x * x.dtype.type(p[0])),
+    "Clip": lambda x, p: np.minimum(np.maximum(x, x.dtype.type(p[0])), x.dtype.type(p[1])),
+    "Sigmoid": lambda x, p: _sigmoid(x),
+    "Tanh": lambda x, p: np.tanh(x),
+    "Neg": lambda x, p: -x,
+    "Abs": lambda x, p: np.abs(x),
+    "Exp": lambda x, p: np.exp(x),
+    "Sqrt": lambda x, p: np.sqrt(x),
+    "Identity": lambda x, p: x,
+}
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1 / (1 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1 + e)
+    return out
+
+
+def _int_div(a, b):
+    q = np.abs(a) // np.abs(b)
+    return np.where((a < 0) != (b < 0), -q, q).astype(np.result_type(a, b))
+
+
+BINARY_NUMPY = {
+    "Add": np.add,
+    "Sub": np.subtract,
+    "Mul": np.multiply,
+    "Div": lambda a, b: np.divide(a, b) if np.issubdtype(a.dtype, np.floating) else _int_div(a, b),
+}
+
+
+for _name in ("Relu", "Sigmoid", "Tanh", "Neg", "Abs", "Exp", "Sqrt"):
+    register(_name)(lambda node, xs, _f=UNARY_NUMPY[_name]: [_f(xs[0], ()).astype(xs[0].dtype)])
+for _name, _f in BINARY_NUMPY.items():
+    register(_name)(lambda node, xs, _f=_f: [_f(xs[0], xs[1]).astype(np.result_type(xs[0], xs[1]))])
+
+
+@register("LeakyRelu")
+def leaky_relu(node, xs):
+    return [UNARY_NUMPY["LeakyRelu"](xs[0], (node.attr("alpha", 0.01),))]
+
+
+@register("Clip")
+def clip(node, xs):
+    x = xs[0]
+    lo = xs[1] if len(xs) > 1 and xs[1] is not None else None
+    hi = xs[2] if len(xs) > 2 and xs[2] is not None else None
+    if lo is not None:
+        x = np.maximum(x, lo.astype(x.dtype))
+    if hi is not None:
+        x = np.minimum(x, hi.astype(x.dtype))
+    return [x.astype(xs[0].dtype, copy=False)]
+
+
+@register("Identity")
+def identity(node, xs):
+    return [xs[0]]
+
+
+@register("Cast")
+def cast(node, xs):
+    return [xs[0].astype(ONNX_TYPE_CODES[node.attr("to")])]
+
+
+# --- linear algebra --------------------------------------------------------------------------------
+
+def _gemm(a, b, c, trans_a, trans_b, alpha, beta):
+    a = a.T if trans_a else a
+    b = b.T if trans_b else b
+    y = np.matmul(a, b)
+    if alpha != 1.0:
+        y = y * y.dtype.type(alpha)
+    if c is not None:
+        y = y + (c * c.dtype.type(beta) if beta != 1.0 else c)
+    return y.astype(a.dtype, copy=False)
+
+
+@register("Gemm")
+def gemm(node, xs):
+    c = xs[2] if len(xs) > 2 else None
+    return [_gemm(xs[0], xs[1], c, node.attr("transA", 0), node.attr("transB", 0),
+                  node.attr("alpha", 1.0), node.attr("beta", 1.0))]
+
+
+@register("MatMul")
+def matmul(node, xs):
+    return [np.matmul(xs[0], xs[1])]
+
+
+def _conv(x, w, b, node):
+    n, c = x.shape[:2]
+    m, cg = w.shape[:2]
+    groups = node.attr("group", 1)
+    kernel = tuple(w.shape[2:])
+    geo = window_geometry(node, tuple(x.shape[2:]), kernel)
+    d = len(kernel)
+    xp = np.pad(x, [(0, 0), (0, 0)] + list(zip(geo.pads_begin, geo.pads_end)))
+    extent = tuple((k - 1) * dl + 1 for k, dl in zip(kernel, geo.dilations))
+    win = sliding_window_view(xp, extent, axis=tuple(range(2, 2 + d)))
+    index = (slice(None), slice(None))
+    index += tuple(slice(0, o * s, s) for o, s in zip(geo.out, geo.strides))
+    index += tuple(slice(None, None, dl) for dl in geo.dilations)
+    win = win[index]  # [N, C, *out, *kernel]
+    positions, taps = int(np.prod(geo.out)), int(np.prod(kernel))
+    win = win.reshape(n, groups, c // groups, positions, taps)
+    wg = w.reshape(groups, m // groups, cg, taps)
+    y = np.einsum("ngcpk,gmck->ngmp", win, wg, optimize=True).reshape((n, m) + geo.out)
+    if b is not None:
+        y = y + b.reshape((1, m) + (1,) * d)
+    return y.astype(x.dtype, copy=False)
+
+
+@register("Conv")
+def conv(node, xs):
+    return [_conv(xs[0], xs[1], xs[2] if len(xs) > 2 else None, node)]
+
+
+@register("BatchNormalization")
+def batch_norm(node, xs):
+    x, scale, bias, mean, var = xs[:5]
+    eps = node.attr("epsilon", 1e-5)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    inv = (scale / np.sqrt(var + np.float32(eps))).astype(x.dtype)
+    y = (x - mean.reshape(shape)) * inv.reshape(shape) + bias.reshape(shape)
+    return [y.astype(x.dtype, copy=False)]
+
+
+# --- pooling --------------------------------------------------------------------------------------
+
+def _pool(node, x, kind):
+    kernel = tuple(node.attr("kernel_shape"))
+    d = len(kernel)
+    geo = window_geometry(node, tuple(x.shape[2:]), kernel, ceil_mode=bool(node.attr("ceil_mode", 0)))
+    extra = [max(0, (o - 1) * s + (k - 1) * dl + 1 - (size + pb + pe))
+             for o, s, k, dl, size, pb, pe in zip(geo.out, geo.strides, kernel, geo.dilations,
+                                                   x.shape[2:], geo.pads_begin, geo.pads_end)]
+    pad_width = [(0, 0), (0, 0)] + [(pb, pe + e) for pb, pe, e in zip(geo.pads_begin, geo.pads_end, extra)]
+    fill = -np.inf if kind == "max" else 0.0
+    xp = np.pad(x.astype(np.float64), pad_width, constant_values=fill)
+    # count[i] = 1 where an element counts toward an average's divisor
+    counts = np.zeros(xp.shape[2:])
+    include_pad = kind == "avg" and node.attr("count_include_pad", 0)
+    inner = tuple(slice(0, size + pb + pe) if include_pad else slice(pb, pb + size)
+                  for size, pb, pe in zip(x.shape[2:], geo.pads_begin, geo.pads_end))
+    counts[inner] = 1
+    extent = tuple((k - 1) * dl + 1 for k, dl in zip(kernel, geo.dilations))
+    axes = tuple(range(2, 2 + d))
+    index = tuple(slice(0, o * s, s) for o, s in zip(geo.out, geo.strides))
+    index += tuple(slice(None, None, dl) for dl in geo.dilations)
+    win = sliding_window_view(xp, extent, axis=axes)[(slice(None), slice(None)) + index]
+    red = tuple(range(2 + d, 2 + 2 * d))
+    if kind == "max":
+        return win.max(axis=red).astype(x.dtype)
+    cwin = sliding_window_view(counts, extent)[index]
+    total = win.sum(axis=red)
+    return (total / cwin.sum(axis=tuple(range(d, 2 * d)))).astype(x.dtype)
+
+
+@register("MaxPool")
+def max_pool(node, xs):
+    if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].uses():
+        raise NotImplementedError("MaxPool indices output")
+    return [_pool(node, xs[0], "max")] + [None] * (len(node.outputs) - 1)
+
+
+@register("AveragePool")
+def average_pool(node, xs):
+    return [_pool(node, xs[0], "avg")]
+
+
+@register("GlobalAveragePool")
+def global_average_pool(node, xs):
+    x = xs[0]
+    return [x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=np.float64).astype(x.dtype)]
+
+
+@register("GlobalMaxPool")
+def global_max_pool(node, xs):
+    x = xs[0]
+    return [x.max(axis=tuple(range(2, x.ndim)), keepdims=True)]
+
+
+@register("Softmax")
+def softmax(node, xs):
+    x = xs[0]
+    axis = node.attr("axis", -1)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return [(e / e.sum(axis=axis, keepdims=True)).astype(x.dtype)]
+
+
+# --- data movement and shapes -----------------------------------------------------------------------
+
+@register("Flatten")
+def flatten(node, xs):
+    x = xs[0]
+    axis = node.attr("axis", 1) % (x.ndim + 1) if x.ndim else 0
+    return [x.reshape(int(np.prod(x.shape[:axis])), -1)]
+
+
+def reshape_target(shape_in: tuple[int, ...], spec, allowzero: int) -> tuple[int, ...]:
+    out = [int(d) for d in spec]
+    if not allowzero:
+        out = [shape_in[i] if d == 0 else d for i, d in enumerate(out)]
+    if -1 in out:
+        known = int(np.prod([d for d in out if d != -1]))
+        out[out.index(-1)] = int(np.prod(shape_in)) // known if known else 0
+    return tuple(out)
+
+
+@register("Reshape")
+def reshape(node, xs):
+    return [xs[0].reshape(reshape_target(xs[0].shape, xs[1], node.attr("allowzero", 0)))]
+
+
+@register("Transpose")
+def transpose(node, xs):
+    perm = node.attr("perm")
+    return [np.ascontiguousarray(np.transpose(xs[0], perm))]
+
+
+@register("Concat")
+def concat(node, xs):
+    return [np.concatenate([x for x in xs if x is not None], axis=node.attr("axis"))]
+
+
+def _axes(node, xs, index=1):
+    if len(xs) > index and xs[index] is not None:
+        return tuple(int(a) for a in xs[index])
+    axes = node.attr("axes")
+    return tuple(axes) if axes is not None else None
+
+
+@register("Squeeze")
+def squeeze(node, xs):
+    axes = _axes(node, xs)
+    return [np.squeeze(xs[0], axis=axes) if axes is not None else np.squeeze(xs[0])]
+
+
+@register("Unsqueeze")
+def unsqueeze(node, xs):
+    x = xs[0]
+    axes = sorted(a % (x.ndim + len(_axes(node, xs))) for a in _axes(node, xs))
+    for a in axes:
+        x = np.expand_dims(x, a)
+    return [x]
+
+
+@register("Shape")
+def shape(node, xs):
+    dims = np.array(xs[0].shape, dtype=np.int64)
+    start, end = node.attr("start", 0), node.attr("end")
+    return [dims[start:end]]
+
+
+@register("Size")
+def size(node, xs):
+    return [np.array(xs[0].size, dtype=np.int64)]
+
+
+@register("Gather")
+def gather(node, xs):
+    return [np.take(xs[0], xs[1].astype(np.int64), axis=node.attr("axis", 0))]
+
+
+@register("Slice")
+def slice_(node, xs):
+    x = xs[0]
+    starts, ends = xs[1], xs[2]
+    axes = xs[3] if len(xs) > 3 and xs[3] is not None else range(len(starts))
+    steps = xs[4] if len(xs) > 4 and xs[4] is not None else [1] * len(starts)
+    index = [slice(None)] * x.ndim
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        index[int(a)] = slice(int(s), int(e), int(st))
+    return [x[tuple(index)]]
+
+
+@register("ConstantOfShape")
+def constant_of_shape(node, xs):
+    value = node.attr("value")
+    fill = value.reshape(-1)[0] if value is not None else np.float32(0)
+    return [np.full(tuple(int(d) for d in xs[0]), fill, dtype=np.asarray(fill).dtype)]
+
+
+@register("Range")
+def range_(node, xs):
+    return [np.arange(xs[0], xs[1], xs[2]).astype(xs[0].dtype)]
+
+
+@register("Equal")
+def equal(node, xs):
+    return [np.equal(xs[0], xs[1])]
+
+
+@register("Where")
+def where(node, xs):
+    return [np.where(xs[0], xs[1], xs[2])]
+
+
+@register("Expand")
+def expand(node, xs):
+    shape = np.broadcast_shapes(xs[0].shape, tuple(int(d) for d in xs[1]))
+    return [np.broadcast_to(xs[0], shape).copy()]
+
+
+# --- the project's fused ops ------------------------------------------------------------------------
+
+def apply_activation(y: np.ndarray, node: Node) -> np.ndarray:
+    act = node.attr("activation", "")
+    if not act:
+        return y
+    return UNARY_NUMPY[act](y, node.attr("activation_params", ())).astype(y.dtype, copy=False)
+
+
+@register("FusedConv", domain=DOMAIN)
+def fused_conv(node, xs):
+    """act(Conv(X, W, B) + R): inputs X, W, B?, R?."""
+    y = _conv(xs[0], xs[1], xs[2] if len(xs) > 2 else None, node)
+    if len(xs) > 3 and xs[3] is not None:
+        y = y + xs[3]
+    return [apply_activation(y, node)]
+
+
+@register("FusedGemm", domain=DOMAIN)
+def fused_gemm(node, xs):
+    """act(alpha * A' B' + beta * C + R): inputs A, B, C?, R?."""
+    c = xs[2] if len(xs) > 2 else None
+    y = _gemm(xs[0], xs[1], c, node.attr("transA", 0), node.attr("transB", 0),
+              node.attr("alpha", 1.0), node.attr("beta", 1.0))
+    if len(xs) > 3 and xs[3] is not None:
+        y = y + xs[3]
+    return [apply_activation(y, node)]
+
+
+@register("FusedElementwise", domain=DOMAIN)
+def fused_elementwise(node, xs):
+    """A chain of elementwise ops over broadcast inputs; see ``passes.fusion.fuse_elementwise``."""
+    regs = list(xs)
+    params = list(node.attr("body_params", ()))
+    args = list(node.attr("body_args", ()))
+    for op in node.attr("body_ops"):
+        if op in BINARY_NUMPY:
+            a, b = regs[args.pop(0)], regs[args.pop(0)]
+            regs.append(BINARY_NUMPY[op](a, b).astype(np.result_type(a, b)))
+        else:
+            n = UNARY_OPS[op]
+            x = regs[args.pop(0)]
+            regs.append(UNARY_NUMPY[op](x, tuple(params[:n])).astype(x.dtype))
+            del params[:n]
+    out = regs[-1]
+    return [np.broadcast_to(out, node.output.type.shape).astype(out.dtype)]

@@ -1,0 +1,42 @@
+"""What a target is and what it hands to the artifact writer.
+
+A target reads the optimized, memory-planned graph IR (never ONNX) and returns a :class:`TargetBuild`:
+the member files it adds to the artifact and its manifest entry. The runtime's executor for the same
+target kind reads exactly that entry and those members; nothing else crosses the boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from lowering.ir import Graph, Node
+from lowering.passmanager import Pass
+
+
+@dataclass
+class TargetBuild:
+    target: str
+    #: member path inside the artifact (e.g. "cpu/model.so") -> bytes
+    files: dict[str, bytes]
+    #: this target's manifest entry (JSON-able): kind, entry files, build flags, requirements...
+    manifest: dict
+    #: per-kernel details for report.json and ``inspect``
+    kernels: list[dict] = field(default_factory=list)
+
+
+class Target:
+    """Base of every target: a name, its lowering pipeline, what it supports, and ``build``."""
+
+    name: ClassVar[str] = ""
+
+    def pipeline(self, options: dict) -> list[Pass]:
+        """Target-specific passes run after the shared graph pipeline."""
+        return []
+
+    def unsupported_reason(self, node: Node) -> str | None:
+        """Why this target cannot run ``node`` (None when it can)."""
+        raise NotImplementedError
+
+    def build(self, graph: Graph, options: dict) -> TargetBuild:
+        raise NotImplementedError
