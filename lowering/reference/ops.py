@@ -385,3 +385,9 @@ def fused_elementwise(node, xs):
             del params[:n]
     out = regs[-1]
     return [np.broadcast_to(out, node.output.type.shape).astype(out.dtype)]
+
+
+@register("Copy", domain=DOMAIN)
+def copy(node, xs):
+    """A materialising copy (the memory planner inserts it where a graph output would alias)."""
+    return [np.array(xs[0], copy=True)]

@@ -1,0 +1,58 @@
+"""Write an artifact atomically and deterministically (format: ``runtime.artifact``).
+
+Members are stored uncompressed in sorted order with a fixed timestamp, so identical inputs give a
+byte-identical file. The file appears under its final name only once complete (temporary file in the
+same folder, fsync, rename); an interrupted write leaves nothing that looks like an artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+from runtime.artifact import FORMAT_NAME, FORMAT_VERSION, MANIFEST, check_member_name
+
+from . import __version__
+
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def build_manifest(base: dict, files: dict[str, bytes]) -> dict:
+    members = {name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+               for name, data in sorted(files.items())}
+    return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+            "producer": {"name": "lowering", "version": __version__}, **base, "members": members}
+
+
+def write_artifact(path, manifest_base: dict, files: dict[str, bytes]) -> dict:
+    """Write ``files`` plus a manifest to ``path`` atomically. Returns the manifest."""
+    for name in files:
+        check_member_name(name)
+    manifest = build_manifest(manifest_base, files)
+    entries = {MANIFEST: json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n", **files}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as zf:
+                for name in [MANIFEST] + sorted(files):
+                    info = zipfile.ZipInfo(name, date_time=_EPOCH)
+                    info.external_attr = 0o644 << 16
+                    info.create_system = 3
+                    zf.writestr(info, entries[name])
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return manifest

@@ -1,0 +1,207 @@
+"""The ``lower`` command line.
+
+    lower MODEL.onnx --target cpu -o OUT.lwr      (the same as ``lower compile ...``)
+    lower run OUT.lwr [--inputs in.npz] [--output out.npz]
+    lower verify OUT.lwr --model MODEL.onnx [--inputs in.npz] [--rtol R --atol A]
+    lower inspect OUT.lwr [--json]
+
+Exit codes: 0 ok, 1 verification failed, 2 bad input (a one-line error, no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import __version__
+from .errors import LoweringError
+
+EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _DefaultToCompile(click.Group):
+    """``lower MODEL ...`` means ``lower compile MODEL ...``."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["compile"] + list(args)
+        return super().parse_args(ctx, args)
+
+
+def _parse_shape(spec: str) -> tuple[str, tuple[int, ...]]:
+    name, sep, dims = spec.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape:
+        raise LoweringError(f"--shape '{spec}' is not of the form NAME=D1xD2x... (e.g. x=1x3x224x224)")
+    return name, shape
+
+
+@click.group(cls=_DefaultToCompile, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lower")
+def cli():
+    """Lower ONNX models to compiled artifacts and run them.
+
+    \b
+    lower MODEL.onnx --target cpu -o OUT.lwr    compile (same as `lower compile`)
+    lower run OUT.lwr --inputs in.npz           run an artifact
+    lower verify OUT.lwr --model MODEL.onnx     compare with ONNX Runtime (exit 1 on mismatch)
+    lower inspect OUT.lwr                       manifest, passes, kernels, memory plan
+    """
+
+
+@cli.command("compile")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-t", "--target", "target", default="cpu", show_default=True,
+              help="Comma-separated targets to build, e.g. cpu.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Artifact path (default: MODEL with .lwr).")
+@click.option("--shape", "shapes", multiple=True, metavar="NAME=DxDx...",
+              help="Bind an input's symbolic dimensions, e.g. x=1x3x224x224. Repeatable.")
+@click.option("--disable-pass", "disabled", multiple=True, metavar="PASS", help="Skip a pass. Repeatable.")
+@click.option("--print-after", multiple=True, metavar="PASS", help="Print the IR after PASS. Repeatable.")
+@click.option("--verify-each", is_flag=True, help="Verify the IR after every pass.")
+@click.option("--isa", default=None, help="CPU ISA level for the cpu target, e.g. x86-64-v3 "
+              "(default: the build machine's).")
+@click.option("-v", "--verbose", is_flag=True, help="Log every pass.")
+def compile_command(model, target, output, shapes, disabled, print_after, verify_each, isa, verbose):
+    """Compile MODEL (an ONNX file) into an artifact."""
+    from .driver import CompileOptions, compile_model
+
+    options = CompileOptions(
+        targets=tuple(t.strip() for t in target.split(",") if t.strip()),
+        shapes=tuple(_parse_shape(s) for s in shapes), disabled_passes=frozenset(disabled),
+        print_after=frozenset(print_after), verify_each=verify_each, isa=isa)
+    log = (lambda m: click.echo(m, err=True)) if verbose or print_after else (lambda m: None)
+    result = compile_model(model, output=output, options=options, log=log)
+    for name, entry in result.report["targets"].items():
+        kernels = len(entry["kernels"])
+        plan = entry["memory_plan"] or {}
+        click.echo(f"{name}: {result.report['source']['nodes']} ONNX nodes -> {kernels} kernels, "
+                   f"arena {plan.get('arena_bytes', 0) / 1024:.1f} KiB "
+                   f"(naive {plan.get('naive_bytes', 0) / 1024:.1f} KiB); all nodes on {name}")
+    click.echo(f"wrote {result.path}")
+
+
+def _load_inputs(path: Path | None, session, seed: int) -> dict[str, np.ndarray]:
+    if path is None:
+        rng = np.random.default_rng(seed)
+        return {i.name: _random(rng, i) for i in session.inputs}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise LoweringError(f"{path}: cannot read inputs as .npz ({exc})") from None
+
+
+def _random(rng, info) -> np.ndarray:
+    dtype = np.dtype(info.dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(info.shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, info.shape).astype(dtype)
+    return rng.integers(0, 10, info.shape).astype(dtype)
+
+
+def _open_session(artifact: Path, target: str | None, threads: int | None):
+    import runtime
+
+    return runtime.load(artifact, target=target, threads=threads)
+
+
+@cli.command("run")
+@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--inputs", type=click.Path(dir_okay=False, path_type=Path), help=".npz keyed by input name "
+              "(default: seeded random inputs).")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write outputs to this .npz.")
+@click.option("--target", default=None, help="Run this target (default: the best one available).")
+@click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs.")
+def run_command(artifact, inputs, output, target, threads, seed):
+    """Run ARTIFACT on inputs (or random data) and print its outputs."""
+    sess = _open_session(artifact, target, threads)
+    feed = _load_inputs(inputs, sess, seed)
+    outs = sess.run(None, feed)
+    click.echo(f"target: {sess.target}")
+    for info, value in zip(sess.outputs, outs):
+        flat = value.reshape(-1)
+        preview = np.array2string(flat[:6], precision=5, separator=", ")
+        click.echo(f"{info.name}: {value.dtype}{list(value.shape)} {preview}{' ...' if flat.size > 6 else ''}")
+    if output is not None:
+        np.savez(output, **{info.name: v for info, v in zip(sess.outputs, outs)})
+        click.echo(f"wrote {output}")
+
+
+@cli.command("verify")
+@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The source ONNX model (run with ONNX Runtime as the reference).")
+@click.option("--inputs", type=click.Path(dir_okay=False, path_type=Path), help=".npz keyed by input name.")
+@click.option("--rtol", type=float, default=1e-4, show_default=True)
+@click.option("--atol", type=float, default=1e-4, show_default=True)
+@click.option("--target", default=None, help="Verify this target (default: the best one available).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify_command(artifact, model, inputs, rtol, atol, target, seed, as_json):
+    """Run ARTIFACT and ONNX Runtime on the same inputs; exit 1 on mismatch."""
+    from .verify import compare_with_onnxruntime
+
+    sess = _open_session(artifact, target, None)
+    feed = _load_inputs(inputs, sess, seed)
+    result = compare_with_onnxruntime(sess, model, feed, rtol=rtol, atol=atol)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"target {result['target']} vs onnxruntime {result['onnxruntime']} "
+                   f"(rtol {rtol:g}, atol {atol:g})")
+        for o in result["outputs"]:
+            click.echo(f"  {o['name']}: max abs err {o['max_abs_error']:.3e}, max rel err "
+                       f"{o['max_rel_error']:.3e}, mismatched {o['mismatched']}/{o['size']} "
+                       f"{'ok' if o['ok'] else 'MISMATCH'}")
+        click.echo("PASS" if result["ok"] else "FAIL")
+    sys.exit(EXIT_OK if result["ok"] else EXIT_MISMATCH)
+
+
+@cli.command("inspect")
+@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest and report as JSON.")
+def inspect_command(artifact, as_json):
+    """Show ARTIFACT's manifest, targets, passes, kernels and memory plan."""
+    from .inspect import describe
+
+    click.echo(describe(artifact, as_json=as_json))
+
+
+def main(argv=None) -> int:
+    """Entry point of ``lower``: returns the exit code instead of raising for a user's mistake."""
+    from runtime.errors import InvalidInputError, RuntimeLoadError
+
+    try:
+        cli.main(args=argv, prog_name="lower", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_BAD_INPUT
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        return 130
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    except (LoweringError, RuntimeLoadError, InvalidInputError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

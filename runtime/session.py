@@ -1,0 +1,110 @@
+"""``runtime.load(path)`` and the session it returns (the call shape of onnxruntime.InferenceSession)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from .artifact import open_artifact
+from .backends import executor_class
+from .errors import InvalidInputError, TargetUnavailableError
+
+#: Automatic target choice, best first. The simulated accelerator only runs when asked for by name.
+DEFAULT_PREFERENCE = ("cuda", "cpu")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """An input or output of the model: name, static shape, numpy dtype name."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @classmethod
+    def from_manifest(cls, entry: dict) -> "TensorInfo":
+        return cls(entry["name"], tuple(int(d) for d in entry["shape"]), entry["dtype"])
+
+
+class Session:
+    """A loaded artifact bound to one target. ``run`` is safe to call from several threads (calls on one
+    session are serialised; use one session per thread for parallel throughput)."""
+
+    def __init__(self, path, target: str | None = None, targets=None, threads: int | None = None):
+        self.artifact = open_artifact(path)
+        manifest = self.artifact.manifest
+        self.inputs = [TensorInfo.from_manifest(e) for e in manifest["inputs"]]
+        self.outputs = [TensorInfo.from_manifest(e) for e in manifest["outputs"]]
+        self.skipped: dict[str, str] = {}
+        self.target, self._executor = self._choose(target, targets, threads)
+        self._lock = threading.Lock()
+
+    def _choose(self, target, targets, threads):
+        built = self.artifact.targets
+        if target is not None and targets is not None:
+            raise ValueError("pass either target= or targets=, not both")
+        preference = [target] if target else list(targets or DEFAULT_PREFERENCE)
+        for kind in preference:
+            if kind not in built:
+                self.skipped[kind] = "not built into this artifact"
+                continue
+            cls = executor_class(built[kind].get("kind", kind))
+            if cls is None:
+                self.skipped[kind] = "this runtime has no executor for it"
+                continue
+            reason = cls.check_requirements(built[kind])
+            if reason:
+                self.skipped[kind] = reason
+                continue
+            return kind, cls(built[kind], self.artifact.read, threads=threads)
+        why = "; ".join(f"{k}: {r}" for k, r in self.skipped.items()) or "no targets"
+        raise TargetUnavailableError(
+            f"{self.artifact.path}: no usable target (built: {', '.join(sorted(built)) or 'none'}; {why})")
+
+    def get_inputs(self) -> list[TensorInfo]:
+        return list(self.inputs)
+
+    def get_outputs(self) -> list[TensorInfo]:
+        return list(self.outputs)
+
+    def _prepare(self, feed: dict) -> list[np.ndarray]:
+        if not isinstance(feed, dict):
+            raise InvalidInputError("inputs must be a dict of input name -> array")
+        names = [i.name for i in self.inputs]
+        unknown = sorted(set(feed) - set(names))
+        if unknown:
+            raise InvalidInputError(f"unknown input(s) {', '.join(unknown)}; the model's inputs are "
+                                    f"{', '.join(names)}")
+        arrays = []
+        for info in self.inputs:
+            if info.name not in feed:
+                raise InvalidInputError(f"missing input '{info.name}' ({info.dtype}{list(info.shape)})")
+            array = np.asarray(feed[info.name])
+            if array.dtype != np.dtype(info.dtype):
+                raise InvalidInputError(f"input '{info.name}' has dtype {array.dtype}, expected {info.dtype}")
+            if tuple(array.shape) != info.shape:
+                raise InvalidInputError(f"input '{info.name}' has shape {list(array.shape)}, "
+                                        f"expected {list(info.shape)}")
+            arrays.append(np.ascontiguousarray(array))
+        return arrays
+
+    def run(self, output_names, input_feed: dict) -> list[np.ndarray]:
+        """Run the model. ``output_names`` None means all outputs, in the model's order."""
+        arrays = self._prepare(input_feed)
+        by_name = {o.name: i for i, o in enumerate(self.outputs)}
+        wanted = list(by_name) if output_names is None else list(output_names)
+        for name in wanted:
+            if name not in by_name:
+                raise InvalidInputError(f"unknown output '{name}'; outputs are {', '.join(by_name)}")
+        results = [np.empty(o.shape, dtype=o.dtype) for o in self.outputs]
+        with self._lock:
+            self._executor.run(arrays, results)
+        return [results[by_name[name]] for name in wanted]
+
+
+def load(path, target: str | None = None, targets=None, threads: int | None = None) -> Session:
+    """Load an artifact. ``target`` forces one target; ``targets`` is an order of preference; by default
+    cuda when usable, else cpu. ``threads`` sets the intra-op thread count (None: the library default)."""
+    return Session(path, target=target, targets=targets, threads=threads)
