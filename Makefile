@@ -1,0 +1,37 @@
+# The two commands of the README. Each sets up everything it needs on a fresh machine (Python 3.10+,
+# a C compiler): a virtual environment in .venv with the package and its dependencies.
+#   make demo   lower the bundled example for the cpu target, run it, compare with ONNX Runtime
+#   make test   install the test extras (pytest, torch CPU build) and run the test suite
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+OUT    := out
+
+.PHONY: demo test lint clean
+
+$(VENV)/.core: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.core
+	$(BIN)/python -m pip install --quiet -e '.[dev,torch]'
+	touch $@
+
+demo: $(VENV)/.core
+	mkdir -p $(OUT)
+	$(BIN)/lower examples/cnn.onnx --target cpu -o $(OUT)/cnn.lwr
+	$(BIN)/lower run $(OUT)/cnn.lwr --inputs examples/cnn_input.npz --output $(OUT)/cnn_outputs.npz
+	$(BIN)/lower verify $(OUT)/cnn.lwr --model examples/cnn.onnx --inputs examples/cnn_input.npz
+	$(BIN)/python examples/app.py $(OUT)/cnn.lwr examples/cnn_input.npz
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest -q -ra
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check lowering passes targets runtime tests examples
+
+clean:
+	rm -rf $(OUT) .pytest_cache
