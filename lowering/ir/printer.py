@@ -12,9 +12,9 @@ def _format_attr(attr: Attr) -> str:
         arr = attr.value
         return f"tensor<{arr.dtype}{list(arr.shape)}>"
     if attr.kind is AttrKind.FLOAT:
-        return repr(float(np.float32(attr.value)))
+        return str(np.float32(attr.value))
     if attr.kind is AttrKind.FLOATS:
-        return "[" + ", ".join(repr(float(np.float32(x))) for x in attr.value) + "]"
+        return "[" + ", ".join(str(np.float32(x)) for x in attr.value) + "]"
     if attr.kind in (AttrKind.INTS, AttrKind.STRINGS):
         return "[" + ", ".join(repr(x) for x in attr.value) + "]"
     return repr(attr.value)
