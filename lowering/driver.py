@@ -13,6 +13,7 @@ from .errors import LoweringError
 from .ir import Graph
 from .onnx.exporter import export_bytes
 from .onnx.importer import import_model, load_model_proto
+from .partition import partition
 from .passmanager import PassContext, PassManager, PassRecord
 
 
@@ -62,18 +63,6 @@ def _pipeline(target) -> list:
     return default_passes() + target.pipeline({}) + [MaterializeOutputs(), PlanMemory()]
 
 
-def check_partition(graph: Graph, target, model_name: str) -> None:
-    """Every node must run on the target (host fallback arrives with accelerator targets)."""
-    problems = []
-    for node in graph.nodes:
-        reason = target.unsupported_reason(node)
-        if reason:
-            problems.append(f"{node.label}: {reason}")
-    if problems:
-        raise LoweringError(f"{model_name}: target '{target.name}' cannot run {len(problems)} node(s): "
-                            + "; ".join(problems))
-
-
 @dataclass
 class CompileResult:
     path: Path
@@ -106,7 +95,7 @@ def compile_model(model, targets=("cpu",), output=None, log=lambda message: None
                           print_after=options.print_after, disabled=options.disabled_passes, log=log)
         start = time.perf_counter()
         records: list[PassRecord] = PassManager(_pipeline(target)).run(graph, ctx)
-        check_partition(graph, target, model_path.name)
+        placement = partition(graph, target, model_name=model_path.name)
         build = target.build(graph, options.target_options())
         log(f"target {name}: built {len(build.kernels)} kernels in {time.perf_counter() - start:.2f} s")
         files.update(build.files)
@@ -116,7 +105,7 @@ def compile_model(model, targets=("cpu",), output=None, log=lambda message: None
             "ops": graph.op_counts(),
             "kernels": build.kernels,
             "memory_plan": graph.memory_plan.to_json() if graph.memory_plan else None,
-            "partition": {"target_nodes": len(graph.nodes), "host_nodes": 0, "fallbacks": []},
+            "partition": placement.to_json(),
         }
         files.setdefault("graph.onnx", export_bytes(graph))
     files["report.json"] = json.dumps(report, indent=2, sort_keys=True).encode() + b"\n"
