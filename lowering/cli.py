@@ -83,9 +83,14 @@ def compile_command(model, target, output, shapes, disabled, print_after, verify
     for name, entry in result.report["targets"].items():
         kernels = len(entry["kernels"])
         plan = entry["memory_plan"] or {}
+        fallbacks = entry["partition"]["fallbacks"]
         click.echo(f"{name}: {result.report['source']['nodes']} ONNX nodes -> {kernels} kernels, "
                    f"arena {plan.get('arena_bytes', 0) / 1024:.1f} KiB "
-                   f"(naive {plan.get('naive_bytes', 0) / 1024:.1f} KiB); all nodes on {name}")
+                   f"(naive {plan.get('naive_bytes', 0) / 1024:.1f} KiB, lower bound "
+                   f"{plan.get('lower_bound_bytes', 0) / 1024:.1f} KiB)")
+        click.echo(f"  placement: {'all nodes on ' + name if not fallbacks else ''}")
+        for f in fallbacks:
+            click.echo(f"  {f['node']} -> host: {f['reason']}")
     click.echo(f"wrote {result.path}")
 
 

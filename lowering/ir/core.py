@@ -238,7 +238,7 @@ class Graph:
 
     def constant(self, array: np.ndarray, hint: str = "const") -> Value:
         """A new constant value (not tied to any node)."""
-        return Value(self.unique_name(hint), const=np.ascontiguousarray(array))
+        return Value(self.unique_name(hint), const=np.asarray(array, order="C"))
 
     def append(self, node: Node) -> Node:
         node.graph = self
