@@ -59,7 +59,9 @@ def import_model(
     model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None, name: str = "model"
 ) -> Graph:
     """Build the IR from a checked ModelProto. ``name`` is how errors name the model."""
-    model = _upgrade_opset(model, name)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)  # binding shapes edits the proto; never touch the caller's
+    model = _upgrade_opset(copy, name)
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
     _check_supported(model, name)
@@ -209,7 +211,7 @@ class _GraphBuilder:
         except Exception as exc:
             raise LoweringError(f"{self.name}: cannot read tensor '{what}': {exc}") from None
         DType.from_numpy(array.dtype)  # raises for unsupported element types
-        return np.ascontiguousarray(array)
+        return np.ascontiguousarray(array).reshape(array.shape)  # ascontiguousarray makes 0-d arrays 1-d
 
     def _define(self, value: Value) -> None:
         self.values[value.name] = value

@@ -217,6 +217,20 @@ def global_max_pool(node, xs):
     return [x.max(axis=tuple(range(2, x.ndim)), keepdims=True)]
 
 
+@register("ReduceMean")
+def reduce_mean(node, xs):
+    """Axes from input 1 (opset >= 18) or the ``axes`` attribute (opset 13); the dynamo exporter writes
+    every ``AdaptiveAvgPool2d(1)`` and ``mean`` as one."""
+    x = xs[0]
+    axes = _axes(node, xs)
+    if not axes:
+        if node.attr("noop_with_empty_axes", 0):
+            return [x]
+        axes = None
+    keep = bool(node.attr("keepdims", 1))
+    return [x.mean(axis=axes, keepdims=keep, dtype=np.float64).astype(x.dtype)]
+
+
 @register("Softmax")
 def softmax(node, xs):
     x = xs[0]

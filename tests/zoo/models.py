@@ -9,7 +9,7 @@ Each model runs in well under a second at its input shape and exports to tens of
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -265,3 +265,27 @@ class Arith(nn.Module):
         y = torch.clamp(y, -2.0, 3.0)
         y = torch.softmax(y, dim=1)
         return self.lin(y) / 3.0
+
+
+@_register("batchnorm", (1, 3, 16, 16), seed=10)
+class StandaloneBatchNorm(nn.Module):
+    """BatchNorm where no exporter can fold it into a Conv/Gemm: after a ReLU, after a residual add, and
+    a BatchNorm1d after a ReLU'd Linear. (Both exporters fold eval-mode Conv->BN, so the other models
+    never show a BatchNormalization node.)"""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 4 * 4, 16)
+        self.bn3 = nn.BatchNorm1d(16)
+        self.out = nn.Linear(16, 5)
+
+    def forward(self, x):
+        y = self.bn1(torch.relu(self.conv1(x)))
+        y = self.bn2(y + self.conv2(y))
+        y = nn.functional.max_pool2d(y, 4)
+        y = self.bn3(torch.relu(self.fc(y.flatten(1))))
+        return self.out(y)
