@@ -8,14 +8,16 @@ Order, and why:
    later passes match producer -> consumer adjacency (Conv -> BatchNormalization, Conv -> Add -> Relu),
    which these leftovers interrupt, and because they need constant weights and parameters. It iterates
    because each pass exposes work for the others (a folded Shape makes a Reshape's target constant...).
-2. ``fold_batchnorm`` before ``fuse_epilogue``: it matches the plain Conv/Gemm/MatMul ops, and the Conv it
+2. ``reduce_mean_to_pool``: a mean over all spatial axes (the dynamo exporter's global pooling) becomes
+   GlobalAveragePool, once folding has made its axes constant, so targets need only the pool kernel.
+3. ``fold_batchnorm`` before ``fuse_epilogue``: it matches the plain Conv/Gemm/MatMul ops, and the Conv it
    leaves behind (with new bias) is then canonicalized and gets its epilogue fused. A BatchNormalization
    it cannot fold becomes Mul+Add, which the elementwise fusion then takes.
-3. ``fuse_epilogue`` before ``fuse_elementwise``: bias adds, residual adds and activations after a
+4. ``fuse_epilogue`` before ``fuse_elementwise``: bias adds, residual adds and activations after a
    Conv/Gemm belong in that kernel's epilogue (no extra pass over memory); were elementwise fusion first,
    it would group ``Add -> Relu`` into a separate kernel.
-4. ``fuse_elementwise``: the remaining chains of elementwise ops.
-5. ``dce``: the fusions remove what they replace; this catches anything left dead (cheap).
+5. ``fuse_elementwise``: the remaining chains of elementwise ops.
+6. ``dce``: the fusions remove what they replace; this catches anything left dead (cheap).
 
 Every pass has a ``name`` so ``--disable-pass NAME`` disables it (``simplify`` disables the whole group;
 ``dce``, ``fold_shapes`` and ``fold_constants`` disable that pass wherever it appears).
@@ -28,6 +30,7 @@ from lowering.passmanager import FixedPoint, Pass
 from .cleanup.dce import EliminateDeadCode
 from .cleanup.fold_constants import FoldConstants
 from .cleanup.fold_shapes import FoldShapes
+from .cleanup.reduce_mean_to_pool import RewriteReduceMeanAsPool
 from .fusion.fold_batchnorm import FoldBatchNorm
 from .fusion.fuse_elementwise import FuseElementwise
 from .fusion.fuse_epilogue import FuseEpilogues
@@ -37,6 +40,7 @@ def default_passes() -> list[Pass]:
     """A fresh list of the shared optimization passes, in order (see the module docstring)."""
     return [
         FixedPoint([FoldShapes(), FoldConstants(), EliminateDeadCode()], max_steps=8, name="simplify"),
+        RewriteReduceMeanAsPool(),
         FoldBatchNorm(),
         FuseEpilogues(),
         FuseElementwise(),

@@ -25,7 +25,8 @@ def _names(passes):
 
 
 def test_every_pass_has_a_name_to_disable():
-    assert _names(default_passes()) == ["simplify", "fold_shapes", "fold_constants", "dce", "fold_batchnorm",
+    assert _names(default_passes()) == ["simplify", "fold_shapes", "fold_constants", "dce", "reduce_mean_to_pool",
+                                        "fold_batchnorm",
                                         "fuse_epilogue", "fuse_elementwise", "dce"]
 
 
