@@ -41,8 +41,7 @@ def _describe_report(rep: dict) -> list[str]:
     for p in rep.get("passes", []):
         lines.append(f"    {p['name']:<22} {'changed' if p['modified'] else 'no change':<9} "
                      f"nodes {p['nodes_before']:>4} -> {p['nodes_after']:<4} bytes moved "
-                     f"{_kib(p['bytes_moved_before'])} -> {_kib(p['bytes_moved_after'])}  "
-                     f"{p['seconds'] * 1e3:.1f} ms")
+                     f"{_kib(p['bytes_moved_before'])} -> {_kib(p['bytes_moved_after'])}")
         for change in p["changes"][:8]:
             lines.append(f"      - {change}")
         if len(p["changes"]) > 8:

@@ -164,3 +164,22 @@ def test_console_script_and_layering_in_an_application(tiny_artifact):
                          cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_print_after_verbose_and_disable_pass(tiny_dir, tmp_path, capsys):
+    code, _, err = run_cli([tiny_dir / "tiny_static.onnx", "-o", tmp_path / "a.lwr", "--print-after",
+                            "fuse_epilogue", "-v"], capsys)
+    assert code == 0
+    assert "// IR after fuse_epilogue" in err and "lowering::FusedConv" in err
+    assert "pass simplify:" in err
+    code, stdout, err = run_cli([tiny_dir / "tiny_static.onnx", "-o", tmp_path / "b.lwr", "--disable-pass",
+                                 "fuse_epilogue", "-v"], capsys)
+    assert code == 0 and "pass fuse_epilogue: disabled" in err
+    code, stdout, _ = run_cli(["inspect", tmp_path / "b.lwr"], capsys)
+    assert "lowering::FusedConv" not in stdout and "Conv" in stdout
+
+
+def test_same_model_and_options_give_a_byte_identical_artifact(tiny_dir, tmp_path, capsys):
+    for name in ("a.lwr", "b.lwr"):
+        assert run_cli([tiny_dir / "tiny_static.onnx", "-o", tmp_path / name], capsys)[0] == 0
+    assert (tmp_path / "a.lwr").read_bytes() == (tmp_path / "b.lwr").read_bytes()
