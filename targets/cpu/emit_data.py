@@ -1,0 +1,172 @@
+"""Pooling, Softmax and data-movement lowering for the cpu target (kernels in ``kernels_ops.c``)."""
+
+from __future__ import annotations
+
+from lowering.ir import Node
+from lowering.opinfo import window_geometry
+
+from .registry import EmitContext, KernelCode, c_longs, numel, register
+
+
+def check_pool(node: Node) -> str | None:
+    rank = node.input(0).type.rank
+    if rank not in (3, 4):
+        return (
+            f"only 1-D and 2-D pooling (3-D or 4-D tensors) is supported by the cpu target, "
+            f"got a rank-{rank} input"
+        )
+    if node.attr("kernel_shape") is None:
+        return f"{node.op} has no kernel_shape"
+    return None
+
+
+@register("MaxPool", "AveragePool", check=check_pool, data_inputs=1)
+def emit_pool(ctx: EmitContext, node: Node) -> KernelCode:
+    shape = node.input(0).type.shape
+    kernel = tuple(node.attr("kernel_shape"))
+    geo = window_geometry(node, tuple(shape[2:]), kernel, ceil_mode=bool(node.attr("ceil_mode", 0)))
+    lift = (lambda t, one: (one,) + tuple(t)) if len(shape) == 3 else (lambda t, one: tuple(t))
+    # lw_pool_geom: planes, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PH, PW, PHE, PWE, is_max, count_include_pad
+    fields = [
+        numel(shape[:2]),
+        *lift(shape[2:], 1),
+        *lift(geo.out, 1),
+        *lift(kernel, 1),
+        *lift(geo.strides, 1),
+        *lift(geo.dilations, 1),
+        *lift(geo.pads_begin, 0),
+        *lift(geo.pads_end, 0),
+        int(node.op == "MaxPool"),
+        int(bool(node.attr("count_include_pad", 0))),
+    ]
+    body = (
+        f"static const lw_pool_geom g = {c_longs(fields)};\n"
+        f"lw_pool2d(ctx->nt, &g, {ctx.ptr(node.input(0))}, {ctx.out(node.output)});"
+    )
+    return KernelCode(body, flops=numel(node.output.type.shape) * numel(kernel))
+
+
+def check_global_pool(node: Node) -> str | None:
+    if node.input(0).type.rank < 3:
+        return f"{node.op} needs an input of rank 3 or more"
+    return None
+
+
+@register("GlobalAveragePool", "GlobalMaxPool", check=check_global_pool)
+def emit_global_pool(ctx: EmitContext, node: Node) -> KernelCode:
+    shape = node.input(0).type.shape
+    planes, positions = numel(shape[:2]), numel(shape[2:])
+    body = (
+        f"lw_global_pool(ctx->nt, {ctx.ptr(node.input(0))}, {ctx.out(node.output)}, {planes}, {positions}, "
+        f"{int(node.op == 'GlobalMaxPool')});"
+    )
+    return KernelCode(body, flops=numel(shape))
+
+
+def check_softmax(node: Node) -> str | None:
+    rank = node.input(0).type.rank
+    axis = node.attr("axis", -1)
+    if rank == 0 or not -rank <= axis < rank:
+        return f"Softmax axis {axis} is out of range for a rank-{rank} input"
+    return None
+
+
+@register("Softmax", check=check_softmax)
+def emit_softmax(ctx: EmitContext, node: Node) -> KernelCode:
+    shape = node.input(0).type.shape
+    axis = node.attr("axis", -1) % len(shape)
+    outer, length, inner = numel(shape[:axis]), shape[axis], numel(shape[axis + 1 :])
+    body = (
+        f"lw_softmax(ctx->nt, {ctx.ptr(node.input(0))}, {ctx.out(node.output)}, {outer}, {length}, {inner});"
+    )
+    return KernelCode(body, flops=5 * numel(shape))
+
+
+def reduce_axes(node: Node) -> tuple[int, ...] | None:
+    """The axes a ReduceMean reduces (normalized, sorted), or None when they are not compile-time known."""
+    rank = node.input(0).type.rank
+    axes_input = node.input(1)
+    if axes_input is not None:
+        if not axes_input.is_const:
+            return None
+        axes = tuple(int(a) for a in axes_input.const.reshape(-1))
+    else:
+        axes = tuple(node.attr("axes", ()))
+    if not axes and not node.attr("noop_with_empty_axes", 0):
+        axes = tuple(range(rank))
+    return tuple(sorted(a % rank for a in axes))
+
+
+def check_reduce_mean(node: Node) -> str | None:
+    axes = reduce_axes(node)
+    if axes is None:
+        return "ReduceMean axes must be a constant on the cpu target"
+    shape = node.input(0).type.shape
+    kept = [a for a in axes if shape[a] != 1]
+    if kept and kept != list(range(kept[0], kept[-1] + 1)):
+        return f"ReduceMean over non-adjacent axes {axes} is not supported by the cpu target"
+    return None
+
+
+@register("ReduceMean", check=check_reduce_mean, data_inputs=1)
+def emit_reduce_mean(ctx: EmitContext, node: Node) -> KernelCode:
+    shape = node.input(0).type.shape
+    kept = [a for a in reduce_axes(node) if shape[a] != 1]
+    x, y = ctx.ptr(node.input(0)), ctx.out(node.output)
+    if not kept:  # nothing to average: a copy
+        return KernelCode(f"lw_copy(ctx->nt, {y}, {x}, {numel(shape)});")
+    first, last = kept[0], kept[-1]
+    outer, length, inner = numel(shape[:first]), numel(shape[first : last + 1]), numel(shape[last + 1 :])
+    body = f"lw_reduce_mean(ctx->nt, {x}, {y}, {outer}, {length}, {inner});"
+    return KernelCode(body, flops=numel(shape))
+
+
+def collapse_transpose(shape: tuple[int, ...], perm: tuple[int, ...]) -> tuple[list[int], list[int]]:
+    """Output dims and the input stride each steps by, with size-1 dims dropped and runs merged."""
+    strides, step = [0] * len(shape), 1
+    for d in reversed(range(len(shape))):
+        strides[d] = step
+        step *= shape[d]
+    dims: list[int] = []
+    steps: list[int] = []
+    for p in perm:
+        if shape[p] == 1:
+            continue
+        if dims and steps[-1] == strides[p] * shape[p]:
+            dims[-1] *= shape[p]
+            steps[-1] = strides[p]
+        else:
+            dims.append(shape[p])
+            steps.append(strides[p])
+    return (dims, steps) if dims else ([1], [1])
+
+
+@register("Transpose")
+def emit_transpose(ctx: EmitContext, node: Node) -> KernelCode:
+    shape = node.input(0).type.shape
+    perm = tuple(node.attr("perm", tuple(reversed(range(len(shape))))))
+    dims, steps = collapse_transpose(shape, perm)
+    body = (
+        f"static const long shape[{len(dims)}] = {c_longs(dims)};\n"
+        f"static const long stride[{len(dims)}] = {c_longs(steps)};\n"
+        f"lw_transpose(ctx->nt, {ctx.ptr(node.input(0))}, {ctx.out(node.output)}, {len(dims)}, shape, "
+        "stride);"
+    )
+    return KernelCode(body)
+
+
+@register("Concat")
+def emit_concat(ctx: EmitContext, node: Node) -> KernelCode:
+    out_shape = node.output.type.shape
+    axis = node.attr("axis", 0) % len(out_shape)
+    parts = [v for v in node.inputs if v is not None and numel(v.type.shape) > 0]
+    outer = numel(out_shape[:axis])
+    chunks = [numel(v.type.shape[axis:]) for v in parts]
+    if not parts or outer == 0:
+        return KernelCode("(void)ctx;")
+    body = (
+        f"const float *xs[{len(parts)}] = {{{', '.join(ctx.ptr(v) for v in parts)}}};\n"
+        f"static const long chunk[{len(parts)}] = {c_longs(chunks)};\n"
+        f"lw_concat(ctx->nt, xs, chunk, {len(parts)}, {outer}, {ctx.out(node.output)});"
+    )
+    return KernelCode(body)

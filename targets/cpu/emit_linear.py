@@ -1,0 +1,275 @@
+"""Convolution, Gemm and MatMul lowering for the cpu target.
+
+All three become calls into the packed GEMM of ``kernels_gemm.c``:
+
+- Conv / lowering::FusedConv (NCHW; 1-D and 2-D): weights are prepacked per group as GEMM A panels,
+  ``out[co, p] = W[co, :] . col[:, p]``, with im2col writing the packed B panels directly (a plain panel
+  copy for 1x1 stride-1 convs); depthwise convs (group == channels) use a direct loop instead. Bias,
+  residual and activation run in the GEMM epilogue while the output tile is in cache.
+- Gemm / lowering::FusedGemm and MatMul (N-d, numpy broadcasting): constant operands are prepacked at
+  compile time, runtime operands are packed into the workspace; a MatMul whose B is one matrix runs as a
+  single GEMM over all of A's rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lowering.ir import Node, Value
+from lowering.opinfo import DOMAIN, EPILOGUE_ACTIVATIONS, FLOAT_MAX, window_geometry
+
+from .pack import pack_a, pack_b, pack_conv_weights, packed_a_floats, packed_b_floats
+from .registry import EmitContext, KernelCode, align, c_float, c_longs, numel, register
+
+ACTIVATION_CODES = {"": 0, "Relu": 1, "LeakyRelu": 2, "Clip": 3, "Sigmoid": 4, "Tanh": 5}
+DEFAULT_PARAMS = {"LeakyRelu": (0.01,), "Clip": (-FLOAT_MAX, FLOAT_MAX)}
+ITEM_BYTES = 64  # upper bound of sizeof(lw_gemm_item)
+#: the fields of lw_conv_geom, in order
+CONV_FIELDS = ("N", "C", "H", "W", "M", "G", "KH", "KW", "SH", "SW", "DH", "DW", "PH", "PW", "OH", "OW")
+
+
+def check_activation(node: Node) -> str | None:
+    act = node.attr("activation", "")
+    if act and act not in EPILOGUE_ACTIVATIONS:
+        return f"epilogue activation {act!r} is not supported by the cpu target"
+    return None
+
+
+def epilogue(node: Node, alpha=1.0, beta=1.0, bias=(0, 0), res=(0, 0)) -> str:
+    """A C initializer for lw_epilogue."""
+    act = node.attr("activation", "") if node.domain == DOMAIN else ""
+    params = tuple(node.attr("activation_params", ()) or DEFAULT_PARAMS.get(act, ()))
+    params = (params + (0.0, 0.0))[:2]
+    return (
+        f"{{{c_float(alpha)}, {c_float(beta)}, {bias[0]}, {bias[1]}, {res[0]}, {res[1]}, "
+        f"{ACTIVATION_CODES[act]}, {c_float(params[0])}, {c_float(params[1])}}}"
+    )
+
+
+def matrix_strides(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Row and column strides of an operand (rank <= 2) broadcast over an [M, N] output."""
+    rows, cols = ((1, 1) + tuple(shape))[-2:]
+    return (0 if rows == 1 else cols), (0 if cols == 1 else 1)
+
+
+# --- convolution ------------------------------------------------------------------------------------
+
+
+def conv_residual_strides(r_shape, out_shape) -> tuple[int, int, int] | None:
+    """(image, channel, position) strides of a residual broadcast over a conv output, None if unsupported."""
+    r = (1,) * (len(out_shape) - len(r_shape)) + tuple(r_shape)
+    spatial, out_spatial = r[2:], tuple(out_shape[2:])
+    if spatial == out_spatial:
+        cs = 1
+    elif all(d == 1 for d in spatial):
+        cs = 0
+    else:
+        return None
+    plane = numel(spatial)
+    return (0 if r[0] == 1 else r[1] * plane), (0 if r[1] == 1 else plane), cs
+
+
+def check_conv(node: Node) -> str | None:
+    x, w = node.input(0), node.input(1)
+    if x.type.rank not in (3, 4):
+        return (
+            f"only 1-D and 2-D convolutions (3-D or 4-D tensors) are supported by the cpu target, "
+            f"got a rank-{x.type.rank} input"
+        )
+    if not w.is_const:
+        return "Conv weights must be a constant on the cpu target"
+    r = node.input(3) if node.domain == DOMAIN else None
+    if r is not None and conv_residual_strides(r.type.shape, node.output.type.shape) is None:
+        return f"residual shape {r.type.shape} broadcasts over only some spatial axes; unsupported on cpu"
+    return check_activation(node)
+
+
+def conv_geometry(node: Node) -> tuple[dict, int]:
+    """The lw_conv_geom fields (1-D convs as H = 1) and the multiply-accumulates per image."""
+    xs, ws = node.input(0).type.shape, node.input(1).type.shape
+    geo = window_geometry(node, tuple(xs[2:]), tuple(ws[2:]))
+    lift = (lambda t, one: (one,) + tuple(t)) if len(xs) == 3 else (lambda t, one: tuple(t))
+    (h, w), (kh, kw) = lift(xs[2:], 1), lift(ws[2:], 1)
+    (sh, sw), (dh, dw), (ph, pw) = lift(geo.strides, 1), lift(geo.dilations, 1), lift(geo.pads_begin, 0)
+    (oh, ow) = lift(geo.out, 1)
+    g = node.attr("group", 1)
+    values = (xs[0], xs[1], h, w, ws[0], g, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow)
+    fields = dict(zip(CONV_FIELDS, values))
+    macs = ws[0] * oh * ow * (xs[1] // g) * kh * kw
+    return fields, macs
+
+
+def depthwise_plane_floats(g: dict, vec: int) -> int:
+    """Workspace floats per output plane of lw_depthwise2d: its zero-padded input plane plus 2 vectors of
+    slack, rounded to 16 floats (the padded-plane sizes computed as in kernels_gemm.c)."""
+    hp = (g["OH"] - 1) * g["SH"] + (g["KH"] - 1) * g["DH"] + 1
+    wp = max(g["PW"] + g["W"], (g["OW"] - 1) * g["SW"] + (g["KW"] - 1) * g["DW"] + 1)
+    return align(hp * wp + 2 * vec, 16)
+
+
+@register("Conv", f"{DOMAIN}::FusedConv", check=check_conv, data_inputs=3)
+def emit_conv(ctx: EmitContext, node: Node) -> KernelCode:
+    g, macs = conv_geometry(node)
+    out = node.output
+    bias = node.input(2)
+    res = node.input(3) if node.domain == DOMAIN else None
+    ns, rs, cs = conv_residual_strides(res.type.shape, out.type.shape) if res is not None else (0, 0, 0)
+    epi = epilogue(node, bias=(1, 0), res=(rs, cs))
+    geom = c_longs(g[k] for k in CONV_FIELDS)
+    lines = [f"static const lw_conv_geom g = {geom};", f"const lw_epilogue e = {epi};"]
+    args = f"{ctx.ptr(node.input(0))}, WEIGHTS, {ctx.opt_ptr(bias)}, {ctx.opt_ptr(res)}, {ns}, {ctx.out(out)}"
+    w = node.input(1).const.astype(np.float32)
+    if g["G"] == g["C"] and g["G"] > 1:
+        slot = depthwise_plane_floats(g, ctx.isa.vec)
+        weights = ctx.weights(w)
+        lines.append(
+            f"lw_depthwise2d(ctx->nt, &g, {args.replace('WEIGHTS', weights)}, (float *)ctx->ws, {slot}, &e);"
+        )
+        workspace = g["M"] * slot * 4
+    else:
+        packed = ctx.weights(pack_conv_weights(w, g["G"], ctx.isa.mr))
+        lines.append(f"lw_conv2d(ctx->nt, &g, {args.replace('WEIGHTS', packed)}, ctx->ws, &e);")
+        k = g["C"] // g["G"] * g["KH"] * g["KW"]
+        workspace = align(g["G"] * ITEM_BYTES) + g["G"] * 4 * packed_b_floats(
+            k, g["OH"] * g["OW"], ctx.isa.nr
+        )
+    return KernelCode("\n".join(lines), flops=2 * g["N"] * macs, workspace=workspace)
+
+
+# --- GEMM and MatMul --------------------------------------------------------------------------------
+
+
+@dataclass
+class GemmOperand:
+    """``count`` matrices stored back to back, each logically ``rows x cols`` (stored transposed if so)."""
+
+    value: Value
+    count: int
+    rows: int
+    cols: int
+    transposed: bool = False
+
+    @property
+    def strides(self) -> tuple[int, int]:
+        return (1, self.rows) if self.transposed else (self.cols, 1)
+
+    def matrices(self) -> list[np.ndarray]:
+        stored = (self.cols, self.rows) if self.transposed else (self.rows, self.cols)
+        flat = self.value.const.astype(np.float32).reshape(self.count, *stored)
+        return [m.T if self.transposed else m for m in flat]
+
+
+def emit_gemm_batch(
+    ctx: EmitContext,
+    node: Node,
+    a: GemmOperand,
+    b: GemmOperand,
+    a_index,
+    b_index,
+    epi: str,
+    bias: str = "NULL",
+    res: str = "NULL",
+) -> KernelCode:
+    """C = epilogue(A[a_index[i]] . B[b_index[i]]) for every output matrix i (stored back to back)."""
+    m, k, n, count = a.rows, a.cols, b.cols, len(a_index)
+    a_size, b_size = packed_a_floats(m, k, ctx.isa.mr), packed_b_floats(k, n, ctx.isa.nr)
+    lines = ["lw_gemm_item *items = (lw_gemm_item *)ctx->ws;"]
+    workspace = align(count * ITEM_BYTES)
+    for name, op, size, pack, rows, cols in (("a", a, a_size, pack_a, m, k), ("b", b, b_size, pack_b, k, n)):
+        tile = ctx.isa.mr if name == "a" else ctx.isa.nr
+        if op.value.is_const:
+            packed = np.concatenate([pack(mat, tile).reshape(-1) for mat in op.matrices()])
+            lines.append(f"const float *{name}pk = {ctx.weights(packed)};")
+            continue
+        rs, cs = op.strides
+        lines.append(f"float *{name}pk = (float *)(ctx->ws + {workspace});")
+        lines.append(
+            f"lw_pack_{name}(ctx->nt, {ctx.ptr(op.value)}, {rows * cols}, {op.count}, {rs}, {cs}, "
+            f"{rows}, {cols}, {name}pk);"
+        )
+        workspace += align(op.count * size * 4)
+    lines.append(f"float *y = {ctx.out(node.output)};")
+    index = {}
+    for name, table in (("a", list(a_index)), ("b", list(b_index))):
+        if table == list(range(count)):
+            index[name] = "i"
+        elif len(set(table)) == 1:
+            index[name] = str(table[0])
+        else:
+            lines.append(f"static const long {name}_index[{count}] = {c_longs(table)};")
+            index[name] = f"{name}_index[i]"
+    lines += [
+        f"for (long i = 0; i < {count}; i++) {{",
+        f"    items[i].a = apk + {index['a']} * {a_size};",
+        f"    items[i].b = bpk + {index['b']} * {b_size};",
+        f"    items[i].c = y + i * {m * n};",
+        f"    items[i].bias = {bias};",
+        f"    items[i].res = {res};",
+        "}",
+        f"static const lw_gemm_shape s = {{{m}, {n}, {k}, {n}, {epi}}};",
+        f"lw_gemm(ctx->nt, &s, items, {count});",
+    ]
+    return KernelCode("\n".join(lines), flops=2 * count * m * n * k, workspace=workspace)
+
+
+def check_gemm(node: Node) -> str | None:
+    a, b = node.input(0), node.input(1)
+    if a.type.rank != 2 or b.type.rank != 2:
+        return "Gemm needs rank-2 A and B"
+    for i, role in ((2, "C"), (3, "residual")):
+        v = node.input(i)
+        if v is not None and v.type.rank > 2:
+            return f"Gemm {role} of rank {v.type.rank} is not supported (at most 2)"
+    return check_activation(node)
+
+
+@register("Gemm", f"{DOMAIN}::FusedGemm", check=check_gemm)
+def emit_gemm(ctx: EmitContext, node: Node) -> KernelCode:
+    a, b, c = node.input(0), node.input(1), node.input(2)
+    res = node.input(3) if node.domain == DOMAIN else None
+    trans_a, trans_b = bool(node.attr("transA", 0)), bool(node.attr("transB", 0))
+    m, k = a.type.shape[::-1] if trans_a else a.type.shape
+    n = b.type.shape[0] if trans_b else b.type.shape[1]
+    a_op = GemmOperand(a, 1, m, k, trans_a)
+    b_op = GemmOperand(b, 1, k, n, trans_b)
+    epi = epilogue(
+        node,
+        alpha=node.attr("alpha", 1.0),
+        beta=node.attr("beta", 1.0),
+        bias=matrix_strides(c.type.shape) if c is not None else (0, 0),
+        res=matrix_strides(res.type.shape) if res is not None else (0, 0),
+    )
+    return emit_gemm_batch(ctx, node, a_op, b_op, [0], [0], epi, ctx.opt_ptr(c), ctx.opt_ptr(res))
+
+
+def check_matmul(node: Node) -> str | None:
+    if node.input(0).type.rank < 1 or node.input(1).type.rank < 1:
+        return "MatMul needs operands of rank 1 or more"
+    return None
+
+
+@register("MatMul", check=check_matmul)
+def emit_matmul(ctx: EmitContext, node: Node) -> KernelCode:
+    a, b = node.input(0), node.input(1)
+    sa = (1,) + a.type.shape if a.type.rank == 1 else a.type.shape
+    sb = b.type.shape + (1,) if b.type.rank == 1 else b.type.shape
+    m, k, n = sa[-2], sa[-1], sb[-1]
+    batch_a, batch_b = sa[:-2], sb[:-2]
+    epi = epilogue(node)
+    if numel(batch_b) == 1:  # one B matrix: all of A's rows form one GEMM
+        rows = numel(batch_a) * m
+        return emit_gemm_batch(ctx, node, GemmOperand(a, 1, rows, k), GemmOperand(b, 1, k, n), [0], [0], epi)
+    out_batch = np.broadcast_shapes(batch_a, batch_b)
+    a_index = np.broadcast_to(np.arange(numel(batch_a)).reshape(batch_a), out_batch).reshape(-1)
+    b_index = np.broadcast_to(np.arange(numel(batch_b)).reshape(batch_b), out_batch).reshape(-1)
+    return emit_gemm_batch(
+        ctx,
+        node,
+        GemmOperand(a, numel(batch_a), m, k),
+        GemmOperand(b, numel(batch_b), k, n),
+        a_index.tolist(),
+        b_index.tolist(),
+        epi,
+    )

@@ -1,0 +1,166 @@
+/* kernels_common.h: the start of every generated model.c (cpu target).
+ *
+ * The generator defines LW_MR, LW_NR, LW_VEC, LW_KC, LW_MC and LW_NC before this text; the weights it
+ * prepacks use the same panel sizes. Everything here is static: the only exported symbols are the lw_*
+ * ABI functions the generator appends.
+ */
+#include <math.h>
+#include <omp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if !defined(LW_MR) || !defined(LW_NR) || !defined(LW_VEC) || !defined(LW_KC) || !defined(LW_MC) \
+    || !defined(LW_NC)
+#error "the generator must define LW_MR, LW_NR, LW_VEC, LW_KC, LW_MC and LW_NC"
+#endif
+#if LW_MR < 4
+#error "LW_MR must be at least 4"
+#endif
+#if LW_NR % LW_VEC != 0
+#error "LW_NR must be a multiple of LW_VEC"
+#endif
+
+#pragma GCC diagnostic ignored "-Wunused-function" /* kernels a model does not use are dropped */
+
+#define LW_EXPORT __attribute__((visibility("default")))
+#define LW_NV (LW_NR / LW_VEC)
+#define LW_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define LW_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define LW_CDIV(a, b) (((a) + (b) - 1) / (b))
+
+/* A SIMD vector of LW_VEC floats; gcc lowers it to the widest registers the -march level has. */
+typedef float lw_vf __attribute__((vector_size(LW_VEC * 4)));
+typedef int lw_vi __attribute__((vector_size(LW_VEC * 4)));
+
+static inline lw_vf lw_load(const float *p) { lw_vf v; memcpy(&v, p, sizeof v); return v; }
+static inline void lw_store(float *p, lw_vf v) { memcpy(p, &v, sizeof v); }
+/* Load the 2 * LW_VEC floats at p and keep the even ones (stride-2 windows). */
+#if LW_VEC == 16
+#define LW_EVEN_INDICES 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#elif LW_VEC == 8
+#define LW_EVEN_INDICES 0, 2, 4, 6, 8, 10, 12, 14
+#else
+#define LW_EVEN_INDICES 0, 2, 4, 6
+#endif
+static inline lw_vf lw_load_even(const float *p) {
+    lw_vf a = lw_load(p), b = lw_load(p + LW_VEC);
+#if defined(__clang__)
+    return __builtin_shufflevector(a, b, LW_EVEN_INDICES);
+#else
+    return __builtin_shuffle(a, b, (lw_vi){LW_EVEN_INDICES});
+#endif
+}
+
+/* Lane-wise mask ? a : b (mask lanes all ones or zeros, from a vector comparison). */
+static inline lw_vf lw_vselect(lw_vi mask, lw_vf a, lw_vf b) {
+    return (lw_vf)(((lw_vi)a & mask) | ((lw_vi)b & ~mask));
+}
+
+/* Broadcast a scalar (x - 0 folds to a plain broadcast; x + 0 would not, because of -0.0). */
+static inline lw_vf lw_splat(float x) { return x - (lw_vf){0}; }
+
+/* Everything a node's kernel needs: caller buffers, the weights blob, the arena and the thread count. */
+typedef struct {
+    const void *const *in;   /* graph inputs, in signature order */
+    void *const *out;        /* graph outputs, in signature order */
+    const unsigned char *w;  /* weights blob (64-byte aligned) */
+    unsigned char *arena;    /* planned intermediates */
+    unsigned char *ws;       /* scratch (im2col, packed operands), after the planned arena */
+    int nt;                  /* OpenMP threads for every parallel region */
+} lw_ctx;
+
+/* Activations of Conv/Gemm epilogues and of elementwise bodies. */
+enum { LW_ACT_NONE = 0, LW_ACT_RELU, LW_ACT_LEAKYRELU, LW_ACT_CLIP, LW_ACT_SIGMOID, LW_ACT_TANH };
+
+static inline float lw_relu(float x) { return x < 0.0f ? 0.0f : x; }
+static inline float lw_leaky(float x, float a) { return x >= 0.0f ? x : x * a; }
+static inline float lw_clip(float x, float lo, float hi) {
+    float t = x < lo ? lo : x;
+    return t > hi ? hi : t;
+}
+/* Branch-free expf (Cephes polynomial, about 1 ulp): inlined into loops, gcc vectorizes it (with
+ * -fno-trapping-math), unlike libm's expf. */
+static inline float lw_expf(float x) {
+    float xc = x < -87.0f ? -87.0f : x;
+    xc = xc > 88.72283f ? 88.72283f : xc;
+    float n = __builtin_floorf(xc * 1.44269504088896341f + 0.5f);
+    float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int bits = ((int)n + 126) << 23; /* 2^(n-1): n may be 128 */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    float y = p * scale * 2.0f;
+    y = x > 88.72283f ? INFINITY : y;
+    y = x < -87.0f ? 0.0f : y;
+    return x != x ? x : y;
+}
+
+static inline float lw_sigmoid(float x) {
+    float e = lw_expf(-fabsf(x)); /* never overflows */
+    float pos = 1.0f / (1.0f + e);
+    return x >= 0.0f ? pos : e / (1.0f + e);
+}
+
+/* Branch-free tanhf: Cephes' odd polynomial below |x| = 0.625, 1 - 2 / (exp(2|x|) + 1) above. */
+static inline float lw_tanhf(float x) {
+    float a = fabsf(x), z = x * x;
+    float p = -5.70498872745e-3f;
+    p = p * z + 2.06390887954e-2f;
+    p = p * z - 5.37397155531e-2f;
+    p = p * z + 1.33314422036e-1f;
+    p = p * z - 3.33332819422e-1f;
+    float small = p * z * x + x;
+    float big = 1.0f - 2.0f / (lw_expf(2.0f * (a > 9.0f ? 9.0f : a)) + 1.0f);
+    big = x < 0.0f ? -big : big;
+    return a < 0.625f ? small : big;
+}
+
+/* Apply an activation to n contiguous floats (switch outside the loops so each loop vectorizes). */
+static void lw_activate(float *c, long n, int act, float p0, float p1) {
+    switch (act) {
+    case LW_ACT_RELU: for (long j = 0; j < n; j++) c[j] = lw_relu(c[j]); break;
+    case LW_ACT_LEAKYRELU: for (long j = 0; j < n; j++) c[j] = lw_leaky(c[j], p0); break;
+    case LW_ACT_CLIP: for (long j = 0; j < n; j++) c[j] = lw_clip(c[j], p0, p1); break;
+    case LW_ACT_SIGMOID: for (long j = 0; j < n; j++) c[j] = lw_sigmoid(c[j]); break;
+    case LW_ACT_TANH: for (long j = 0; j < n; j++) c[j] = lw_tanhf(c[j]); break;
+    default: break;
+    }
+}
+
+/* The epilogue of a GEMM or convolution: c = act(alpha * c + bias_scale * bias + res).
+ * bias and res are addressed as [row * rs + col * cs] (a stride of 0 broadcasts); either may be NULL.
+ * Rows are output channels for a convolution, rows of the output matrix for a GEMM. */
+typedef struct {
+    float alpha, bias_scale;
+    long bias_rs, bias_cs, res_rs, res_cs;
+    int act;
+    float p0, p1;
+} lw_epilogue;
+
+/* Apply the epilogue to one row segment c[0..n) at (row, col0). */
+static void lw_epilogue_row(const lw_epilogue *e, float *c, long n, long row, long col0,
+                            const float *bias, const float *res) {
+    if (e->alpha != 1.0f)
+        for (long j = 0; j < n; j++) c[j] *= e->alpha;
+    if (bias) {
+        const float *b = bias + row * e->bias_rs + col0 * e->bias_cs;
+        float s = e->bias_scale;
+        if (e->bias_cs == 0) { float v = s * b[0]; for (long j = 0; j < n; j++) c[j] += v; }
+        else if (s == 1.0f) for (long j = 0; j < n; j++) c[j] += b[j * e->bias_cs];
+        else for (long j = 0; j < n; j++) c[j] += s * b[j * e->bias_cs];
+    }
+    if (res) {
+        const float *r = res + row * e->res_rs + col0 * e->res_cs;
+        if (e->res_cs == 0) { float v = r[0]; for (long j = 0; j < n; j++) c[j] += v; }
+        else if (e->res_cs == 1) for (long j = 0; j < n; j++) c[j] += r[j];
+        else for (long j = 0; j < n; j++) c[j] += r[j * e->res_cs];
+    }
+    lw_activate(c, n, e->act, e->p0, e->p1);
+}

@@ -1,0 +1,205 @@
+/* kernels_ops.c: pooling, softmax, data movement and per-channel scale/shift (cpu target).
+ *
+ * Elementwise ops are not here: the generator emits one specialised loop per node for them.
+ */
+
+/* Sliding-window pooling over 2-D spatial axes (1-D pooling uses H = KH = 1). */
+typedef struct {
+    long planes, H, W, OH, OW;   /* planes = N * C */
+    long KH, KW, SH, SW, DH, DW;
+    long PH, PW, PHE, PWE;       /* pads at the start and end of each axis */
+    int is_max, count_include_pad;
+} lw_pool_geom;
+
+/* Valid output columns [lo, hi) of a window tap whose input column is ow * sw + off, inside [0, W). */
+static inline void lw_tap_range(long off, long sw, long W, long OW, long *lo, long *hi) {
+    *lo = off >= 0 ? 0 : LW_MIN(OW, LW_CDIV(-off, sw));
+    *hi = off >= W ? *lo : LW_MAX(*lo, LW_MIN(OW, (W - 1 - off) / sw + 1));
+}
+
+/* How many taps of a window along one axis start at ``start`` fall inside [lo, hi). */
+static inline long lw_taps_inside(long start, long k, long d, long lo, long hi) {
+    long count = 0;
+    for (long i = 0; i < k; i++) count += start + i * d >= lo && start + i * d < hi;
+    return count;
+}
+
+/* Pool one output row: combine every valid tap into the row with vectorizable column loops (strides 1
+ * and 2 get their own loops), then divide averages by the separable count of counted taps. */
+static void lw_pool_row(const lw_pool_geom *g, const float *xp, float *row, long oh) {
+    const float init = g->is_max ? -INFINITY : 0.0f;
+    for (long ow = 0; ow < g->OW; ow++) row[ow] = init;
+    const long sw = g->SW;
+    for (long kh = 0; kh < g->KH; kh++) {
+        long ih = oh * g->SH - g->PH + kh * g->DH;
+        if (ih < 0 || ih >= g->H) continue;
+        const float *xr = xp + ih * g->W;
+        for (long kw = 0; kw < g->KW; kw++) {
+            long off = kw * g->DW - g->PW, lo, hi;
+            lw_tap_range(off, sw, g->W, g->OW, &lo, &hi);
+            const float *src = xr + off;
+            if (g->is_max) {
+                if (sw == 1) for (long ow = lo; ow < hi; ow++) row[ow] = LW_MAX(src[ow], row[ow]);
+                else if (sw == 2) for (long ow = lo; ow < hi; ow++) row[ow] = LW_MAX(src[2 * ow], row[ow]);
+                else for (long ow = lo; ow < hi; ow++) row[ow] = LW_MAX(src[ow * sw], row[ow]);
+            } else {
+                if (sw == 1) for (long ow = lo; ow < hi; ow++) row[ow] += src[ow];
+                else if (sw == 2) for (long ow = lo; ow < hi; ow++) row[ow] += src[2 * ow];
+                else for (long ow = lo; ow < hi; ow++) row[ow] += src[ow * sw];
+            }
+        }
+    }
+    if (g->is_max) return;
+    const int pad = g->count_include_pad;
+    const long rows = lw_taps_inside(oh * g->SH - g->PH, g->KH, g->DH, pad ? -g->PH : 0,
+                                     pad ? g->H + g->PHE : g->H);
+    for (long ow = 0; ow < g->OW; ow++) {
+        long cols = lw_taps_inside(ow * sw - g->PW, g->KW, g->DW, pad ? -g->PW : 0,
+                                   pad ? g->W + g->PWE : g->W);
+        row[ow] = row[ow] / (float)(rows * cols);
+    }
+}
+
+static void lw_pool2d(int nt, const lw_pool_geom *g, const float *x, float *y) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && g->planes * g->OH * g->OW > 16384)
+    for (long t = 0; t < g->planes; t++)
+        for (long oh = 0; oh < g->OH; oh++)
+            lw_pool_row(g, x + t * g->H * g->W, y + (t * g->OH + oh) * g->OW, oh);
+}
+
+/* Global average / max over the P spatial positions of each of the given planes. */
+static void lw_global_pool(int nt, const float *x, float *y, long planes, long P, int is_max) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && planes * P > 65536)
+    for (long t = 0; t < planes; t++) {
+        const float *xp = x + t * P;
+        if (is_max) {
+            float m = -INFINITY;
+            for (long i = 0; i < P; i++) m = xp[i] > m ? xp[i] : m;
+            y[t] = m;
+        } else {
+            double s = 0.0;
+            for (long i = 0; i < P; i++) s += xp[i];
+            y[t] = (float)(s / (double)P);
+        }
+    }
+}
+
+/* Softmax of one contiguous row: vector max and sum accumulators, exp inlined and vectorized. */
+static void lw_softmax_row(const float *x, float *y, long len) {
+    lw_vf vm = lw_splat(-INFINITY), vs = (lw_vf){0};
+    long a = 0;
+    for (; a + LW_VEC <= len; a += LW_VEC) {
+        lw_vf v = lw_load(x + a);
+        lw_vi gt = (lw_vi)(v > vm);
+        vm = (lw_vf)(((lw_vi)v & gt) | ((lw_vi)vm & ~gt));
+    }
+    float m = -INFINITY, s = 0.0f;
+    for (int i = 0; i < LW_VEC; i++) m = vm[i] > m ? vm[i] : m;
+    for (; a < len; a++) m = x[a] > m ? x[a] : m;
+    for (a = 0; a < len; a++) y[a] = lw_expf(x[a] - m);
+    for (a = 0; a + LW_VEC <= len; a += LW_VEC) vs += lw_load(y + a);
+    for (int i = 0; i < LW_VEC; i++) s += vs[i];
+    for (; a < len; a++) s += y[a];
+    for (a = 0; a < len; a++) y[a] = y[a] / s;
+}
+
+#define LW_SOFTMAX_BLOCK 256
+
+/* Softmax along one axis of a tensor viewed as [outer][len][inner]: rows when inner == 1, else blocks of
+ * up to LW_SOFTMAX_BLOCK inner positions with every loop running along the contiguous inner axis. */
+static void lw_softmax(int nt, const float *x, float *y, long outer, long len, long inner) {
+    if (inner == 1) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * len > 16384)
+        for (long o = 0; o < outer; o++) lw_softmax_row(x + o * len, y + o * len, len);
+        return;
+    }
+    const long blocks = LW_CDIV(inner, LW_SOFTMAX_BLOCK);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * len * inner > 16384)
+    for (long t = 0; t < outer * blocks; t++) {
+        const long o = t / blocks, i0 = (t % blocks) * LW_SOFTMAX_BLOCK;
+        const long n = LW_MIN(LW_SOFTMAX_BLOCK, inner - i0);
+        const float *xo = x + o * len * inner + i0;
+        float *yo = y + o * len * inner + i0;
+        float m[LW_SOFTMAX_BLOCK], s[LW_SOFTMAX_BLOCK];
+        for (long i = 0; i < n; i++) { m[i] = -INFINITY; s[i] = 0.0f; }
+        for (long a = 0; a < len; a++)
+            for (long i = 0; i < n; i++) m[i] = xo[a * inner + i] > m[i] ? xo[a * inner + i] : m[i];
+        for (long a = 0; a < len; a++)
+            for (long i = 0; i < n; i++) {
+                float e = lw_expf(xo[a * inner + i] - m[i]);
+                yo[a * inner + i] = e;
+                s[i] += e;
+            }
+        for (long a = 0; a < len; a++)
+            for (long i = 0; i < n; i++) yo[a * inner + i] = yo[a * inner + i] / s[i];
+    }
+}
+
+/* Mean over the middle axis of [outer][len][inner] (accumulated in double, like the reference). */
+static void lw_reduce_mean(int nt, const float *x, float *y, long outer, long len, long inner) {
+    const long blocks = LW_CDIV(inner, LW_SOFTMAX_BLOCK);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * len * inner > 65536)
+    for (long t = 0; t < outer * blocks; t++) {
+        const long o = t / blocks, i0 = (t % blocks) * LW_SOFTMAX_BLOCK;
+        const long n = LW_MIN(LW_SOFTMAX_BLOCK, inner - i0);
+        const float *xo = x + o * len * inner + i0;
+        double s[LW_SOFTMAX_BLOCK];
+        for (long i = 0; i < n; i++) s[i] = 0.0;
+        for (long a = 0; a < len; a++)
+            for (long i = 0; i < n; i++) s[i] += xo[a * inner + i];
+        for (long i = 0; i < n; i++) y[o * inner + i0 + i] = (float)(s[i] / (double)len);
+    }
+}
+
+/* y = transpose(x): y's dims are shape[0..rank), and output dim d steps the input by stride[d] elements. */
+static void lw_transpose(int nt, const float *x, float *y, int rank, const long *shape, const long *stride) {
+    long inner = shape[rank - 1], rows = 1;
+    for (int d = 0; d < rank - 1; d++) rows *= shape[d];
+    const long last = stride[rank - 1];
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && rows * inner > 65536)
+    for (long r = 0; r < rows; r++) {
+        long rem = r, base = 0;
+        for (int d = rank - 2; d >= 0; d--) {
+            base += (rem % shape[d]) * stride[d];
+            rem /= shape[d];
+        }
+        float *yr = y + r * inner;
+        const float *xr = x + base;
+        if (last == 1) memcpy(yr, xr, (size_t)inner * sizeof(float));
+        else for (long j = 0; j < inner; j++) yr[j] = xr[j * last];
+    }
+}
+
+/* Concatenation: the output is [outer][sum of chunk]; input i contributes chunk[i] floats per outer index. */
+static void lw_concat(int nt, const float *const *xs, const long *chunk, int count, long outer, float *y) {
+    long total = 0;
+    for (int i = 0; i < count; i++) total += chunk[i];
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * total > 262144)
+    for (long o = 0; o < outer; o++) {
+        float *yo = y + o * total;
+        for (int i = 0; i < count; i++) {
+            memcpy(yo, xs[i] + o * chunk[i], (size_t)chunk[i] * sizeof(float));
+            yo += chunk[i];
+        }
+    }
+}
+
+/* y[n][c][p] = x[n][c][p] * scale[c] + shift[c] (inference BatchNormalization, prepacked). */
+static void lw_scale_shift(int nt, const float *x, float *y, long N, long C, long P, const float *scale,
+                           const float *shift) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && N * C * P > 65536)
+    for (long t = 0; t < N * C; t++) {
+        const float s = scale[t % C], b = shift[t % C];
+        const float *xp = x + t * P;
+        float *yp = y + t * P;
+        for (long p = 0; p < P; p++) yp[p] = xp[p] * s + b;
+    }
+}
+
+/* A plain copy (lowering::Copy), split across threads when large. */
+static void lw_copy(int nt, float *y, const float *x, long n) {
+    const long chunk = 1L << 16, blocks = LW_CDIV(n, chunk);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && blocks > 1)
+    for (long b = 0; b < blocks; b++)
+        memcpy(y + b * chunk, x + b * chunk, (size_t)LW_MIN(chunk, n - b * chunk) * sizeof(float));
+}

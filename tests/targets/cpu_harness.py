@@ -1,0 +1,120 @@
+"""Shared helpers for the cpu target tests: build small graphs, plan them, build, run, compare.
+
+``GraphMaker`` infers every node's output type by evaluating it with the reference interpreter as the graph
+is built, so a test states only inputs, ops and attributes. ``check_against_reference`` builds the graph
+with ``CpuTarget``, runs it with ``CpuExecutor`` and compares every output with ``run_graph``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lowering.ir import Graph, Node, TensorType, Value, verify
+from lowering.memory import ALIGNMENT, MemoryPlan, storage_roots
+from lowering.reference import evaluate_node, run_graph
+from runtime.backends.cpu import CpuExecutor
+from targets.base import TargetBuild
+from targets.cpu.target import CpuTarget
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def naive_plan(graph: Graph) -> MemoryPlan:
+    """Every arena-resident storage root gets its own buffer (views share their root's offset)."""
+    roots = storage_roots(graph)
+    external = {id(v) for v in graph.inputs} | {id(v) for v in graph.outputs}
+    offsets: dict[str, int] = {}
+    size = 0
+    for v in graph.values():
+        root = roots[id(v)]
+        if root.is_const or id(root) in external or root.type is None:
+            continue
+        if root.name not in offsets:
+            offsets[root.name] = size
+            size += -(-max(root.type.nbytes, 1) // ALIGNMENT) * ALIGNMENT
+        offsets[v.name] = offsets[root.name]
+    return MemoryPlan(arena_size=size, naive_size=size, lower_bound=0, offsets=offsets)
+
+
+class GraphMaker:
+    """Builds a graph node by node, typing each output by running the reference on seeded inputs."""
+
+    def __init__(self, name: str = "test", seed: int = 0):
+        self.graph = Graph(name=name)
+        self.rng = np.random.default_rng(seed)
+        self.feeds: dict[str, np.ndarray] = {}
+        self._env: dict[int, np.ndarray] = {}
+
+    def input(self, *shape: int, positive: bool = False) -> Value:
+        data = self.rng.standard_normal(shape).astype(np.float32)
+        if positive:
+            data = np.abs(data) + np.float32(0.1)
+        v = Value(self.graph.unique_name("x"), TensorType.of(data))
+        self.graph.inputs.append(v)
+        self.feeds[v.name] = data
+        self._env[id(v)] = data
+        return v
+
+    def const(self, data) -> Value:
+        v = self.graph.constant(np.asarray(data), hint="c")
+        self._env[id(v)] = v.const
+        return v
+
+    def weight(self, *shape: int, scale: float = 0.5) -> Value:
+        return self.const((self.rng.standard_normal(shape) * scale).astype(np.float32))
+
+    def node(self, op: str, *inputs: Value | None, domain: str = "", **attrs) -> Value:
+        name = self.graph.unique_name(op.lower())
+        out = Value(self.graph.unique_name(f"{name}_out"))
+        node = Node(op, list(inputs), [out], name=name, domain=domain)
+        for key, value in attrs.items():
+            node.set_attr(key, value)
+        args = [None if v is None else self._env[id(v)] for v in inputs]
+        if op == "FusedElementwise":  # its reference reads the output shape: the inputs' broadcast
+            out.type = TensorType.of(np.broadcast_arrays(*[a for a in args if a is not None])[0])
+        result = evaluate_node(node, args)[0]
+        out.type = TensorType.of(result)
+        self._env[id(out)] = result
+        self.graph.append(node)
+        return out
+
+    def output(self, *values: Value) -> GraphMaker:
+        for v in values:
+            self.graph.outputs.append(v)
+            self.graph.output_names.append(f"out_{len(self.graph.output_names)}_{v.name}")
+        return self
+
+
+@dataclass
+class Built:
+    build: TargetBuild
+    graph: Graph
+
+    def executor(self, threads: int | None = None) -> CpuExecutor:
+        return CpuExecutor(self.build.manifest, lambda path: self.build.files[path], threads)
+
+    def run(self, feeds: dict[str, np.ndarray], threads: int | None = None) -> dict[str, np.ndarray]:
+        executor = self.executor(threads)
+        outputs = [np.empty(v.type.shape, np.float32) for v in self.graph.outputs]
+        executor.run([np.ascontiguousarray(feeds[v.name]) for v in self.graph.inputs], outputs)
+        return dict(zip(self.graph.output_names, outputs))
+
+
+def build_cpu(graph: Graph, planner=naive_plan, **options) -> Built:
+    verify(graph)
+    graph.memory_plan = planner(graph)
+    return Built(CpuTarget().build(graph, options), graph)
+
+
+def check_against_reference(
+    maker: GraphMaker, threads: int | None = None, planner=naive_plan, **options
+) -> Built:
+    """Build ``maker.graph`` for cpu, run it and compare every output with the reference interpreter."""
+    built = build_cpu(maker.graph, planner, **options)
+    got = built.run(maker.feeds, threads)
+    want = run_graph(maker.graph, maker.feeds)
+    for name, expected in want.items():
+        np.testing.assert_allclose(got[name], expected, rtol=RTOL, atol=ATOL, err_msg=f"output {name}")
+    return built
