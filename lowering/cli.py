@@ -137,7 +137,8 @@ def run_command(artifact, inputs, output, target, threads, seed):
     for info, value in zip(sess.outputs, outs):
         flat = value.reshape(-1)
         preview = np.array2string(flat[:6], precision=5, separator=", ")
-        click.echo(f"{info.name}: {value.dtype}{list(value.shape)} {preview}{' ...' if flat.size > 6 else ''}")
+        more = " ..." if flat.size > 6 else ""
+        click.echo(f"{info.name}: {value.dtype}{list(value.shape)} {preview}{more}")
     if output is not None:
         np.savez(output, **{info.name: v for info, v in zip(sess.outputs, outs)})
         click.echo(f"wrote {output}")

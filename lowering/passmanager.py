@@ -7,9 +7,10 @@ A pass is a class with a ``name``, the IR properties it ``requires`` and ``provi
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Callable, ClassVar, Mapping
+from typing import ClassVar
 
 from .ir import Graph, print_graph, verify
 from .ir.verify import IRError

@@ -24,7 +24,7 @@ class TensorInfo:
     dtype: str
 
     @classmethod
-    def from_manifest(cls, entry: dict) -> "TensorInfo":
+    def from_manifest(cls, entry: dict) -> TensorInfo:
         return cls(entry["name"], tuple(int(d) for d in entry["shape"]), entry["dtype"])
 
 

@@ -3,8 +3,15 @@
 import pytest
 
 from lowering.ir import DType, Graph, Node, TensorType, Value
-from lowering.passmanager import (FixedPoint, Pass, PassContext, PassFailed, PassManager, PassResult,
-                                  PreconditionError)
+from lowering.passmanager import (
+    FixedPoint,
+    Pass,
+    PassContext,
+    PassFailed,
+    PassManager,
+    PassResult,
+    PreconditionError,
+)
 
 pytestmark = pytest.mark.unit
 T = TensorType(DType.FLOAT32, (4,))

@@ -10,8 +10,8 @@ Constants (ONNX initializers and folded results) are values with ``const`` set a
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -51,7 +51,7 @@ class Attr:
             raise TypeError(f"attribute value {self.value!r} is not of kind {self.kind.value}")
 
     @staticmethod
-    def infer(value) -> "Attr":
+    def infer(value) -> Attr:
         """Build an attribute from a plain Python value, choosing its kind from the value's type."""
         if isinstance(value, bool):
             value = int(value)
@@ -86,7 +86,7 @@ class NodeMeta:
 
 @dataclass(frozen=True)
 class Use:
-    node: "Node"
+    node: Node
     index: int
 
 
@@ -108,13 +108,13 @@ class Value:
     def uses(self) -> tuple[Use, ...]:
         return tuple(self._uses)
 
-    def users(self) -> list["Node"]:
+    def users(self) -> list[Node]:
         seen: dict[int, Node] = {}
         for use in self._uses:
             seen.setdefault(id(use.node), use.node)
         return list(seen.values())
 
-    def replace_all_uses_with(self, other: "Value", graph: "Graph | None" = None) -> None:
+    def replace_all_uses_with(self, other: Value, graph: Graph | None = None) -> None:
         """Point every use (and graph output slot) of this value at ``other``."""
         if graph is None:
             nodes = [self.producer] + [u.node for u in self._uses]

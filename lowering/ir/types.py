@@ -33,7 +33,7 @@ class DType(enum.Enum):
         return self.numpy.itemsize
 
     @classmethod
-    def from_numpy(cls, dtype) -> "DType":
+    def from_numpy(cls, dtype) -> DType:
         name = np.dtype(dtype).name
         try:
             return cls(name)
@@ -71,5 +71,5 @@ class TensorType:
         return f"{self.dtype.value}[{','.join(map(str, self.shape))}]"
 
     @classmethod
-    def of(cls, array: np.ndarray) -> "TensorType":
+    def of(cls, array: np.ndarray) -> TensorType:
         return cls(DType.from_numpy(array.dtype), tuple(int(d) for d in array.shape))

@@ -98,7 +98,8 @@ def _check_supported(model: onnx.ModelProto, name: str) -> None:
     bad = [
         (n.name, f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type)
         for n in model.graph.node
-        if n.domain not in ("", "ai.onnx") or (n.op_type not in reference_ops.REGISTRY and n.op_type != "Constant")
+        if n.domain not in ("", "ai.onnx")
+        or (n.op_type not in reference_ops.REGISTRY and n.op_type != "Constant")
     ]
     if bad:
         raise UnsupportedOpsError(name, bad)

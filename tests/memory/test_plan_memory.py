@@ -5,9 +5,9 @@ import pytest
 
 from lowering.ir import DType, Graph, Node, TensorType, Value, verify
 from lowering.memory import storage_roots
+from lowering.passmanager import PassContext
 from passes.memory.materialize_outputs import MaterializeOutputs
 from passes.memory.plan_memory import plan
-from lowering.passmanager import PassContext
 
 pytestmark = pytest.mark.unit
 F32 = DType.FLOAT32

@@ -25,9 +25,9 @@ def _names(passes):
 
 
 def test_every_pass_has_a_name_to_disable():
-    assert _names(default_passes()) == ["simplify", "fold_shapes", "fold_constants", "dce", "reduce_mean_to_pool",
-                                        "fold_batchnorm",
-                                        "fuse_epilogue", "fuse_elementwise", "dce"]
+    assert _names(default_passes()) == [
+        "simplify", "fold_shapes", "fold_constants", "dce", "reduce_mean_to_pool", "fold_batchnorm",
+        "fuse_epilogue", "fuse_elementwise", "dce"]
 
 
 def test_disabled_passes_do_not_run():
@@ -35,7 +35,8 @@ def test_disabled_passes_do_not_run():
     x = b.input("x", (2, 3))
     b.output(b.op("Relu", [b.op("Neg", [b.op("Identity", [x])])]))
     graph = b.graph
-    PassManager(default_passes()).run(graph, PassContext(disabled=frozenset({"fuse_elementwise", "simplify"})))
+    disabled = frozenset({"fuse_elementwise", "simplify"})
+    PassManager(default_passes()).run(graph, PassContext(disabled=disabled))
     assert [n.op for n in graph.nodes] == ["Identity", "Neg", "Relu"]
     graph = assert_parity(graph, default_passes(), expect_modified=True)
     assert [n.qualified_op for n in graph.nodes] == [f"{DOMAIN}::FusedElementwise"]

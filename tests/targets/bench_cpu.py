@@ -124,7 +124,8 @@ def main() -> None:
             t_ort = onnxruntime_time(maker, threads, args.repeat)
             print(
                 f"MatMul {m}x{k} . {k}x{n}: ours {flops / t_ours * 1e-9:7.1f} GFLOP/s, "
-                f"numpy (OpenBLAS, all cores) {flops / t_np * 1e-9:7.1f}, onnxruntime {flops / t_ort * 1e-9:7.1f}"
+                f"numpy (OpenBLAS, all cores) {flops / t_np * 1e-9:7.1f}, "
+                f"onnxruntime {flops / t_ort * 1e-9:7.1f}"
             )
         for name, xs, ws, attrs in CONVS:
             maker = GraphMaker("conv")

@@ -46,7 +46,8 @@ def randomize_bn(module: nn.Module, seed: int) -> None:
                 m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
 
 
-def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Sequential:
+def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1,
+            dilation: int = 1) -> nn.Sequential:
     pad = dilation * (k - 1) // 2
     return nn.Sequential(
         nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation, groups=groups, bias=False),
