@@ -161,6 +161,9 @@ def verify_command(artifact, model, inputs, rtol, atol, target, seed, as_json):
     sess = _open_session(artifact, target, None)
     feed = _load_inputs(inputs, sess, seed)
     result = compare_with_onnxruntime(sess, model, feed, rtol=rtol, atol=atol)
+    if not result["same_model"]:
+        click.echo(f"note: {model} is not the model {artifact} was built from (its SHA-256 differs)",
+                   err=True)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

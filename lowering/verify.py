@@ -40,9 +40,14 @@ def compare_with_onnxruntime(session, model: Path, feed: dict, rtol: float, atol
     """Run ``session`` (a runtime.Session) and ONNX Runtime on ``feed``; compare every output."""
     import onnxruntime as ort
 
+    import hashlib
+
+    built_from = session.artifact.manifest["model"]["sha256"]
+    same_model = Path(model).is_file() and hashlib.sha256(Path(model).read_bytes()).hexdigest() == built_from
     names = [o.name for o in session.outputs]
     got = session.run(None, feed)
     want = onnxruntime_outputs(model, feed, names)
     outputs = [compare_arrays(n, g, w, rtol, atol) for n, g, w in zip(names, got, want)]
     return {"target": session.target, "onnxruntime": ort.__version__, "rtol": rtol, "atol": atol,
+            "same_model": same_model,
             "ok": all(o["ok"] for o in outputs), "outputs": outputs}

@@ -47,9 +47,10 @@ def test_run_with_random_inputs(tiny_artifact, capsys):
 
 
 def test_verify_exits_1_on_mismatch(tiny_dir, tiny_artifact, capsys):
-    code, stdout, _ = run_cli(["verify", tiny_artifact, "--model", tiny_dir / "tiny_other_weights.onnx"],
-                              capsys)
+    code, stdout, err = run_cli(["verify", tiny_artifact, "--model", tiny_dir / "tiny_other_weights.onnx"],
+                                capsys)
     assert code == 1 and "MISMATCH" in stdout and "FAIL" in stdout
+    assert "is not the model" in err
 
 
 def test_verify_json(tiny_dir, tiny_artifact, capsys):
