@@ -23,48 +23,10 @@ from pathlib import Path
 from lowering.errors import LoweringError
 
 #: /proc/cpuinfo flags each x86-64 level needs (cumulative), as the runtime checks them.
-ISA_FLAGS: dict[str, tuple[str, ...]] = {
-    "x86-64-v2": ("cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3"),
-    "x86-64-v3": (
-        "cx16",
-        "lahf_lm",
-        "popcnt",
-        "sse4_1",
-        "sse4_2",
-        "ssse3",
-        "avx",
-        "avx2",
-        "bmi1",
-        "bmi2",
-        "f16c",
-        "fma",
-        "abm",
-        "movbe",
-        "xsave",
-    ),
-    "x86-64-v4": (
-        "cx16",
-        "lahf_lm",
-        "popcnt",
-        "sse4_1",
-        "sse4_2",
-        "ssse3",
-        "avx",
-        "avx2",
-        "bmi1",
-        "bmi2",
-        "f16c",
-        "fma",
-        "abm",
-        "movbe",
-        "xsave",
-        "avx512f",
-        "avx512bw",
-        "avx512cd",
-        "avx512dq",
-        "avx512vl",
-    ),
-}
+_V2 = ("cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3")
+_V3 = _V2 + ("avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave")
+_V4 = _V3 + ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")
+ISA_FLAGS: dict[str, tuple[str, ...]] = {"x86-64-v2": _V2, "x86-64-v3": _V3, "x86-64-v4": _V4}
 ISA_ORDER = ("x86-64-v4", "x86-64-v3", "x86-64-v2")
 
 
