@@ -405,3 +405,7 @@ def fused_elementwise(node, xs):
 def copy(node, xs):
     """A materialising copy (the memory planner inserts it where a graph output would alias)."""
     return [np.array(xs[0], copy=True)]
+
+
+# The quantized ops register themselves into REGISTRY on import.
+from . import quantized_ops  # noqa: E402,F401
