@@ -4,6 +4,8 @@
     lower run OUT.lwr [--inputs in.npz] [--output out.npz]
     lower verify OUT.lwr --model MODEL.onnx [--inputs in.npz] [--rtol R --atol A]
     lower inspect OUT.lwr [--json]
+    lower bench OUT.lwr --model MODEL.onnx [--threads N] [--json FILE]
+    lower quantize MODEL.onnx --calibration DATA [-o MODEL.int8.onnx] [--method minmax|percentile|entropy]
 
 Exit codes: 0 ok, 1 verification failed, 2 bad input (a one-line error, no traceback).
 """
@@ -21,6 +23,7 @@ from . import __version__
 from .errors import LoweringError
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
+_QUANT_METHODS = ("minmax", "percentile", "entropy")  # lowering.quantize.METHODS, without importing it
 
 
 class _DefaultToCompile(click.Group):
@@ -53,6 +56,8 @@ def cli():
     lower run OUT.lwr --inputs in.npz           run an artifact
     lower verify OUT.lwr --model MODEL.onnx     compare with ONNX Runtime (exit 1 on mismatch)
     lower inspect OUT.lwr                       manifest, passes, kernels, memory plan
+    lower bench OUT.lwr --model MODEL.onnx      latency against ONNX Runtime, same threads
+    lower quantize MODEL.onnx --calibration D   calibrate and write an int8 QDQ ONNX model
     """
 
 
@@ -70,14 +75,24 @@ def cli():
 @click.option("--isa", default=None, help="CPU ISA level for the cpu target, e.g. x86-64-v3 "
               "(default: the build machine's).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every pass.")
-def compile_command(model, target, output, shapes, disabled, print_after, verify_each, isa, verbose):
+@click.option("--quantize", "quantize", type=click.Choice(["int8"]), default=None,
+              help="Quantize first (post-training static, QDQ), then compile the quantized model.")
+@click.option("--calibration", type=click.Path(path_type=Path), default=None,
+              help="Calibration data for --quantize: a .npz keyed by input name (samples stacked on axis 0) "
+                   "or a folder of them.")
+@click.option("--method", type=click.Choice(_QUANT_METHODS), default=None,
+              help="Calibration method for --quantize (default: minmax).")
+def compile_command(model, target, output, shapes, disabled, print_after, verify_each, isa, verbose,
+                    quantize, calibration, method):
     """Compile MODEL (an ONNX file) into an artifact."""
     from .driver import CompileOptions, compile_model
 
+    quantization = _quantize_options(quantize, calibration, method)
     options = CompileOptions(
         targets=tuple(t.strip() for t in target.split(",") if t.strip()),
         shapes=tuple(_parse_shape(s) for s in shapes), disabled_passes=frozenset(disabled),
-        print_after=frozenset(print_after), verify_each=verify_each, isa=isa)
+        print_after=frozenset(print_after), verify_each=verify_each, isa=isa,
+        quantize=quantization, calibration=str(calibration) if calibration is not None else None)
     log = (lambda m: click.echo(m, err=True)) if verbose or print_after else (lambda m: None)
     result = compile_model(model, output=output, options=options, log=log)
     for name, entry in result.report["targets"].items():
@@ -91,7 +106,25 @@ def compile_command(model, target, output, shapes, disabled, print_after, verify
         click.echo(f"  placement: {'all nodes on ' + name if not fallbacks else ''}")
         for f in fallbacks:
             click.echo(f"  {f['node']} -> host: {f['reason']}")
+    if "quantization" in result.report:
+        from .quantize import format_report
+
+        click.echo(format_report(result.report["quantization"]))
     click.echo(f"wrote {result.path}")
+
+
+def _quantize_options(quantize, calibration, method):
+    """The compile command's --quantize/--calibration/--method as a QuantizeConfig (or None)."""
+    if quantize is None:
+        if calibration is not None or method is not None:
+            raise LoweringError("--calibration and --method need --quantize int8")
+        return None
+    if calibration is None:
+        raise LoweringError("--quantize int8 needs --calibration DATA (a .npz keyed by input name, or a "
+                            "folder of them)")
+    from .quantize import QuantizeConfig
+
+    return QuantizeConfig(method=method or "minmax")
 
 
 def _load_inputs(path: Path | None, session, seed: int) -> dict[str, np.ndarray]:
@@ -185,6 +218,73 @@ def inspect_command(artifact, as_json):
     from .inspect import describe
 
     click.echo(describe(artifact, as_json=as_json))
+
+
+@cli.command("bench")
+@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The ONNX model ONNX Runtime runs for comparison (the source, or its QDQ form).")
+@click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads, both sides.")
+@click.option("--inputs", type=click.Path(dir_okay=False, path_type=Path), help=".npz keyed by input name.")
+@click.option("--target", default=None, help="Benchmark this target (default: the best one available).")
+@click.option("--warmup", type=int, default=3, show_default=True)
+@click.option("--repeats", type=int, default=10, show_default=True, help="Minimum timed runs per side.")
+@click.option("--min-seconds", type=float, default=2.0, show_default=True,
+              help="Minimum measured time per side.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the result as JSON to this file.")
+def bench_command(artifact, model, threads, inputs, target, warmup, repeats, min_seconds, seed, json_path):
+    """Time ARTIFACT against ONNX Runtime on the same inputs, interleaved, same thread count."""
+    from .bench import BenchConfig, benchmark, format_result
+
+    config = BenchConfig(threads=threads, warmup=warmup, min_repeats=repeats,
+                         max_repeats=max(repeats, 1000), min_seconds=min_seconds)
+    sess = _open_session(artifact, target, threads)
+    result = benchmark(sess, model, _load_inputs(inputs, sess, seed), config)
+    click.echo(format_result(result))
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+
+
+@cli.command("quantize")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--calibration", required=True, type=click.Path(path_type=Path),
+              help="A .npz keyed by input name, samples stacked along axis 0, or a folder of them.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="QDQ model path (default: MODEL with .int8.onnx).")
+@click.option("--method", type=click.Choice(_QUANT_METHODS), default="minmax", show_default=True,
+              help="How activation ranges are chosen from the calibration data.")
+@click.option("--percentile", type=float, default=99.999, show_default=True,
+              help="Percentile kept by --method percentile.")
+@click.option("--per-channel/--per-tensor", default=True, show_default=True,
+              help="One weight scale per output channel, or one per weight tensor.")
+@click.option("--activation-type", type=click.Choice(["int8", "uint8"]), default="int8", show_default=True,
+              help="Activation integer type (asymmetric, per tensor).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the quantization report (JSON) here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
+def quantize_command(model, calibration, output, method, percentile, per_channel, activation_type,
+                     report_path, as_json):
+    """Calibrate MODEL on DATA and write an int8 QDQ ONNX model that ONNX Runtime runs.
+
+    Weights: symmetric int8, per output channel (or per tensor); activations: asymmetric, per tensor;
+    bias: int32. Prints per-layer scales and SQNR, and output cosine / top-1 agreement against fp32.
+    """
+    from .quantize import QuantizeConfig, format_report, quantize_model
+
+    config = QuantizeConfig(method=method, percentile=percentile, per_channel=per_channel,
+                            activation_type=activation_type)
+    if output is None:
+        output = model.with_name(model.name[:-len(model.suffix)] + ".int8.onnx" if model.suffix
+                                 else model.name + ".int8.onnx")
+    result = quantize_model(model, calibration, output, config)
+    text = json.dumps(result.report, indent=2, sort_keys=True)
+    if report_path is not None:
+        report_path.write_text(text + "\n")
+    click.echo(text if as_json else format_report(result.report))
+    if not as_json:
+        click.echo(f"wrote {result.path}" + (f" and {report_path}" if report_path is not None else ""))
 
 
 def main(argv=None) -> int:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .artifact import write_artifact
 from .errors import LoweringError
@@ -15,6 +17,9 @@ from .onnx.exporter import export_bytes
 from .onnx.importer import import_model, load_model_proto
 from .partition import partition
 from .passmanager import PassContext, PassManager, PassRecord
+
+if TYPE_CHECKING:
+    from .quantize import QuantizeConfig
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,9 @@ class CompileOptions:
     verify_each: bool = False
     isa: str | None = None
     extra: tuple[tuple[str, object], ...] = field(default=())
+    #: Quantize before compiling (a ``lowering.quantize.QuantizeConfig``), with the data at ``calibration``.
+    quantize: QuantizeConfig | None = None
+    calibration: str | None = None
 
     def __post_init__(self):
         if not self.targets:
@@ -37,6 +45,8 @@ class CompileOptions:
         for name, dims in self.shapes:
             if not dims or any(d <= 0 for d in dims):
                 raise LoweringError(f"--shape {name}: dimensions must be positive, got {dims}")
+        if (self.quantize is None) != (self.calibration is None):
+            raise LoweringError("--quantize int8 and --calibration DATA go together")
 
     def target_options(self) -> dict:
         opts = dict(self.extra)
@@ -46,8 +56,11 @@ class CompileOptions:
 
     def to_json(self) -> dict:
         """The options recorded in the manifest (those that change the output)."""
-        return {"targets": list(self.targets), "shapes": {n: list(d) for n, d in self.shapes},
+        opts = {"targets": list(self.targets), "shapes": {n: list(d) for n, d in self.shapes},
                 "disabled_passes": sorted(self.disabled_passes), "isa": self.isa}
+        if self.quantize is not None:  # the settings, not the data path (no paths in an artifact)
+            opts["quantize"] = self.quantize.to_json()
+        return opts
 
 
 def load_onnx(path, shapes: dict | None = None) -> Graph:
@@ -83,6 +96,8 @@ def compile_model(model, targets=("cpu",), output=None, log=lambda message: None
     shapes = dict(options.shapes)
     files: dict[str, bytes] = {}
     report: dict = {"targets": {}}
+    if options.quantize is not None:
+        proto, report["quantization"] = _quantize(model_path, options, log)
     manifest_targets: dict = {}
     signature = None
     for name in options.targets:
@@ -116,6 +131,23 @@ def compile_model(model, targets=("cpu",), output=None, log=lambda message: None
     }
     manifest = write_artifact(output, base, files)
     return CompileResult(Path(output), manifest, report)
+
+
+def _quantize(model_path: Path, options: CompileOptions, log):
+    """Quantize the model to a temporary QDQ model; return its checked proto and the quantization report.
+
+    The artifact records the source (fp32) model's name and SHA-256, the quantization settings in the
+    manifest's options, and the report (with the calibration data's and the QDQ model's SHA-256) in
+    report.json.
+    """
+    from .quantize import quantize_model
+
+    with tempfile.TemporaryDirectory(prefix="lowering-qdq-") as tmp:
+        qdq = Path(tmp) / (model_path.stem + ".int8.onnx")
+        result = quantize_model(model_path, options.calibration, qdq, options.quantize, log=log)
+        log(f"quantized {model_path.name}: {result.report['qdq_model']['nodes']} nodes "
+            f"({result.report['config']['method']} calibration)")
+        return load_model_proto(qdq), result.report
 
 
 def _signature(graph: Graph) -> tuple[list, list]:

@@ -1,0 +1,103 @@
+"""``lower bench``: an artifact against ONNX Runtime on the same inputs, in the same process, interleaved.
+
+Both sides get the same intra-op thread count (ONNX Runtime: ``intra_op_num_threads``, sequential
+execution, ORT_ENABLE_ALL; the artifact: ``runtime.load(threads=N)``). After a warm-up, runs alternate
+(artifact, ONNX Runtime, artifact, ...) so drifting machine load hits both alike, until each side has at
+least ``min_repeats`` runs and ``min_seconds`` of measurements (or ``max_repeats``). Reported: median, p90,
+mean and spread per side, and the speed-up (ONNX Runtime median / artifact median; > 1 means faster).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LoweringError
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    threads: int = 1
+    warmup: int = 3
+    min_repeats: int = 10
+    max_repeats: int = 1000
+    min_seconds: float = 2.0
+
+    def __post_init__(self):
+        if self.threads < 1:
+            raise LoweringError(f"--threads must be >= 1, got {self.threads}")
+        if self.min_repeats < 1 or self.max_repeats < self.min_repeats:
+            raise LoweringError("--repeats must be >= 1")
+
+
+def _stats(samples: list[float]) -> dict:
+    ms = np.asarray(samples) * 1e3
+    return {"runs": int(ms.size), "median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),
+            "mean_ms": float(ms.mean()), "min_ms": float(ms.min()),
+            "spread_pct": float((np.percentile(ms, 75) - np.percentile(ms, 25)) / np.median(ms) * 100)}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def benchmark(session, model: Path, feed: dict, config: BenchConfig) -> dict:
+    """Time ``session`` (a runtime.Session built with ``threads=config.threads``) against ONNX Runtime."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = config.threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        reference = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own exception types for unreadable models
+        raise LoweringError(f"{model}: ONNX Runtime could not load it: {str(exc).strip()}") from None
+    sides = {"lowering": lambda: session.run(None, feed), "onnxruntime": lambda: reference.run(None, feed)}
+    for run in sides.values():
+        for _ in range(config.warmup):
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in sides}
+    started = time.perf_counter()
+    while True:
+        for name, run in sides.items():
+            t0 = time.perf_counter()
+            run()
+            samples[name].append(time.perf_counter() - t0)
+        count = len(samples["lowering"])
+        if count >= config.max_repeats:
+            break
+        if count >= config.min_repeats and time.perf_counter() - started >= 2 * config.min_seconds:
+            break
+    result = {name: _stats(s) for name, s in samples.items()}
+    return {
+        "model": str(model), "target": session.target, "threads": config.threads,
+        "inputs": {i.name: list(i.shape) for i in session.inputs},
+        "lowering": result["lowering"], "onnxruntime": result["onnxruntime"],
+        "speedup": result["onnxruntime"]["median_ms"] / result["lowering"]["median_ms"],
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count()},
+        "versions": {"onnxruntime": ort.__version__, "numpy": np.__version__},
+    }
+
+
+def format_result(result: dict) -> str:
+    lines = [f"{result['model']} on {result['target']}, {result['threads']} thread(s), "
+             f"{result['machine']['cpu']}"]
+    for name in ("lowering", "onnxruntime"):
+        s = result[name]
+        lines.append(f"  {name:<12} median {s['median_ms']:9.3f} ms  p90 {s['p90_ms']:9.3f} ms  "
+                     f"(IQR {s['spread_pct']:.1f}% of median, {s['runs']} runs)")
+    lines.append(f"  speed-up vs ONNX Runtime: {result['speedup']:.2f}x")
+    return "\n".join(lines)
