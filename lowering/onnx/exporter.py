@@ -10,7 +10,6 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..ir import AttrKind, Graph
-from ..opinfo import DOMAIN
 
 _TO_ONNX = {
     "float32": onnx.TensorProto.FLOAT, "float16": onnx.TensorProto.FLOAT16,
@@ -55,8 +54,8 @@ def export_graph(graph: Graph) -> onnx.ModelProto:
     g = helper.make_graph(nodes, graph.name, [_value_info(v.name, v.type) for v in graph.inputs],
                           outputs, initializer=initializers, value_info=value_info)
     opsets = [helper.make_opsetid("", graph.opset)]
-    if any(n.domain == DOMAIN for n in graph.nodes):
-        opsets.append(helper.make_opsetid(DOMAIN, 1))
+    for domain in sorted({n.domain for n in graph.nodes if n.domain not in ("", "ai.onnx")}):
+        opsets.append(helper.make_opsetid(domain, 1))
     model = helper.make_model(g, opset_imports=opsets, producer_name="lowering")
     model.ir_version = min(model.ir_version, 10)
     return model

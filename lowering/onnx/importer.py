@@ -94,12 +94,25 @@ def _upgrade_opset(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
         ) from None
 
 
+#: Non-standard domains whose ops import when the reference interpreter defines them (ONNX Runtime's
+#: quantized ops: QLinearAdd, QGemm, ...); any other domain is refused.
+EXTRA_DOMAINS = frozenset({"com.microsoft"})
+
+
+def _domain(node: onnx.NodeProto) -> str:
+    return "" if node.domain in ("", "ai.onnx") else node.domain
+
+
+def _qualified_op(node: onnx.NodeProto) -> str:
+    return f"{_domain(node)}::{node.op_type}" if _domain(node) else node.op_type
+
+
 def _check_supported(model: onnx.ModelProto, name: str) -> None:
     bad = [
-        (n.name, f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type)
+        (n.name, _qualified_op(n))
         for n in model.graph.node
-        if n.domain not in ("", "ai.onnx")
-        or (n.op_type not in reference_ops.REGISTRY and n.op_type != "Constant")
+        if (_domain(n) and _domain(n) not in EXTRA_DOMAINS)
+        or (_qualified_op(n) not in reference_ops.REGISTRY and _qualified_op(n) != "Constant")
     ]
     if bad:
         raise UnsupportedOpsError(name, bad)
@@ -241,7 +254,8 @@ class _GraphBuilder:
                    for name in proto.output]
         node_name = proto.name or self.graph.unique_name(proto.op_type.lower())
         self.graph.reserve_name(node_name)
-        self.graph.append(Node(proto.op_type, inputs, outputs, attrs, name=node_name))
+        self.graph.append(Node(proto.op_type, inputs, outputs, attrs, name=node_name,
+                               domain=_domain(proto)))
         for out in outputs:
             self._define(out)
 

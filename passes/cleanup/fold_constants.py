@@ -10,7 +10,8 @@ than ``MAX_GROWTH_FACTOR`` (2) times the bytes of its distinct inputs. That keep
 a large weight (same size out as in) still folds.
 
 Nodes the reference cannot evaluate, or whose result does not match the output's declared type, are left
-alone and logged.
+alone and logged. Ops named in ``keep_ops`` are never folded: the default pipeline keeps
+``DequantizeLinear`` of quantized weights until ``fold_qdq`` has read their integer data and parameters.
 """
 
 from __future__ import annotations
@@ -39,10 +40,13 @@ class FoldConstants(Pass):
 
     name = "fold_constants"
 
+    def __init__(self, keep_ops: frozenset[str] = frozenset()):
+        self.keep_ops = frozenset(keep_ops)
+
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         changes = []
         for node in graph:
-            if not all(v is None or v.is_const for v in node.inputs):
+            if node.qualified_op in self.keep_ops or not all(v is None or v.is_const for v in node.inputs):
                 continue
             reason = self._fold(graph, node)
             if reason is None:
