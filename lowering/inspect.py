@@ -33,6 +33,10 @@ def describe(path, as_json: bool = False) -> str:
         if entry.get("requires"):
             lines.append(f"  requires {json.dumps(entry['requires'], sort_keys=True)}")
         lines += _describe_report(report.get("targets", {}).get(name, {}))
+    if "quantization" in report:
+        from .quantize import format_report
+
+        lines += ["quantization:"] + ["  " + line for line in format_report(report["quantization"]).splitlines()]
     return "\n".join(lines)
 
 

@@ -32,7 +32,12 @@ def quantize_linear(node, xs):
     s = _per_axis(scale.astype(np.float32), x.ndim, axis)
     z = _per_axis(zp.astype(np.int64), x.ndim, axis) if zp is not None else np.int64(0)
     info = np.iinfo(out_dtype)
-    q = np.rint(x.astype(np.float32) / s).astype(np.int64) + z  # rint: round half to even
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        r = np.rint(x.astype(np.float32) / s)  # rint: round half to even
+    # saturate in float before the integer cast (inf would be undefined there), NaN -> qmin like ORT
+    r = np.where(np.isnan(r), -np.inf, r)
+    r = np.clip(r, np.float64(info.min) - 2.0**40, np.float64(info.max) + 2.0**40)
+    q = r.astype(np.int64) + z
     return [np.clip(q, info.min, info.max).astype(out_dtype)]
 
 

@@ -119,7 +119,9 @@ class CpuExecutor:
             isa = requires.get("isa", "its ISA level")
             return (
                 f"needs CPU flags {', '.join(missing)} (built for {isa}); this CPU lacks them "
-                "(rebuild with isa=x86-64-v3 or x86-64-v2 for a portable artifact)"
+                "(rebuild with isa=x86-64-v3 or x86-64-v2 for a portable artifact"
+                + (", or isa=x86-64-v4 without VNNI" if missing == ["avx512_vnni"] else "")
+                + ")"
             )
         return None
 

@@ -2,9 +2,10 @@
 
 - :func:`find_compiler`: ``options["cc"]``, else ``$CC``, else ``cc``, else ``gcc``; a clear
   :class:`~lowering.errors.LoweringError` when there is none.
-- :func:`choose_isa`: the x86-64 micro-architecture level (v2/v3/v4) of the build machine, or an explicit
-  override; the level fixes the SIMD width the kernels are generated for and the CPU flags a machine needs
-  to run the library (recorded in the manifest, checked by the runtime before it loads anything).
+- :func:`choose_isa`: the x86-64 micro-architecture level (v2/v3/v4, and v4 with AVX-512 VNNI) of the build
+  machine, or an explicit override; the level fixes the SIMD width the kernels are generated for, whether
+  the int8 GEMM uses ``vpdpbusd`` and the CPU flags a machine needs to run the library (recorded in the
+  manifest, checked by the runtime before it loads anything).
 - :func:`compile_shared`: ``-O3 -fopenmp -fPIC -shared`` in a private temporary directory with a fixed
   relative source name, so the same source and flags give a byte-identical library.
 """
@@ -26,8 +27,14 @@ from lowering.errors import LoweringError
 _V2 = ("cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3")
 _V3 = _V2 + ("avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave")
 _V4 = _V3 + ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")
-ISA_FLAGS: dict[str, tuple[str, ...]] = {"x86-64-v2": _V2, "x86-64-v3": _V3, "x86-64-v4": _V4}
-ISA_ORDER = ("x86-64-v4", "x86-64-v3", "x86-64-v2")
+_V4_VNNI = _V4 + ("avx512_vnni",)
+ISA_FLAGS: dict[str, tuple[str, ...]] = {
+    "x86-64-v2": _V2,
+    "x86-64-v3": _V3,
+    "x86-64-v4": _V4,
+    "x86-64-v4-vnni": _V4_VNNI,
+}
+ISA_ORDER = ("x86-64-v4-vnni", "x86-64-v4", "x86-64-v3", "x86-64-v2")
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,9 @@ class IsaLevel:
     kc: int  # K block: a kc x nr B micro-panel stays in L1
     mc: int  # rows per GEMM task (multiple of mr)
     nc: int  # columns per GEMM task (multiple of nr)
+    qmr: int = 4  # int8 GEMM micro-kernel rows (broadcast operand)
+    qnr: int = 16  # int8 GEMM micro-kernel columns (int32 lanes of the vector operand), a multiple of vec
+    vnni: bool = False  # the int8 GEMM uses AVX-512 VNNI (vpdpbusd); else exact 16-bit multiply-adds
 
     @property
     def cpu_flags(self) -> tuple[str, ...]:
@@ -48,7 +58,11 @@ class IsaLevel:
 
     @property
     def march(self) -> list[str]:
-        return [f"-march={self.name}"] if self.name in ISA_FLAGS else []
+        if self.name not in ISA_FLAGS:
+            return []
+        if self.vnni:
+            return ["-march=x86-64-v4", "-mavx512vnni"]
+        return [f"-march={self.name}"]
 
     def defines(self) -> str:
         """The C preprocessor lines that fix the kernels' blocking."""
@@ -59,6 +73,9 @@ class IsaLevel:
             "LW_KC": self.kc,
             "LW_MC": self.mc,
             "LW_NC": self.nc,
+            "LW_QMR": self.qmr,
+            "LW_QNR": self.qnr,
+            "LW_VNNI": int(self.vnni),
         }
         return "".join(f"#define {k} {v}\n" for k, v in values.items())
 
@@ -66,11 +83,16 @@ class IsaLevel:
 # Register blocking measured on a 2-core AVX-512 Xeon (single thread, conv-shaped GEMMs): 8x32 with AVX-512
 # (16 zmm accumulators, ~160-180 GFLOP/s), 6x16 with AVX2 (12 ymm, ~115), 4x16 with SSE (~38).
 LEVELS = {
-    "x86-64-v4": IsaLevel("x86-64-v4", vec=16, mr=8, nr=32, kc=256, mc=192, nc=256),
-    "x86-64-v3": IsaLevel("x86-64-v3", vec=8, mr=6, nr=16, kc=256, mc=96, nc=256),
-    "x86-64-v2": IsaLevel("x86-64-v2", vec=4, mr=4, nr=16, kc=256, mc=96, nc=256),
-    "generic": IsaLevel("generic", vec=4, mr=4, nr=16, kc=256, mc=96, nc=256),
+    "x86-64-v4-vnni": IsaLevel(
+        "x86-64-v4-vnni", vec=16, mr=8, nr=32, kc=256, mc=192, nc=256, qmr=8, qnr=32, vnni=True
+    ),
+    "x86-64-v4": IsaLevel("x86-64-v4", vec=16, mr=8, nr=32, kc=256, mc=192, nc=256, qmr=4, qnr=32),
+    "x86-64-v3": IsaLevel("x86-64-v3", vec=8, mr=6, nr=16, kc=256, mc=96, nc=256, qmr=4, qnr=16),
+    "x86-64-v2": IsaLevel("x86-64-v2", vec=4, mr=4, nr=16, kc=256, mc=96, nc=256, qmr=4, qnr=8),
+    "generic": IsaLevel("generic", vec=4, mr=4, nr=16, kc=256, mc=96, nc=256, qmr=4, qnr=8),
 }
+#: the level a VNNI level falls back to when a graph has no int8 GEMM (so it does not need the flag)
+WITHOUT_VNNI = {"x86-64-v4-vnni": "x86-64-v4"}
 
 # -fno-math-errno and -fno-trapping-math let gcc vectorize sqrt, floor and selects; neither changes results
 # (no -ffast-math: IEEE semantics, NaN and infinities are kept).

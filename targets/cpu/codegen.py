@@ -1,8 +1,9 @@
 """Generate the C translation unit for a whole graph (cpu target).
 
 ``model.c`` is: the blocking defines of the chosen ISA level, the static kernel library
-(``kernels_common.h``, ``kernels_gemm.c``, ``kernels_ops.c``), one ``static void kN_<node>(const lw_ctx *)``
-per computing node (view ops generate nothing: they alias their input), and the exported ABI:
+(``kernels_common.h``, ``kernels_gemm.c``, ``kernels_ops.c``, ``kernels_quant.c``), one
+``static void kN_<node>(const lw_ctx *)`` per computing node (view ops generate nothing: they alias their
+input), and the exported ABI:
 
     int       lw_abi_version(void);          // ABI_VERSION
     long long lw_arena_bytes(void);          // planned arena + workspace, what the caller must allocate
@@ -24,13 +25,14 @@ from lowering.errors import LoweringError
 from lowering.ir import Graph, Node
 from lowering.memory import is_view
 
-from . import emit_data, emit_elementwise, emit_linear  # noqa: F401 - they register the op lowerings
+# the emit_* modules register the op lowerings
+from . import emit_data, emit_elementwise, emit_linear, emit_quant  # noqa: F401
 from .build import IsaLevel
 from .pack import WeightsBlob
 from .registry import LOWERINGS, EmitContext, align, numel
 
 ABI_VERSION = 1
-LIBRARY_FILES = ("kernels_common.h", "kernels_gemm.c", "kernels_ops.c")
+LIBRARY_FILES = ("kernels_common.h", "kernels_gemm.c", "kernels_ops.c", "kernels_quant.c")
 
 
 @dataclass

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from lowering.ir import Node
+from lowering.ir import DType, Node
 from lowering.opinfo import window_geometry
 
-from .registry import EmitContext, KernelCode, c_longs, numel, register
+from .registry import ANY_STORED, BYTE_TYPES, EmitContext, KernelCode, c_longs, numel, register
+
+#: integer max pooling kernels of kernels_quant.c, by element type
+INT_MAXPOOL = {DType.INT8: "lw_maxpool2d_i8", DType.UINT8: "lw_maxpool2d_u8"}
 
 
 def check_pool(node: Node) -> str | None:
@@ -20,7 +23,8 @@ def check_pool(node: Node) -> str | None:
     return None
 
 
-@register("MaxPool", "AveragePool", check=check_pool, data_inputs=1)
+@register("AveragePool", check=check_pool, data_inputs=1)
+@register("MaxPool", check=check_pool, data_inputs=1, dtypes=BYTE_TYPES)
 def emit_pool(ctx: EmitContext, node: Node) -> KernelCode:
     shape = node.input(0).type.shape
     kernel = tuple(node.attr("kernel_shape"))
@@ -39,9 +43,10 @@ def emit_pool(ctx: EmitContext, node: Node) -> KernelCode:
         int(node.op == "MaxPool"),
         int(bool(node.attr("count_include_pad", 0))),
     ]
+    kernel_fn = INT_MAXPOOL.get(node.input(0).type.dtype, "lw_pool2d")
     body = (
         f"static const lw_pool_geom g = {c_longs(fields)};\n"
-        f"lw_pool2d(ctx->nt, &g, {ctx.ptr(node.input(0))}, {ctx.out(node.output)});"
+        f"{kernel_fn}(ctx->nt, &g, {ctx.ptr(node.input(0))}, {ctx.out(node.output)});"
     )
     return KernelCode(body, flops=numel(node.output.type.shape) * numel(kernel))
 
@@ -52,10 +57,16 @@ def check_global_pool(node: Node) -> str | None:
     return None
 
 
-@register("GlobalAveragePool", "GlobalMaxPool", check=check_global_pool)
+@register("GlobalAveragePool", check=check_global_pool)
+@register("GlobalMaxPool", check=check_global_pool, dtypes=BYTE_TYPES)
 def emit_global_pool(ctx: EmitContext, node: Node) -> KernelCode:
     shape = node.input(0).type.shape
     planes, positions = numel(shape[:2]), numel(shape[2:])
+    int_kernel = INT_MAXPOOL.get(node.input(0).type.dtype)
+    if int_kernel is not None:
+        x, y = ctx.ptr(node.input(0)), ctx.out(node.output)
+        body = f"{int_kernel}_global(ctx->nt, {x}, {y}, {planes}, {positions});"
+        return KernelCode(body, flops=numel(shape))
     body = (
         f"lw_global_pool(ctx->nt, {ctx.ptr(node.input(0))}, {ctx.out(node.output)}, {planes}, {positions}, "
         f"{int(node.op == 'GlobalMaxPool')});"
@@ -114,7 +125,7 @@ def emit_reduce_mean(ctx: EmitContext, node: Node) -> KernelCode:
     kept = [a for a in reduce_axes(node) if shape[a] != 1]
     x, y = ctx.ptr(node.input(0)), ctx.out(node.output)
     if not kept:  # nothing to average: a copy
-        return KernelCode(f"lw_copy(ctx->nt, {y}, {x}, {numel(shape)});")
+        return KernelCode(f"lw_copy(ctx->nt, {y}, {x}, {numel(shape) * 4});")
     first, last = kept[0], kept[-1]
     outer, length, inner = numel(shape[:first]), numel(shape[first : last + 1]), numel(shape[last + 1 :])
     body = f"lw_reduce_mean(ctx->nt, {x}, {y}, {outer}, {length}, {inner});"
@@ -141,7 +152,7 @@ def collapse_transpose(shape: tuple[int, ...], perm: tuple[int, ...]) -> tuple[l
     return (dims, steps) if dims else ([1], [1])
 
 
-@register("Transpose")
+@register("Transpose", dtypes=ANY_STORED)
 def emit_transpose(ctx: EmitContext, node: Node) -> KernelCode:
     shape = node.input(0).type.shape
     perm = tuple(node.attr("perm", tuple(reversed(range(len(shape))))))
@@ -150,22 +161,22 @@ def emit_transpose(ctx: EmitContext, node: Node) -> KernelCode:
         f"static const long shape[{len(dims)}] = {c_longs(dims)};\n"
         f"static const long stride[{len(dims)}] = {c_longs(steps)};\n"
         f"lw_transpose(ctx->nt, {ctx.ptr(node.input(0))}, {ctx.out(node.output)}, {len(dims)}, shape, "
-        "stride);"
+        f"stride, {node.output.type.dtype.itemsize});"
     )
     return KernelCode(body)
 
 
-@register("Concat")
+@register("Concat", dtypes=ANY_STORED)
 def emit_concat(ctx: EmitContext, node: Node) -> KernelCode:
     out_shape = node.output.type.shape
     axis = node.attr("axis", 0) % len(out_shape)
     parts = [v for v in node.inputs if v is not None and numel(v.type.shape) > 0]
     outer = numel(out_shape[:axis])
-    chunks = [numel(v.type.shape[axis:]) for v in parts]
+    chunks = [numel(v.type.shape[axis:]) * v.type.dtype.itemsize for v in parts]
     if not parts or outer == 0:
         return KernelCode("(void)ctx;")
     body = (
-        f"const float *xs[{len(parts)}] = {{{', '.join(ctx.ptr(v) for v in parts)}}};\n"
+        f"const void *xs[{len(parts)}] = {{{', '.join(ctx.ptr(v) for v in parts)}}};\n"
         f"static const long chunk[{len(parts)}] = {c_longs(chunks)};\n"
         f"lw_concat(ctx->nt, xs, chunk, {len(parts)}, {outer}, {ctx.out(node.output)});"
     )

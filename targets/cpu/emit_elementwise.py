@@ -17,7 +17,7 @@ from lowering.ir import Node, Value
 from lowering.opinfo import BINARY_OPS, DOMAIN, UNARY_OPS, activation_params
 
 from .pack import batchnorm_scale_shift
-from .registry import EmitContext, KernelCode, c_float, numel, register
+from .registry import ANY_STORED, EmitContext, KernelCode, c_float, numel, register
 
 BINARY_C = {"Add": "{0} + {1}", "Sub": "{0} - {1}", "Mul": "{0} * {1}", "Div": "{0} / {1}"}
 UNARY_C = {
@@ -173,9 +173,9 @@ def emit_unary(ctx: EmitContext, node: Node) -> KernelCode:
     return emit_body(ctx, node, [node.input(0)], [node.op], [0], list(activation_params(node)))
 
 
-@register(f"{DOMAIN}::Copy")
+@register(f"{DOMAIN}::Copy", dtypes=ANY_STORED)
 def emit_copy(ctx: EmitContext, node: Node) -> KernelCode:
-    n = numel(node.output.type.shape)
+    n = numel(node.output.type.shape) * node.output.type.dtype.itemsize
     return KernelCode(f"lw_copy(ctx->nt, {ctx.out(node.output)}, {ctx.ptr(node.input(0))}, {n});")
 
 

@@ -151,34 +151,43 @@ static void lw_reduce_mean(int nt, const float *x, float *y, long outer, long le
     }
 }
 
-/* y = transpose(x): y's dims are shape[0..rank), and output dim d steps the input by stride[d] elements. */
-static void lw_transpose(int nt, const float *x, float *y, int rank, const long *shape, const long *stride) {
+/* y = transpose(x) for elements of esize bytes (1, 4 or any): y's dims are shape[0..rank), and output dim d
+ * steps the input by stride[d] elements. */
+static void lw_transpose(int nt, const void *xv, void *yv, int rank, const long *shape, const long *stride,
+                         int esize) {
+    const unsigned char *x = (const unsigned char *)xv;
+    unsigned char *y = (unsigned char *)yv;
     long inner = shape[rank - 1], rows = 1;
     for (int d = 0; d < rank - 1; d++) rows *= shape[d];
     const long last = stride[rank - 1];
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && rows * inner > 65536)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && rows * inner * esize > 262144)
     for (long r = 0; r < rows; r++) {
         long rem = r, base = 0;
         for (int d = rank - 2; d >= 0; d--) {
             base += (rem % shape[d]) * stride[d];
             rem /= shape[d];
         }
-        float *yr = y + r * inner;
-        const float *xr = x + base;
-        if (last == 1) memcpy(yr, xr, (size_t)inner * sizeof(float));
-        else for (long j = 0; j < inner; j++) yr[j] = xr[j * last];
+        unsigned char *yr = y + r * inner * esize;
+        const unsigned char *xr = x + base * esize;
+        if (last == 1) memcpy(yr, xr, (size_t)(inner * esize));
+        else if (esize == 4) {
+            float *yf = (float *)yr;
+            const float *xf = (const float *)xr;
+            for (long j = 0; j < inner; j++) yf[j] = xf[j * last];
+        } else if (esize == 1) for (long j = 0; j < inner; j++) yr[j] = xr[j * last];
+        else for (long j = 0; j < inner; j++) memcpy(yr + j * esize, xr + j * last * esize, (size_t)esize);
     }
 }
 
-/* Concatenation: the output is [outer][sum of chunk]; input i contributes chunk[i] floats per outer index. */
-static void lw_concat(int nt, const float *const *xs, const long *chunk, int count, long outer, float *y) {
+/* Concatenation: the output is [outer][sum of chunk]; input i contributes chunk[i] bytes per outer index. */
+static void lw_concat(int nt, const void *const *xs, const long *chunk, int count, long outer, void *yv) {
     long total = 0;
     for (int i = 0; i < count; i++) total += chunk[i];
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * total > 262144)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * total > 1048576)
     for (long o = 0; o < outer; o++) {
-        float *yo = y + o * total;
+        unsigned char *yo = (unsigned char *)yv + o * total;
         for (int i = 0; i < count; i++) {
-            memcpy(yo, xs[i] + o * chunk[i], (size_t)chunk[i] * sizeof(float));
+            memcpy(yo, (const unsigned char *)xs[i] + o * chunk[i], (size_t)chunk[i]);
             yo += chunk[i];
         }
     }
@@ -196,10 +205,11 @@ static void lw_scale_shift(int nt, const float *x, float *y, long N, long C, lon
     }
 }
 
-/* A plain copy (lowering::Copy), split across threads when large. */
-static void lw_copy(int nt, float *y, const float *x, long n) {
-    const long chunk = 1L << 16, blocks = LW_CDIV(n, chunk);
+/* A plain copy of n bytes (lowering::Copy), split across threads when large. */
+static void lw_copy(int nt, void *y, const void *x, long n) {
+    const long chunk = 1L << 18, blocks = LW_CDIV(n, chunk);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && blocks > 1)
     for (long b = 0; b < blocks; b++)
-        memcpy(y + b * chunk, x + b * chunk, (size_t)LW_MIN(chunk, n - b * chunk) * sizeof(float));
+        memcpy((unsigned char *)y + b * chunk, (const unsigned char *)x + b * chunk,
+               (size_t)LW_MIN(chunk, n - b * chunk));
 }

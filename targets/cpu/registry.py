@@ -35,23 +35,37 @@ Emitter = Callable[["EmitContext", Node], KernelCode]
 Check = Callable[[Node], "str | None"]
 
 
+FLOAT_ONLY = (DType.FLOAT32,)
+#: element types the dtype-agnostic data-movement kernels accept
+BYTE_TYPES = (DType.FLOAT32, DType.INT8, DType.UINT8)
+ANY_STORED = (DType.FLOAT32, DType.INT8, DType.UINT8, DType.INT32)
+QUANT_TYPES = (DType.INT8, DType.UINT8)
+
+
 @dataclass(frozen=True)
 class OpLowering:
     emit: Emitter
     check: Check | None = None
-    #: how many leading inputs are float32 tensors (None: all of them)
+    #: how many leading inputs are data tensors (None: all of them)
     data_inputs: int | None = None
+    #: element types the data inputs and output 0 may have (all the same one); None: ``check`` types the node
+    dtypes: tuple[DType, ...] | None = FLOAT_ONLY
 
 
 LOWERINGS: dict[str, OpLowering] = {}
 
 
-def register(*ops: str, check: Check | None = None, data_inputs: int | None = None):
+def register(
+    *ops: str,
+    check: Check | None = None,
+    data_inputs: int | None = None,
+    dtypes: tuple[DType, ...] | None = FLOAT_ONLY,
+):
     """Register an emitter for ops given by qualified name ("Conv", "lowering::FusedConv")."""
 
     def wrap(fn: Emitter) -> Emitter:
         for op in ops:
-            LOWERINGS[op] = OpLowering(fn, check, data_inputs)
+            LOWERINGS[op] = OpLowering(fn, check, data_inputs, dtypes)
         return fn
 
     return wrap
@@ -79,6 +93,20 @@ def c_longs(values) -> str:
     return "{" + ", ".join(str(int(v)) for v in values) + "}"
 
 
+#: the C element type of each storable dtype
+C_TYPES = {
+    DType.FLOAT32: "float",
+    DType.INT8: "int8_t",
+    DType.UINT8: "uint8_t",
+    DType.INT32: "int32_t",
+    DType.INT64: "int64_t",
+}
+
+
+def c_type(value: Value) -> str:
+    return C_TYPES[value.type.dtype] if value.type is not None else "float"
+
+
 @dataclass
 class EmitContext:
     """Where values live, and the weights blob constants go into."""
@@ -96,28 +124,30 @@ class EmitContext:
         self._inputs = {id(v): i for i, v in enumerate(self.graph.inputs)}
         self._outputs = {id(v): i for i, v in enumerate(self.graph.outputs)}
 
-    def ptr(self, value: Value) -> str:
-        """A C expression (``const float *``) for reading ``value``."""
+    def ptr(self, value: Value, ctype: str | None = None) -> str:
+        """A C expression (``const T *``; T is the value's element type unless ``ctype`` is given) for
+        reading ``value``."""
+        ctype = ctype or c_type(value)
         root = self._roots.get(id(value), value)
         if root.is_const:
-            return self.weights(root.const)
+            return self.weights(root.const, c_type(value) if value.type is not None else "float", ctype)
         if id(root) in self._inputs:
-            return f"((const float *)ctx->in[{self._inputs[id(root)]}])"
+            return f"((const {ctype} *)ctx->in[{self._inputs[id(root)]}])"
         if id(root) in self._outputs:
-            return f"((const float *)ctx->out[{self._outputs[id(root)]}])"
-        return f"((const float *)(ctx->arena + {self._offset(root)}))"
+            return f"((const {ctype} *)ctx->out[{self._outputs[id(root)]}])"
+        return f"((const {ctype} *)(ctx->arena + {self._offset(root)}))"
 
-    def out(self, value: Value) -> str:
-        """A C expression (``float *``) for writing the node output ``value``."""
+    def out(self, value: Value, ctype: str | None = None) -> str:
+        """A C expression (``T *``) for writing the node output ``value``."""
         root = self._roots.get(id(value), value)
         if root.is_const or id(root) in self._inputs:
             raise LoweringError(f"cpu target: output '{value.name}' aliases a constant or graph input")
-        return self._writable(root)
+        return self._writable(root, ctype or c_type(value))
 
-    def _writable(self, root: Value) -> str:
+    def _writable(self, root: Value, ctype: str = "float") -> str:
         if id(root) in self._outputs:
-            return f"((float *)ctx->out[{self._outputs[id(root)]}])"
-        return f"((float *)(ctx->arena + {self._offset(root)}))"
+            return f"(({ctype} *)ctx->out[{self._outputs[id(root)]}])"
+        return f"(({ctype} *)(ctx->arena + {self._offset(root)}))"
 
     def _offset(self, root: Value) -> int:
         offset = self.offsets.get(root.name)
@@ -125,25 +155,54 @@ class EmitContext:
             raise LoweringError(f"cpu target: the memory plan has no arena offset for value '{root.name}'")
         return offset
 
-    def weights(self, array: np.ndarray) -> str:
-        """Store ``array`` (float32) in the weights blob; a C expression pointing at it."""
-        return f"((const float *)(ctx->w + {self.blob.add(array)}))"
+    def weights(self, array: np.ndarray, ctype: str = "float", pointer: str | None = None) -> str:
+        """Store ``array`` as ``ctype`` elements in the weights blob; a C expression (``const pointer *``,
+        default ``ctype``) pointing at it."""
+        dtype = NUMPY_OF_C[ctype]
+        data = np.asarray(array)
+        if data.dtype != dtype and not np.can_cast(data.dtype, dtype, casting="same_kind"):
+            raise LoweringError(f"cpu target: cannot store a {data.dtype} constant as {ctype}")
+        return f"((const {pointer or ctype} *)(ctx->w + {self.blob.add(data, dtype)}))"
 
     def opt_ptr(self, value: Value | None) -> str:
         return "NULL" if value is None else self.ptr(value)
 
 
-def float_type_reason(node: Node, lowering: OpLowering) -> str | None:
-    """Why ``node`` has a tensor the cpu target cannot hold (it computes float32 only)."""
-    inputs = node.inputs if lowering.data_inputs is None else node.inputs[: lowering.data_inputs]
-    for i, v in enumerate(inputs):
-        if v is not None and (v.type is None or v.type.dtype is not DType.FLOAT32):
-            kind = v.type.dtype.value if v.type is not None else "untyped"
-            return f"input {i} '{v.name}' is {kind}; the cpu target computes float32 tensors only"
-    out = node.outputs[0]
-    if out.type is None or out.type.dtype is not DType.FLOAT32:
-        kind = out.type.dtype.value if out.type is not None else "untyped"
-        return f"output '{out.name}' is {kind}; the cpu target computes float32 tensors only"
+NUMPY_OF_C = {
+    "float": np.float32,
+    "int8_t": np.int8,
+    "uint8_t": np.uint8,
+    "int32_t": np.int32,
+    "int64_t": np.int64,
+}
+
+
+def _kinds(dtypes: tuple[DType, ...]) -> str:
+    names = [d.value for d in dtypes]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def type_reason(node: Node, lowering: OpLowering) -> str | None:
+    """Why ``node`` has a tensor the cpu target cannot hold for this op (element types, extra outputs)."""
+    if lowering.dtypes is not None:
+        allowed = lowering.dtypes
+        if allowed == FLOAT_ONLY:
+            what = f"the cpu target computes float32 tensors only for {node.op}"
+        else:
+            what = f"the cpu {node.op} takes {_kinds(allowed)} tensors"
+        inputs = node.inputs if lowering.data_inputs is None else node.inputs[: lowering.data_inputs]
+        first = None
+        for i, v in enumerate(list(inputs) + [node.outputs[0]]):
+            if v is None:
+                continue
+            role = f"input {i} '{v.name}'" if i < len(inputs) else f"output '{v.name}'"
+            if v.type is None or v.type.dtype not in allowed:
+                kind = v.type.dtype.value if v.type is not None else "untyped"
+                return f"{role} is {kind}; {what}"
+            if first is None:
+                first = v.type.dtype
+            elif v.type.dtype is not first:
+                return f"{role} is {v.type.dtype.value} but input 0 is {first.value}; they must match"
     graph_outputs = {id(v) for v in node.graph.outputs} if node.graph is not None else set()
     for index, extra in enumerate(node.outputs[1:], start=1):
         if extra is not None and (extra.uses() or id(extra) in graph_outputs):

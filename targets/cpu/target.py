@@ -7,7 +7,10 @@
     cpu/weights.bin   constants, prepacked into the layouts the kernels read (see pack.py)
 
 and the manifest entry the runtime's ``CpuExecutor`` (runtime/backends/cpu.py) loads. Options read:
-``isa`` ("x86-64-v2" | "x86-64-v3" | "x86-64-v4"), ``cc`` (compiler command, else $CC, cc, gcc).
+``isa`` ("x86-64-v2" | "x86-64-v3" | "x86-64-v4" | "x86-64-v4-vnni"), ``cc`` (compiler command, else $CC,
+cc, gcc). Without ``isa`` the build machine's best level is used, except that a graph without an int8 GEMM
+(QConv, QMatMul) is built for plain ``x86-64-v4`` rather than ``x86-64-v4-vnni``, so it does not require
+the VNNI flag.
 """
 
 from __future__ import annotations
@@ -21,9 +24,18 @@ from lowering.ir import Graph, Node
 from lowering.memory import is_view
 
 from ..base import Target, TargetBuild
-from .build import build_flags, choose_isa, compile_shared, compiler_version, find_compiler
+from .build import (
+    LEVELS,
+    WITHOUT_VNNI,
+    build_flags,
+    choose_isa,
+    compile_shared,
+    compiler_version,
+    find_compiler,
+)
 from .codegen import ABI_VERSION, generate
-from .registry import LOWERINGS, float_type_reason
+from .emit_quant import INT8_GEMM_OPS
+from .registry import LOWERINGS, type_reason
 
 LIBRARY, SOURCE, WEIGHTS = "cpu/model.so", "cpu/model.c", "cpu/weights.bin"
 
@@ -41,7 +53,7 @@ class CpuTarget(Target):
             return f"{node.qualified_op} is not supported by the cpu target"
         if any(v is not None and v.type is None for v in list(node.inputs) + node.outputs[:1]):
             return "a tensor has no static type"
-        reason = float_type_reason(node, lowering)
+        reason = type_reason(node, lowering)
         if reason is None and lowering.check is not None:
             reason = lowering.check(node)
         return reason
@@ -55,6 +67,10 @@ class CpuTarget(Target):
             listed = "; ".join(f"{n.label}: {r}" for n, r in unsupported)
             raise LoweringError(f"cpu target cannot lower {len(unsupported)} node(s): {listed}")
         isa = choose_isa(options.get("isa"))
+        if not options.get("isa") and isa.name in WITHOUT_VNNI and not any(
+            n.qualified_op in INT8_GEMM_OPS for n in graph.nodes
+        ):
+            isa = LEVELS[WITHOUT_VNNI[isa.name]]  # no int8 GEMM: do not require the VNNI flag
         cc = find_compiler(options)
         module = generate(graph, plan.offsets, plan.arena_size, isa)
         flags = build_flags(isa)
@@ -72,7 +88,15 @@ class CpuTarget(Target):
             "requires": {"machine": _machine(), "isa": isa.name, "cpu_flags": list(isa.cpu_flags)},
             "build_flags": flags,
             "compiler": compiler_version(cc),
-            "blocking": {"mr": isa.mr, "nr": isa.nr, "kc": isa.kc, "vec": isa.vec},
+            "blocking": {
+                "mr": isa.mr,
+                "nr": isa.nr,
+                "kc": isa.kc,
+                "vec": isa.vec,
+                "qmr": isa.qmr,
+                "qnr": isa.qnr,
+                "vnni": isa.vnni,
+            },
             "signature": {
                 "inputs": [_tensor(v) for v in graph.inputs],
                 "outputs": [_tensor(v, name) for v, name in zip(graph.outputs, _output_names(graph))],

@@ -39,11 +39,12 @@ def test_quantize_dequantize_match_onnxruntime_exactly(dtype, per_channel):
     x = (rng.standard_normal((2, 3, 4)) * 4).astype(np.float32)
     x[0, 0, :2] = [0.0185, -0.0185]  # exact ties at scale 0.037: round half to even
     x[1, 2, :] = [100.0, -100.0, 1e-9, -1e-9]  # saturation
+    x[1, 1, :] = [np.inf, -np.inf, np.nan, 1e30]  # saturated like ONNX Runtime (NaN -> qmin)
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
         None, {"x": x})
     got = run_graph(import_model(model, name="qdq"), {"x": x})
     np.testing.assert_array_equal(got["q"], want[0])
-    np.testing.assert_array_equal(got["y"], want[1])
+    np.testing.assert_array_equal(got["y"], want[1])  # NaN positions compare equal here
 
 
 @pytest.mark.parametrize("real", [1e-9, 3.2e-5, 0.00123, 0.25, 0.5, 1 / 3, 0.999999, 1.7, 1000.0])

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lowering.ir import Graph, Node, TensorType, Value, verify
+from lowering.ir import DType, Graph, Node, TensorType, Value, verify
 from lowering.memory import ALIGNMENT, MemoryPlan, storage_roots
 from lowering.reference import evaluate_node, run_graph
 from runtime.backends.cpu import CpuExecutor
@@ -57,6 +57,18 @@ class GraphMaker:
         self._env[id(v)] = data
         return v
 
+    def qinput(self, *shape: int, dtype=np.int8, low: int | None = None, high: int | None = None) -> Value:
+        """A graph input of random int8 / uint8 (or int32) data in [low, high]."""
+        info = np.iinfo(dtype)
+        low = info.min if low is None else low
+        high = info.max if high is None else high
+        data = self.rng.integers(low, high, shape, endpoint=True).astype(dtype)
+        v = Value(self.graph.unique_name("q"), TensorType.of(data))
+        self.graph.inputs.append(v)
+        self.feeds[v.name] = data
+        self._env[id(v)] = data
+        return v
+
     def const(self, data) -> Value:
         v = self.graph.constant(np.asarray(data), hint="c")
         self._env[id(v)] = v.const
@@ -65,9 +77,13 @@ class GraphMaker:
     def weight(self, *shape: int, scale: float = 0.5) -> Value:
         return self.const((self.rng.standard_normal(shape) * scale).astype(np.float32))
 
-    def node(self, op: str, *inputs: Value | None, domain: str = "", **attrs) -> Value:
+    def node(self, op: str, *inputs: Value | None, domain: str = "", out_dtype=None, **attrs) -> Value:
+        """Append a node; ``out_dtype`` types the output up front for ops whose reference reads it (the
+        integer ops of lowering.quantized)."""
         name = self.graph.unique_name(op.lower())
         out = Value(self.graph.unique_name(f"{name}_out"))
+        if out_dtype is not None:
+            out.type = TensorType(DType.from_numpy(out_dtype), ())
         node = Node(op, list(inputs), [out], name=name, domain=domain)
         for key, value in attrs.items():
             node.set_attr(key, value)
@@ -97,7 +113,7 @@ class Built:
 
     def run(self, feeds: dict[str, np.ndarray], threads: int | None = None) -> dict[str, np.ndarray]:
         executor = self.executor(threads)
-        outputs = [np.empty(v.type.shape, np.float32) for v in self.graph.outputs]
+        outputs = [np.empty(v.type.shape, v.type.dtype.numpy) for v in self.graph.outputs]
         executor.run([np.ascontiguousarray(feeds[v.name]) for v in self.graph.inputs], outputs)
         return dict(zip(self.graph.output_names, outputs))
 
@@ -116,5 +132,20 @@ def check_against_reference(
     got = built.run(maker.feeds, threads)
     want = run_graph(maker.graph, maker.feeds)
     for name, expected in want.items():
-        np.testing.assert_allclose(got[name], expected, rtol=RTOL, atol=ATOL, err_msg=f"output {name}")
+        assert got[name].dtype == expected.dtype, f"output {name}: {got[name].dtype} != {expected.dtype}"
+        if expected.dtype.kind in "iu":  # integer results are exact
+            np.testing.assert_array_equal(got[name], expected, err_msg=f"output {name}")
+        else:
+            np.testing.assert_allclose(got[name], expected, rtol=RTOL, atol=ATOL, err_msg=f"output {name}")
+    return built
+
+
+def check_exactly(maker: GraphMaker, threads: int | None = None, **options) -> Built:
+    """Like check_against_reference, but every output (float ones too) must be bit-identical."""
+    built = build_cpu(maker.graph, naive_plan, **options)
+    got = built.run(maker.feeds, threads)
+    want = run_graph(maker.graph, maker.feeds)
+    for name, expected in want.items():
+        assert got[name].dtype == expected.dtype, f"output {name}: {got[name].dtype} != {expected.dtype}"
+        np.testing.assert_array_equal(got[name], expected, err_msg=f"output {name}")
     return built
