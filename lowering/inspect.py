@@ -36,7 +36,8 @@ def describe(path, as_json: bool = False) -> str:
     if "quantization" in report:
         from .quantize import format_report
 
-        lines += ["quantization:"] + ["  " + line for line in format_report(report["quantization"]).splitlines()]
+        table = format_report(report["quantization"]).splitlines()
+        lines += ["quantization:"] + ["  " + line for line in table]
     return "\n".join(lines)
 
 

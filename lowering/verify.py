@@ -38,9 +38,9 @@ def compare_arrays(name: str, got: np.ndarray, want: np.ndarray, rtol: float, at
 
 def compare_with_onnxruntime(session, model: Path, feed: dict, rtol: float, atol: float) -> dict:
     """Run ``session`` (a runtime.Session) and ONNX Runtime on ``feed``; compare every output."""
-    import onnxruntime as ort
-
     import hashlib
+
+    import onnxruntime as ort
 
     built_from = session.artifact.manifest["model"]["sha256"]
     same_model = Path(model).is_file() and hashlib.sha256(Path(model).read_bytes()).hexdigest() == built_from

@@ -109,15 +109,10 @@ def test_options_record_the_quantization_settings():
 
 
 def test_compile_with_quantize(tiny, tmp_path, capsys):
-    """`lower MODEL --quantize int8 --calibration DATA --target cpu`.
-
-    TIGHTEN LATER: until the QDQ-folding pass and the cpu target's integer kernels land, the cpu target
-    may refuse the QDQ model's QuantizeLinear/DequantizeLinear with a one-line error (exit 2). This test
-    accepts that outcome, and only that one; once the build succeeds it checks the artifact: the
+    """`lower MODEL --quantize int8 --calibration DATA --target cpu` builds the integer artifact: the
     quantization report in report.json (for the very QDQ model `lower quantize` writes with the same
-    settings), the settings in the manifest, and outputs within one output quantization step of ONNX
-    Runtime running that QDQ model. When the integer path lands, drop the exit-2 branch.
-    """
+    settings), the settings in the manifest, byte-identical rebuilds, `inspect` shows the per-layer table,
+    and outputs within one output quantization step of ONNX Runtime running that QDQ model."""
     qdq, artifact = tmp_path / "cnn.int8.onnx", tmp_path / "cnn.int8.lwr"
     code, _, err = run_cli(["quantize", tiny / "cnn.onnx", "--calibration", tiny / "cnn_cal.npz", "-o", qdq],
                            capsys)
@@ -125,12 +120,11 @@ def test_compile_with_quantize(tiny, tmp_path, capsys):
     compile_args = [tiny / "cnn.onnx", "--quantize", "int8", "--calibration", tiny / "cnn_cal.npz",
                     "--target", "cpu"]
     code, stdout, err = run_cli(compile_args + ["-o", artifact], capsys)
-    if code != 0:  # the not-yet-supported outcome: one line naming the Q/DQ ops, no artifact
-        assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
-        assert "QuantizeLinear" in err or "DequantizeLinear" in err, err
-        assert "Traceback" not in err and not artifact.exists()
-        pytest.xfail("the cpu target cannot build QDQ models yet (QDQ folding / integer kernels pending)")
+    assert code == 0, err
     assert "SQNR dB" in stdout and artifact.is_file()
+    code, stdout, _ = run_cli(["inspect", artifact], capsys)
+    assert code == 0 and "quantization:" in stdout and "SQNR dB" in stdout
+    assert "lowering::QConv" in stdout
     again = tmp_path / "again.lwr"
     assert run_cli(compile_args + ["-o", again], capsys)[0] == 0
     assert again.read_bytes() == artifact.read_bytes()  # byte-identical for identical inputs and options

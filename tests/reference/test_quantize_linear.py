@@ -22,7 +22,8 @@ def _qdq_model(dtype, axis, per_channel):
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=axis),
              helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=axis)]
     qtype = TensorProto.INT8 if dtype == np.int8 else TensorProto.UINT8
-    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+    graph = helper.make_graph(nodes, "qdq",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
                               [helper.make_tensor_value_info("q", qtype, [2, 3, 4]),
                                helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])],
                               initializer=inits)
