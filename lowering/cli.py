@@ -72,7 +72,8 @@ def cli():
 @click.option("--disable-pass", "disabled", multiple=True, metavar="PASS", help="Skip a pass. Repeatable.")
 @click.option("--print-after", multiple=True, metavar="PASS", help="Print the IR after PASS. Repeatable.")
 @click.option("--verify-each", is_flag=True, help="Verify the IR after every pass.")
-@click.option("--isa", default=None, help="CPU ISA level for the cpu target: x86-64-v2, -v3, -v4 or -v4-vnni "
+@click.option("--isa", default=None,
+              help="CPU ISA level for the cpu target: x86-64-v2, -v3, -v4 or -v4-vnni "
               "(default: the build machine's).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every pass.")
 @click.option("--quantize", "quantize", type=click.Choice(["int8"]), default=None,

@@ -48,11 +48,15 @@ def test_quantized_model_on_cpu(zoo, tmp_path, name, method, activation):  # noq
     PassManager(default_passes()).run(graph, PassContext(verify_each=True))
     ref = ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"])
     step = _output_step(qdq)
+    fp32_ref = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
     equal = total = 0
-    for seed in range(4):
+    for seed in range(4):  # inputs not used for calibration
         x = np.random.default_rng(1000 + seed).standard_normal(shape).astype(np.float32)
         got = sess.run(None, {"x": x})[0]
         want = ref.run(None, {"x": x})[0]
+        full = fp32_ref.run(None, {"x": x})[0].reshape(-1).astype(np.float64)
+        flat = got.reshape(-1).astype(np.float64)
+        assert flat @ full / (np.linalg.norm(flat) * np.linalg.norm(full)) >= 0.99  # cosine vs fp32
         np.testing.assert_array_equal(got, run_graph(graph, {"x": x})[graph.output_names[0]])
         np.testing.assert_allclose(got, want, rtol=0, atol=1.01 * step)
         equal += int((got == want).sum())
