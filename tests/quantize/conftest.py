@@ -7,6 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from tests.e2e.conftest import make_tiny_cnn
 from tests.zoo.fixtures import zoo  # noqa: F401  (a pytest fixture)
 
 #: Calibration samples per zoo model, and held-back samples (other seeds) for the accuracy checks.
@@ -15,28 +16,7 @@ CALIBRATION_SAMPLES, HELD_OUT_SAMPLES = 32, 16
 
 def make_cnn(batch=1, seed: int = 0) -> onnx.ModelProto:
     """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm; input x (batch, 3, 8, 8), output y (batch, 5)."""
-    rng = np.random.default_rng(seed)
-    inits = [
-        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
-        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b"),
-        numpy_helper.from_array(rng.standard_normal((5, 4)).astype(np.float32), "fc_w"),
-        numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "fc_b"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"], name="relu"),
-        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="gap"),
-        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
-        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["y"], name="fc", transB=1),
-    ]
-    graph = helper.make_graph(nodes, "cnn",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 5])],
-                              initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return make_tiny_cnn(seed=seed, batch=batch)
 
 
 def make_two_inputs() -> onnx.ModelProto:
