@@ -226,12 +226,15 @@ def conv_integer(node, xs):
 
 @register("DynamicQuantizeLinear")
 def dynamic_quantize_linear(node, xs):
-    """uint8 quantization over the range of ``x`` extended to include 0 (the ONNX definition)."""
+    """uint8 quantization over the range of ``x`` extended to include 0, in float32 as ONNX Runtime (and
+    ONNX's reference) compute it: ``scale = (max - min) / 255`` (1 when the range is empty),
+    ``zp = rint(clamp(0 - min / scale, 0, 255))``, ``y = saturate(rint(x / scale) + zp)``."""
     x = xs[0].astype(np.float32)
-    lo, hi = min(0.0, float(x.min(initial=0.0))), max(0.0, float(x.max(initial=0.0)))
-    scale = np.float32((hi - lo) / 255.0)
-    zp = np.uint8(np.clip(np.rint(-lo / scale), 0, 255)) if scale > 0 else np.uint8(0)
-    y = _quantize(x, np.array(scale if scale > 0 else 1.0, np.float32), np.array(zp, np.uint8))
+    lo = np.minimum(np.float32(0), x.min(initial=np.float32(0)))
+    hi = np.maximum(np.float32(0), x.max(initial=np.float32(0)))
+    scale = np.float32(1) if hi == lo else np.float32(hi - lo) / np.float32(255)
+    zp = np.uint8(np.rint(np.clip(np.float32(0) - lo / scale, np.float32(0), np.float32(255))))
+    y = _quantize(x, np.array(scale, np.float32), np.array(zp, np.uint8))
     return [y, np.array(scale, np.float32), np.array(zp, np.uint8)]
 
 

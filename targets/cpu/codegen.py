@@ -65,7 +65,7 @@ def _kernel_record(node: Node, name: str, flops: int) -> dict:
         "node": node.name,
         "sources": list(node.meta.sources),
         "bytes_read": sum(v.type.nbytes for v in reads.values()),
-        "bytes_written": node.output.type.nbytes,
+        "bytes_written": sum(v.type.nbytes for v in node.outputs if v is not None and v.type is not None),
         "flops": int(flops),
     }
 
@@ -81,7 +81,8 @@ def generate(graph: Graph, offsets: dict[str, int], arena_size: int, isa: IsaLev
         if lowering is None:
             raise LoweringError(f"cpu target: {node.label} is not supported")
         name = f"k{index}_{_identifier(node.name or node.op)}"
-        code = lowering.emit(ctx, node) if numel(node.output.type.shape) else None
+        computes = numel(node.output.type.shape) or lowering.outputs > 1  # (several outputs: always)
+        code = lowering.emit(ctx, node) if computes else None
         body = code.body if code else "(void)ctx;"
         workspace = max(workspace, code.workspace if code else 0)
         sources = ", ".join(node.meta.sources)

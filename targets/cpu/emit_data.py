@@ -5,7 +5,7 @@ from __future__ import annotations
 from lowering.ir import DType, Node
 from lowering.opinfo import window_geometry
 
-from .registry import ANY_STORED, BYTE_TYPES, EmitContext, KernelCode, c_longs, numel, register
+from .registry import ANY_STORED, BYTE_TYPES, C_TYPES, EmitContext, KernelCode, c_longs, numel, register
 
 #: integer max pooling kernels of kernels_quant.c, by element type
 INT_MAXPOOL = {DType.INT8: "lw_maxpool2d_i8", DType.UINT8: "lw_maxpool2d_u8"}
@@ -181,3 +181,36 @@ def emit_concat(ctx: EmitContext, node: Node) -> KernelCode:
         f"lw_concat(ctx->nt, xs, chunk, {len(parts)}, {outer}, {ctx.out(node.output)});"
     )
     return KernelCode(body)
+
+
+#: the casts the cpu target computes (C conversions that are exact, or round to nearest for int32 ->
+#: float32, as ONNX Runtime's static_cast does)
+CASTS = {
+    (DType.INT32, DType.FLOAT32), (DType.INT8, DType.FLOAT32), (DType.UINT8, DType.FLOAT32),
+    (DType.INT8, DType.INT32), (DType.UINT8, DType.INT32),
+}
+
+
+def check_cast(node: Node) -> str | None:
+    x, y = node.input(0), node.output
+    if x.type is None or y.type is None:
+        return "Cast needs typed tensors"
+    if x.type.dtype is y.type.dtype and x.type.dtype in ANY_STORED:
+        return None
+    if (x.type.dtype, y.type.dtype) not in CASTS:
+        return f"Cast from {x.type.dtype.value} to {y.type.dtype.value} is not supported by the cpu target"
+    return None
+
+
+@register("Cast", check=check_cast, dtypes=None)
+def emit_cast(ctx: EmitContext, node: Node) -> KernelCode:
+    x, y = node.input(0), node.output
+    n = numel(y.type.shape)
+    if x.type.dtype is y.type.dtype:
+        return KernelCode(f"lw_copy(ctx->nt, {ctx.out(y)}, {ctx.ptr(x)}, {n * x.type.dtype.itemsize});")
+    lines = [f"const {C_TYPES[x.type.dtype]} *x = {ctx.ptr(x)};",
+             f"{C_TYPES[y.type.dtype]} *y = {ctx.out(y)};"]
+    if n >= 65536:
+        lines.append("#pragma omp parallel for num_threads(ctx->nt) schedule(static) if (ctx->nt > 1)")
+    lines.append(f"for (long i = 0; i < {n}; i++) y[i] = ({C_TYPES[y.type.dtype]})x[i];")
+    return KernelCode("\n".join(lines), flops=n)

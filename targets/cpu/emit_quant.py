@@ -38,7 +38,7 @@ ITEM_BYTES = 64  # upper bound of sizeof(lw_qgemm_item)
 #: depthwise kernels up to this many taps run the direct float-FMA loop (exact while taps * 255^2 < 2^24);
 #: larger ones go through im2col + the int8 GEMM like grouped convolutions
 DEPTHWISE_MAX_TAPS = 256
-INT8_GEMM_OPS = frozenset({f"{DOMAIN}::QConv", f"{DOMAIN}::QMatMul"})
+INT8_GEMM_OPS = frozenset({f"{DOMAIN}::QConv", f"{DOMAIN}::QMatMul", "MatMulInteger", "ConvInteger"})
 
 
 def _u32(x: int) -> int:
@@ -300,6 +300,26 @@ def check_qmatmul(node: Node) -> str | None:
 
 @register(f"{DOMAIN}::QMatMul", check=check_qmatmul, dtypes=None)
 def emit_qmatmul(ctx: EmitContext, node: Node) -> KernelCode:
+    _, sb = _matmul_shapes(node)
+    n = sb[-1]
+    bias, _ = _const_bias(node, 2, n, "bias")
+    per_column = len(_as_ints(node.attr("multiplier"))) > 1
+    channels = n if node.input(1).type.rank > 1 else 1
+    prm = _requant_arrays(node, channels, bias)
+    if not per_column and (bias is None or bias.size == 1):
+        prm = prm[:, :1]
+    channel_mode = 1 if prm.shape[1] > 1 else 2  # lw_qgemm_shape.channels: per column or per tensor
+    za, zb = int(node.attr("a_zero_point", 0)), int(node.attr("b_zero_point", 0))
+    return _int_matmul(ctx, node, za, zb, _epilogue(ctx, node, prm), channel_mode, out32=False)
+
+
+def _int_matmul(
+    ctx: EmitContext, node: Node, za: int | str, zb: int | str, epilogue: str, channel_mode: int, out32: bool
+) -> KernelCode:
+    """The int8 GEMM of ``node.input(0) @ node.input(1)`` (numpy matmul broadcasting) minus the zero points
+    ``za`` / ``zb``: ints, or C expressions (an ``int32_t`` read at run time, e.g. a zero point produced
+    by DynamicQuantizeLinear). The output is requantised by ``epilogue`` or, with ``out32``, the int32
+    accumulator itself."""
     a, b, y = node.input(0), node.input(1), node.output
     sa, sb = _matmul_shapes(node)
     m, k, n = sa[-2], sa[-1], sb[-1]
@@ -309,18 +329,27 @@ def emit_qmatmul(ctx: EmitContext, node: Node) -> KernelCode:
     # A' = A + 128 when int8 (unsigned operand), B' = B - 128 when uint8 (signed operand)
     flip_a = 0x80 if a.type.dtype is DType.INT8 else 0
     flip_b = 0x80 if b.type.dtype is DType.UINT8 else 0
-    za = int(node.attr("a_zero_point", 0)) + (128 if flip_a else 0)
-    zb = int(node.attr("b_zero_point", 0)) - (128 if flip_b else 0)
-    # sum (a-za)(b-zb) = sum A'B' - zb' rowsum(A') - za' colsum(B') + K za' zb'
-    row_scale, col_scale, col_add = _u32(-zb), _u32(-za), _u32(k * za * zb)
-    need_rowc, need_colc = zb != 0, za != 0
-    bias, _ = _const_bias(node, 2, n, "bias")
-    per_column = len(_as_ints(node.attr("multiplier"))) > 1
-    channels = n if b.type.rank > 1 else 1
-    prm = _requant_arrays(node, channels, bias)
-    if not per_column and (bias is None or bias.size == 1):
-        prm = prm[:, :1]
-    channel_mode = 1 if prm.shape[1] > 1 else 2  # lw_qgemm_shape.channels: per column or per tensor
+    lines = [f"const lw_qepi e = {epilogue};", "lw_qgemm_item *items = (lw_qgemm_item *)ctx->ws;"]
+    runtime_za, runtime_zb = isinstance(za, str), isinstance(zb, str)
+    if runtime_za:
+        lines.append(f"const int32_t za = (int32_t)({za}) + {128 if flip_a else 0};")
+        za_c, need_colc = "za", True
+    else:
+        za = za + (128 if flip_a else 0)
+        za_c, need_colc = str(za), za != 0
+    if runtime_zb:
+        lines.append(f"const int32_t zb = (int32_t)({zb}) - {128 if flip_b else 0};")
+        zb_c, need_rowc = "zb", True
+    else:
+        zb = zb - (128 if flip_b else 0)
+        zb_c, need_rowc = str(zb), zb != 0
+    # sum (a-za)(b-zb) = sum A'B' - zb' rowsum(A') - za' colsum(B') + K za' zb'  (all modulo 2^32)
+    if runtime_za or runtime_zb:
+        row_scale = f"(int32_t)(0u - (uint32_t){zb_c})"
+        col_scale = f"(int32_t)(0u - (uint32_t){za_c})"
+        col_add = f"(int32_t)((uint32_t){k} * (uint32_t){za_c} * (uint32_t){zb_c})"
+    else:
+        row_scale, col_scale, col_add = _u32(-zb), _u32(-za), _u32(k * za * zb)
     if numel(batch_b) == 1:
         rows = numel(batch_a) * m
         a_count, b_count, count = 1, 1, 1
@@ -332,10 +361,6 @@ def emit_qmatmul(ctx: EmitContext, node: Node) -> KernelCode:
         rows, a_count, b_count, count = m, numel(batch_a), numel(batch_b), len(a_index)
     a_panels, b_panels = -(-rows // qmr), -(-n // qnr)
     a_size, b_size = a_panels * qmr * k4 * 4, b_panels * qnr * k4 * 4
-    lines = [
-        f"const lw_qepi e = {_epilogue(ctx, node, prm)};",
-        "lw_qgemm_item *items = (lw_qgemm_item *)ctx->ws;",
-    ]
     workspace = align(count * ITEM_BYTES)
     # operand A
     if a.is_const:
@@ -343,9 +368,15 @@ def emit_qmatmul(ctx: EmitContext, node: Node) -> KernelCode:
         lines.append(
             f"const uint8_t *apk = {ctx.weights(np.concatenate([qpack_a(x, qmr) for x in mats]), 'uint8_t')};"
         )
-        if need_rowc:
-            rowc = np.concatenate([np.pad(x.sum(axis=1), (0, a_panels * qmr - rows)) * -zb for x in mats])
-            lines.append(f"const int32_t *rowc = {ctx.weights(_wrap_array(rowc), 'int32_t')};")
+        sums = np.concatenate([np.pad(x.sum(axis=1), (0, a_panels * qmr - rows)) for x in mats])
+        if need_rowc and runtime_zb:
+            lines += [
+                f"int32_t *rowc = (int32_t *)(ctx->ws + {workspace});",
+                f"lw_qcorr(rowc, {ctx.weights(_wrap_array(sums), 'int32_t')}, {sums.size}, {row_scale}, 0);",
+            ]
+            workspace += align(sums.size * 4)
+        elif need_rowc:
+            lines.append(f"const int32_t *rowc = {ctx.weights(_wrap_array(sums * -zb), 'int32_t')};")
         else:
             lines.append("const int32_t *rowc = NULL;")
     else:
@@ -366,7 +397,15 @@ def emit_qmatmul(ctx: EmitContext, node: Node) -> KernelCode:
         lines.append(
             f"const uint8_t *bpk = {ctx.weights(np.concatenate([qpack_b(x, qnr) for x in mats]), 'uint8_t')};"
         )
-        if need_colc:
+        sums = np.concatenate([np.pad(x.sum(axis=0), (0, b_panels * qnr - n)) for x in mats])
+        if need_colc and (runtime_za or runtime_zb):
+            lines += [
+                f"int32_t *colc = (int32_t *)(ctx->ws + {workspace});",
+                f"lw_qcorr(colc, {ctx.weights(_wrap_array(sums), 'int32_t')}, {sums.size}, {col_scale}, "
+                f"{col_add});",
+            ]
+            workspace += align(sums.size * 4)
+        elif need_colc:
             colc = np.concatenate(
                 [np.pad(x.sum(axis=0) * -za + k * za * zb, (0, b_panels * qnr - n)) for x in mats]
             )
@@ -386,6 +425,7 @@ def emit_qmatmul(ctx: EmitContext, node: Node) -> KernelCode:
             f"{flip_b}, 1, bpk, colc, {col_scale}, {col_add});"
         )
     lines.append(f"uint8_t *y = {ctx.out(y, 'uint8_t')};")
+    esize = 4 if out32 else 1
     index = {}
     for name, table in (("a", a_index), ("b", b_index)):
         if table == list(range(count)):
@@ -399,15 +439,165 @@ def emit_qmatmul(ctx: EmitContext, node: Node) -> KernelCode:
         f"for (long i = 0; i < {count}; i++) {{",
         f"    items[i].a = apk + {index['a']} * {a_size};",
         f"    items[i].b = bpk + {index['b']} * {b_size};",
-        f"    items[i].c = y + i * {rows * n};",
+        f"    items[i].c = y + i * {rows * n * esize};",
         f"    items[i].rowc = rowc ? rowc + {index['a']} * {a_panels * qmr} : NULL;",
         f"    items[i].colc = colc ? colc + {index['b']} * {b_panels * qnr} : NULL;",
         "    items[i].chan0 = 0;",
         "}",
-        f"const lw_qgemm_shape s = {{{rows}, {n}, {k4}, {n}, 1, {channel_mode}, e}};",
+        f"const lw_qgemm_shape s = {{{rows}, {n}, {k4}, {n}, 1, {channel_mode}, e, {int(out32)}}};",
         f"lw_qgemm(ctx->nt, &s, items, {count});",
     ]
     return KernelCode("\n".join(lines), flops=2 * count * rows * n * k, workspace=workspace)
+
+
+# --- MatMulInteger, ConvInteger, DynamicQuantizeLinear (ONNX Runtime's dynamic quantization) ---------
+
+#: the epilogue of the int32-output GEMMs (unused: lw_qgemm_shape.out32 skips it)
+NO_EPILOGUE = "{NULL, 0, 0, 0, 0, NULL, 0}"
+
+
+def _zero_point(ctx: EmitContext, node: Node, index: int) -> int | str:
+    """Input ``index`` (an optional zero point of one value, or of equal constant values) as an int, or
+    as a C expression reading it at run time."""
+    v = node.input(index)
+    if v is None:
+        return 0
+    if v.is_const:
+        return int(v.const.reshape(-1)[0])
+    return f"*{ctx.ptr(v)}"
+
+
+def _check_zero_point_input(node: Node, index: int, operand: int, what: str) -> str | None:
+    """A zero point input: absent, or of the operand's type and one value (a runtime scalar, or a constant
+    whose values are all equal; per-row / per-channel ones that differ are not supported)."""
+    v = node.input(index)
+    if v is None:
+        return None
+    kind = node.input(operand).type.dtype
+    if v.type is None or v.type.dtype is not kind:
+        return f"{node.op} {what} zero point must be {kind.value} like its operand"
+    if v.is_const:
+        values = v.const.reshape(-1)
+        if values.size and (values != values[0]).any():
+            return f"{node.op} {what} zero points that differ per row or channel are not supported on cpu"
+        if values.size == 0:
+            return f"{node.op} {what} zero point is empty"
+        return None
+    if numel(v.type.shape) != 1:
+        return f"{node.op} runtime {what} zero point must be a single value on the cpu target"
+    return None
+
+
+def check_matmul_integer(node: Node) -> str | None:
+    reason = _check_types(node, {0: QUANT_TYPES, 1: QUANT_TYPES}, out=(DType.INT32,))
+    if reason:
+        return reason
+    a, b = node.input(0), node.input(1)
+    if a.type.rank < 1 or b.type.rank < 1:
+        return "MatMulInteger needs operands of rank 1 or more"
+    sa, _ = _matmul_shapes(node)
+    if sa[-1] >= 1 << 24:
+        return f"MatMulInteger K = {sa[-1]} is too large"
+    return _check_zero_point_input(node, 2, 0, "A") or _check_zero_point_input(node, 3, 1, "B")
+
+
+@register("MatMulInteger", check=check_matmul_integer, dtypes=None)
+def emit_matmul_integer(ctx: EmitContext, node: Node) -> KernelCode:
+    za, zb = _zero_point(ctx, node, 2), _zero_point(ctx, node, 3)
+    return _int_matmul(ctx, node, za, zb, NO_EPILOGUE, 2, out32=True)
+
+
+def check_conv_integer(node: Node) -> str | None:
+    reason = _check_types(node, {0: QUANT_TYPES, 1: QUANT_TYPES}, out=(DType.INT32,))
+    if reason:
+        return reason
+    x, w = node.input(0), node.input(1)
+    if x.type.rank not in (3, 4):
+        return (
+            f"only 1-D and 2-D convolutions (3-D or 4-D tensors) are supported by the cpu target, "
+            f"got a rank-{x.type.rank} input"
+        )
+    if not w.is_const:
+        return "ConvInteger weights must be a constant on the cpu target"
+    if node.input(3) is not None and not node.input(3).is_const:
+        return "ConvInteger weight zero point must be a constant on the cpu target"
+    return _check_zero_point_input(node, 2, 0, "x") or _check_zero_point_input(node, 3, 1, "w")
+
+
+@register("ConvInteger", check=check_conv_integer, dtypes=None)
+def emit_conv_integer(ctx: EmitContext, node: Node) -> KernelCode:
+    """Through lw_qconv2d (im2col + the int8 GEMM) with an int32 output and no epilogue; a runtime input
+    zero point sets the padding byte and the per-channel corrections at run time."""
+    g, macs = conv_geometry(node)
+    x, w, y = node.input(0), node.input(1), node.output
+    x_int8 = x.type.dtype is DType.INT8
+    zx = _zero_point(ctx, node, 2)
+    wv, zw = _int8_weights(w, _zero_point(ctx, node, 3))
+    groups, m = g["G"], g["M"]
+    k = g["C"] // groups * g["KH"] * g["KW"]
+    wm = wv.reshape(m, k)
+    packed = np.concatenate([qpack_a(wg, ctx.isa.qmr) for wg in wm.reshape(groups, m // groups, k)])
+    flip = 0x80 if x_int8 else 0
+    qnr = ctx.isa.qnr
+    panels = -(-(g["OH"] * g["OW"]) // qnr)
+    k4 = -(-k // 4)
+    workspace = align(groups * ITEM_BYTES) + align(groups * panels * qnr * k4 * 4)
+    if zw:
+        workspace += groups * panels * qnr * 4
+    workspace = align(workspace)
+    geom = c_longs(g[key] for key in CONV_FIELDS)
+    lines = [f"const lw_qepi e = {NO_EPILOGUE};"]
+    # x' = x + 128 for int8 inputs: sum (x - zx)(w - zw) = sum x'w - zw sum x' - zx' sum w + K zx' zw
+    if isinstance(zx, str):
+        lines += [
+            f"const int32_t zx = (int32_t)({zx}) + {128 if x_int8 else 0};",
+            f"int32_t *rowc = (int32_t *)(ctx->ws + {workspace});",
+            f"lw_qcorr(rowc, {ctx.weights(_wrap_array(wm.sum(axis=1)), 'int32_t')}, {m}, "
+            f"(int32_t)(0u - (uint32_t)zx), (int32_t)((uint32_t){k} * (uint32_t)zx * (uint32_t){zw}));",
+            f"const lw_qconv_geom q = {{{geom}, {flip}, (uint8_t)({zx}), {_u32(-zw)}, 1}};",
+        ]
+        workspace += align(m * 4)
+    else:
+        zx_s = zx + (128 if x_int8 else 0)
+        rowc = np.array([_u32(-zx_s * int(t) + k * zx_s * zw) for t in wm.sum(axis=1)], np.int32)
+        lines += [
+            f"const int32_t *rowc = {ctx.weights(rowc, 'int32_t') if rowc.any() else 'NULL'};",
+            f"static const lw_qconv_geom q = {{{geom}, {flip}, {zx & 0xFF}, {_u32(-zw)}, 1}};",
+        ]
+    lines.append(
+        f"lw_qconv2d(ctx->nt, &q, {ctx.ptr(x, 'uint8_t')}, {ctx.weights(packed, 'uint8_t')}, rowc, "
+        f"{ctx.out(y, 'uint8_t')}, ctx->ws, &e);"
+    )
+    return KernelCode("\n".join(lines), flops=2 * g["N"] * macs, workspace=workspace)
+
+
+def check_dynamic_quantize(node: Node) -> str | None:
+    reason = _check_types(node, {0: (DType.FLOAT32,)}, out=(DType.UINT8,))
+    if reason:
+        return reason
+    expected = (None, DType.FLOAT32, DType.UINT8)
+    for index in (1, 2):
+        v = node.outputs[index] if len(node.outputs) > index else None
+        if v is not None and (v.type is None or v.type.dtype is not expected[index]
+                              or numel(v.type.shape) != 1):
+            return f"DynamicQuantizeLinear output {index} must be a {expected[index].value} scalar"
+    return None
+
+
+@register("DynamicQuantizeLinear", check=check_dynamic_quantize, dtypes=None, outputs=3)
+def emit_dynamic_quantize(ctx: EmitContext, node: Node) -> KernelCode:
+    x = node.input(0)
+    outs = list(node.outputs) + [None] * (3 - len(node.outputs))
+    ptrs, scratch = [], 0
+    for v, ctype in zip(outs, ("uint8_t", "float", "uint8_t")):
+        if v is None or v.type is None:  # an omitted output: somewhere to write it
+            ptrs.append(f"(({ctype} *)(ctx->ws + {scratch}))")
+            scratch += 64
+        else:
+            ptrs.append(ctx.out(v, ctype))
+    n = numel(x.type.shape)
+    body = f"lw_dynamic_quantize(ctx->nt, {ctx.ptr(x)}, {n}, {ptrs[0]}, {ptrs[1]}, {ptrs[2]});"
+    return KernelCode(body, flops=3 * n, workspace=scratch)
 
 
 def _wrap_array(values: np.ndarray) -> np.ndarray:

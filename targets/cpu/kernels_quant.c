@@ -258,6 +258,8 @@ typedef struct {
     int a_unsigned;        /* A holds the unsigned operand (else B does) */
     int channels;          /* epilogue channels: 0 rows (Conv), 1 columns (MatMul), 2 none (per tensor) */
     lw_qepi epi;
+    int out32;             /* C is int32 (ldc in elements): the corrected accumulator, no epilogue
+                              (MatMulInteger, ConvInteger) */
 } lw_qgemm_shape;
 
 static void lw_qgemm_block(const lw_qgemm_shape *s, const lw_qgemm_item *it, long mp0, long mp1, long np0,
@@ -280,6 +282,10 @@ static void lw_qgemm_block(const lw_qgemm_shape *s, const lw_qgemm_item *it, lon
                     for (long j = 0; j < nr; j++) t[j] = (int32_t)((uint32_t)t[j] + (uint32_t)cc[j] + rc);
                 } else if (rc) {
                     for (long j = 0; j < LW_QNR; j++) t[j] = (int32_t)((uint32_t)t[j] + rc);
+                }
+                if (s->out32) {
+                    memcpy((int32_t *)(void *)it->c + (i0 + i) * s->ldc + j0, t, (size_t)nr * sizeof(int32_t));
+                    continue;
                 }
                 uint8_t *c = it->c + (i0 + i) * s->ldc + j0;
                 if (s->channels == 1) lw_qfinish_row(&s->epi, t, nr, it->chan0 + j0, 1, c);
@@ -427,6 +433,7 @@ typedef struct {
     lw_conv_geom g;
     uint8_t flip, pad;
     int32_t colc_scale;
+    int out32;             /* y is int32, the raw accumulator (ConvInteger); e is then unused */
 } lw_qconv_geom;
 
 /* A panel's K rows of LW_QNR bytes are produced one at a time into a 4-row buffer; every 4 rows become one
@@ -639,7 +646,8 @@ static void lw_qconv2d(int nt, const lw_qconv_geom *q, const uint8_t *x, const u
     lw_qgemm_item *items = (lw_qgemm_item *)ws;
     uint8_t *col = ws + LW_ALIGN64((size_t)G * sizeof(lw_qgemm_item));
     int32_t *colc = q->colc_scale ? (int32_t *)(col + LW_ALIGN64((size_t)(G * b_size))) : NULL;
-    const lw_qgemm_shape s = {Mg, P, K4, P, 0, 0, *e};
+    const lw_qgemm_shape s = {Mg, P, K4, P, 0, 0, *e, q->out32};
+    const long esize = q->out32 ? 4 : 1;
     const long nbf = LW_MAX(1, 512 / LW_QNR), blocks = LW_CDIV(np, nbf);
     const int fused = G * blocks >= 2L * nt;
     for (long n = 0; n < g->N; n++) {
@@ -647,7 +655,7 @@ static void lw_qconv2d(int nt, const lw_qconv_geom *q, const uint8_t *x, const u
         for (long gi = 0; gi < G; gi++) {
             items[gi].a = w + gi * a_size;
             items[gi].b = col + gi * b_size;
-            items[gi].c = y + (n * g->M + gi * Mg) * P;
+            items[gi].c = y + (n * g->M + gi * Mg) * P * esize;
             items[gi].rowc = rowc ? rowc + gi * Mg : NULL;
             items[gi].colc = colc ? colc + gi * np * LW_QNR : NULL;
             items[gi].chan0 = gi * Mg;
@@ -879,3 +887,36 @@ static void lw_quantize_last(int nt, const float *x, uint8_t *y, long rows, long
 LW_DEQUANTIZE(lw_dequantize_i8, int8_t)
 LW_DEQUANTIZE(lw_dequantize_u8, uint8_t)
 LW_DEQUANTIZE(lw_dequantize_i32, int32_t)
+
+/* --- DynamicQuantizeLinear ------------------------------------------------------------------------- */
+
+/* uint8 quantization over [min(x, 0), max(x, 0)], in float32 as ONNX Runtime computes it:
+ * scale = (hi - lo) / 255 (1 when hi == lo), zp = rint(clamp(0 - lo / scale, 0, 255)),
+ * y = clamp(rint(x / scale), -zp, 255 - zp) + zp (round half to even: rintf in the default mode). The
+ * min / max reduction is exact in any order, so the result does not depend on the thread count. */
+static void lw_dynamic_quantize(int nt, const float *x, long n, uint8_t *y, float *scale_out, uint8_t *zp_out) {
+    float lo = 0.0f, hi = 0.0f;
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(min : lo) reduction(max : hi) \
+    if (nt > 1 && n > 65536)
+    for (long i = 0; i < n; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+    }
+    const float scale = hi == lo ? 1.0f : (hi - lo) / 255.0f;
+    float z = 0.0f - lo / scale;
+    z = z < 0.0f ? 0.0f : z;
+    z = z > 255.0f ? 255.0f : z;
+    z = __builtin_rintf(z);
+    const int32_t zp = (int32_t)z;
+    const float qlo = (float)(0 - zp), qhi = (float)(255 - zp);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && n > 65536)
+    for (long i = 0; i < n; i++) {
+        float v = __builtin_rintf(x[i] / scale);
+        v = v < qlo ? qlo : v;
+        v = v > qhi ? qhi : v;
+        v = v == v ? v : qlo;
+        y[i] = (uint8_t)((int32_t)v + zp);
+    }
+    *scale_out = scale;
+    *zp_out = (uint8_t)zp;
+}

@@ -50,6 +50,8 @@ class OpLowering:
     data_inputs: int | None = None
     #: element types the data inputs and output 0 may have (all the same one); None: ``check`` types the node
     dtypes: tuple[DType, ...] | None = FLOAT_ONLY
+    #: how many outputs the emitter writes (the rest must be unused)
+    outputs: int = 1
 
 
 LOWERINGS: dict[str, OpLowering] = {}
@@ -60,12 +62,13 @@ def register(
     check: Check | None = None,
     data_inputs: int | None = None,
     dtypes: tuple[DType, ...] | None = FLOAT_ONLY,
+    outputs: int = 1,
 ):
     """Register an emitter for ops given by qualified name ("Conv", "lowering::FusedConv")."""
 
     def wrap(fn: Emitter) -> Emitter:
         for op in ops:
-            LOWERINGS[op] = OpLowering(fn, check, data_inputs, dtypes)
+            LOWERINGS[op] = OpLowering(fn, check, data_inputs, dtypes, outputs)
         return fn
 
     return wrap
@@ -204,7 +207,9 @@ def type_reason(node: Node, lowering: OpLowering) -> str | None:
             elif v.type.dtype is not first:
                 return f"{role} is {v.type.dtype.value} but input 0 is {first.value}; they must match"
     graph_outputs = {id(v) for v in node.graph.outputs} if node.graph is not None else set()
-    for index, extra in enumerate(node.outputs[1:], start=1):
+    for index, extra in enumerate(node.outputs[lowering.outputs:], start=lowering.outputs):
         if extra is not None and (extra.uses() or id(extra) in graph_outputs):
-            return f"output '{extra.name}' (output {index}) is used; only output 0 is computed"
+            n = lowering.outputs
+            computed = "only output 0 is" if n == 1 else f"only outputs 0..{n - 1} are"
+            return f"output '{extra.name}' (output {index}) is used; {computed} computed"
     return None

@@ -62,7 +62,7 @@ class GraphMaker:
         info = np.iinfo(dtype)
         low = info.min if low is None else low
         high = info.max if high is None else high
-        data = self.rng.integers(low, high, shape, endpoint=True).astype(dtype)
+        data = np.asarray(self.rng.integers(low, high, shape, endpoint=True)).astype(dtype)
         v = Value(self.graph.unique_name("q"), TensorType.of(data))
         self.graph.inputs.append(v)
         self.feeds[v.name] = data
@@ -95,6 +95,22 @@ class GraphMaker:
         self._env[id(out)] = result
         self.graph.append(node)
         return out
+
+    def node_outputs(self, op: str, *inputs: Value | None, outputs: int, domain: str = "", **attrs
+                     ) -> list[Value]:
+        """Append a node with several outputs (DynamicQuantizeLinear), each typed by the reference."""
+        name = self.graph.unique_name(op.lower())
+        outs = [Value(self.graph.unique_name(f"{name}_out{i}")) for i in range(outputs)]
+        node = Node(op, list(inputs), outs, name=name, domain=domain)
+        for key, value in attrs.items():
+            node.set_attr(key, value)
+        results = evaluate_node(node, [None if v is None else self._env[id(v)] for v in inputs])
+        for out, result in zip(outs, results):
+            result = np.asarray(result)
+            out.type = TensorType.of(result)
+            self._env[id(out)] = result
+        self.graph.append(node)
+        return outs
 
     def output(self, *values: Value) -> GraphMaker:
         for v in values:
