@@ -26,7 +26,7 @@ from lowering.ir import Graph, Node
 from lowering.memory import is_view
 
 # the emit_* modules register the op lowerings
-from . import emit_data, emit_elementwise, emit_linear, emit_quant  # noqa: F401
+from . import emit_data, emit_elementwise, emit_linear, emit_quant, emit_quant_pointwise  # noqa: F401
 from .build import IsaLevel
 from .pack import WeightsBlob
 from .registry import LOWERINGS, EmitContext, align, numel

@@ -34,7 +34,7 @@ from .build import (
     find_compiler,
 )
 from .codegen import ABI_VERSION, generate
-from .emit_quant import INT8_GEMM_OPS
+from .emit_quant_common import INT8_GEMM_OPS
 from .registry import LOWERINGS, type_reason
 
 LIBRARY, SOURCE, WEIGHTS = "cpu/model.so", "cpu/model.c", "cpu/weights.bin"
