@@ -28,3 +28,8 @@ class DeadlockError(SimulationError):
 
 class HazardError(SimulationError):
     """Two unsynchronised instructions on different engines overlap in time and in SRAM footprint (B.3)."""
+
+
+class ProgramFormatError(AccelError, ValueError):
+    """A program container that cannot be loaded (B.2 artifact): truncated, bad magic, newer version, corrupt,
+    or compiled for another configuration."""

@@ -195,9 +195,12 @@ class Machine:
         else:
             self.array_w = self.wb[f["wb_line"]:f["wb_line"] + B].astype(np.float32)
         mi, mo = f["m_inner"], f["m_outer"]
-        rows = (f["ub_line"] + np.arange(mo) * f["ub_outer_stride"])[:, None] + \
-            (np.arange(mi) * f["ub_inner_stride"])[None, :]
-        x = self.ub[rows.reshape(-1), :kv].astype(np.float32)
+        u0, si, so = f["ub_line"], f["ub_inner_stride"], f["ub_outer_stride"]
+        if si == 1 and (mo == 1 or so == mi):     # contiguous rows: a slice, no gather (D.3)
+            x = self.ub[u0:u0 + mi * mo, :kv].astype(np.float32)
+        else:
+            rows = (u0 + np.arange(mo) * so)[:, None] + (np.arange(mi) * si)[None, :]
+            x = self.ub[rows.reshape(-1), :kv].astype(np.float32)
         res = (x @ self.array_w[:kv, :nv]).astype(np.int32)
         a = f["acc_row"]
         if f["accumulate"]:

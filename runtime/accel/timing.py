@@ -41,6 +41,8 @@ class TimingResult:
     engine: list
     total_cycles: int
     counters: dict = field(default_factory=dict)
+    busy_end: np.ndarray | None = None   # end of engine occupancy (DMA: end of its bus transfer)
+    bus_start: np.ndarray | None = None  # DMA: start of the bus transfer (-1 for other instructions)
 
 
 def dma_cost(cfg: AccelConfig, ins: Instruction) -> tuple[int, int, int]:
@@ -70,6 +72,11 @@ def occupancy(cfg: AccelConfig, ins: Instruction) -> tuple[int, int]:
     return 0, 0
 
 
+# EWISE energy actions per element (B.6): ADD/SUB rescale both operands (two int32 multiplies) and add;
+# MUL is one int32 multiply (requant) after a small product; MAX/MIN are one compare.
+_EWISE_ENERGY = {"ADD": (2, 1), "SUB": (2, 1), "MUL": (1, 1), "MAX": (0, 1), "MIN": (0, 1)}
+
+
 class _Counters:
     def __init__(self, cfg):
         self.cfg = cfg
@@ -82,6 +89,9 @@ class _Counters:
         self.sram_read = dict.fromkeys(BUFFERS, 0)
         self.sram_write = dict.fromkeys(BUFFERS, 0)
         self.vpu_ops = dict(requant=0, add=0, sub=0, mul=0, max=0, min=0, pool_max=0, pool_avg=0, lut=0)
+        # B.6 energy actions of the VPU: requant-class element-ops (an int32 multiply + adds) and simple
+        # element-ops (add / compare / shift / LUT). See energy.py for the per-opcode accounting.
+        self.vpu_energy = dict(requant=0, simple=0)
         self.opcodes: dict[str, int] = {}
         self.sem_wait = [0] * 8
         self.high_water = dict.fromkeys(BUFFERS, 0)
@@ -122,8 +132,10 @@ class _Counters:
             self.sram_read["PB"] += ACT_RECORD_LINES * L
             self.sram_write["UB"] += m * B
             self.vpu_ops["requant"] += m * B
+            self.vpu_energy["requant"] += m * B
             if f["lut_en"]:
                 self.vpu_ops["lut"] += m * B
+                self.vpu_energy["simple"] += m * B
                 self.sram_read["LUT"] += m * B
         elif op == "EWISE":
             n = f["n_lines"]
@@ -131,16 +143,29 @@ class _Counters:
             self.sram_write["UB"] += n * B
             self.sram_read["PB"] += L
             self.vpu_ops[f["op"].lower()] += n * B
+            rq, simple = _EWISE_ENERGY[f["op"]]
+            self.vpu_energy["requant"] += rq * n * B
+            self.vpu_energy["simple"] += simple * n * B
             if f["lut_en"]:
                 self.vpu_ops["lut"] += n * B
+                self.vpu_energy["simple"] += n * B
                 self.sram_read["LUT"] += n * B
         elif op == "POOL":
             outs = f["out_h"] * f["out_w"]
             self.sram_read["UB"] += outs * f["kh"] * f["kw"] * B
             self.sram_write["UB"] += outs * B
             self.vpu_ops["pool_avg" if f["avg"] else "pool_max"] += outs * f["kh"] * f["kw"] * B
+            self.vpu_energy["simple"] += outs * f["kh"] * f["kw"] * B
             if f["avg"]:
                 self.sram_read["PB"] += L
+                self.vpu_energy["requant"] += outs * B
+
+    def additive(self) -> dict:
+        """The counters that sum over any partition of the program (per-layer tables)."""
+        return {"macs_useful": self.macs_useful, "mac_slots": self.mac_slots, "dram": dict(self.dram),
+                "sram_read_bytes": dict(self.sram_read), "sram_write_bytes": dict(self.sram_write),
+                "vpu_ops": dict(self.vpu_ops), "vpu_energy_ops": dict(self.vpu_energy),
+                "instructions": dict(sorted(self.opcodes.items()))}
 
     def as_dict(self, total: int) -> dict:
         cfg = self.cfg
@@ -165,6 +190,7 @@ class _Counters:
             "sram_write_bytes": dict(self.sram_write),
             "sram_high_water_bytes": dict(self.high_water),
             "vpu_ops": dict(self.vpu_ops),
+            "vpu_energy_ops": dict(self.vpu_energy),
             "instructions": dict(sorted(self.opcodes.items())),
             "semaphore_wait_cycles": {f"S{i}": w for i, w in enumerate(self.sem_wait)},
         }
@@ -207,6 +233,8 @@ def simulate_timing(cfg: AccelConfig, instrs, sem_init=(0,) * 8, check_hazards: 
     tokens: list[list] = [[(0, -1)] * v for v in sem_init] + [[] for _ in range(8 - len(sem_init))]
     issue = np.zeros(n, np.int64)
     done = np.zeros(n, np.int64)
+    busy_end = np.zeros(n, np.int64)
+    bus_start = np.full(n, -1, np.int64)
     issued = [False] * n
     first_unissued, prefix_max = 0, 0
     bus_free = 0
@@ -253,9 +281,10 @@ def simulate_timing(cfg: AccelConfig, instrs, sem_init=(0,) * 8, check_hazards: 
             e["dram_wait"] += start - t
             c.dram["bus_busy_cycles"] += bus
             fin = start + bus + cfg.dram_latency_cycles
+            bus_start[pc], busy_end[pc] = start, start + bus
         else:
             occ, lat = occupancy(cfg, ins)
-            engine_free[qi] = t + occ
+            engine_free[qi] = busy_end[pc] = t + occ
             if qi < 4:
                 e["busy"] += occ
             fin = t + occ + lat
@@ -273,7 +302,26 @@ def simulate_timing(cfg: AccelConfig, instrs, sem_init=(0,) * 8, check_hazards: 
     engines = [instrs[pc].engine for pc in range(n)]
     if check_hazards:
         check_hazard_intervals(cfg, instrs, issue, done, engines)
-    return TimingResult(issue, done, engines, total, c.as_dict(total))
+    return TimingResult(issue, done, engines, total, c.as_dict(total), busy_end, bus_start)
+
+
+def count_groups(cfg: AccelConfig, instrs, keys) -> dict:
+    """The additive B.5 counters (MACs, DRAM/SRAM bytes, bus cycles, VPU ops, instruction counts) summed per
+    group, plus each group's SRAM high-water marks: ``keys[pc]`` names the group of instruction ``pc`` (e.g.
+    its layer). Groups in first-seen order."""
+    groups: dict = {}
+    for ins, key in zip(instrs, keys):
+        c = groups.get(key)
+        if c is None:
+            c = groups[key] = _Counters(cfg)
+        c.count(ins)
+        if ins.op in ("LOAD", "STORE"):
+            c.dram["bus_busy_cycles"] += dma_cost(cfg, ins)[2]
+    out = {}
+    for k, c in groups.items():
+        out[k] = c.additive()
+        out[k]["sram_high_water_bytes"] = dict(c.high_water)   # max, not a sum
+    return out
 
 
 def check_hazard_intervals(cfg, instrs, issue, done, engines) -> None:
