@@ -21,7 +21,7 @@ from lowering.ir import Node, Value
 from lowering.opinfo import DOMAIN, EPILOGUE_ACTIVATIONS, FLOAT_MAX, window_geometry
 
 from .pack import pack_a, pack_b, pack_conv_weights, packed_a_floats, packed_b_floats
-from .registry import EmitContext, KernelCode, align, c_float, c_longs, numel, register
+from .registry import EmitContext, KernelCode, align, batch_index, c_float, c_longs, numel, register
 
 ACTIVATION_CODES = {"": 0, "Relu": 1, "LeakyRelu": 2, "Clip": 3, "Sigmoid": 4, "Tanh": 5}
 DEFAULT_PARAMS = {"LeakyRelu": (0.01,), "Clip": (-FLOAT_MAX, FLOAT_MAX)}
@@ -191,15 +191,7 @@ def emit_gemm_batch(
         )
         workspace += align(op.count * size * 4)
     lines.append(f"float *y = {ctx.out(node.output)};")
-    index = {}
-    for name, table in (("a", list(a_index)), ("b", list(b_index))):
-        if table == list(range(count)):
-            index[name] = "i"
-        elif len(set(table)) == 1:
-            index[name] = str(table[0])
-        else:
-            lines.append(f"static const long {name}_index[{count}] = {c_longs(table)};")
-            index[name] = f"{name}_index[i]"
+    index = batch_index(lines, count, {"a": list(a_index), "b": list(b_index)})
     lines += [
         f"for (long i = 0; i < {count}; i++) {{",
         f"    items[i].a = apk + {index['a']} * {a_size};",

@@ -44,7 +44,7 @@ from .emit_quant_common import (
     _wrap_array,
 )
 from .pack import qpack_a, qpack_b
-from .registry import QUANT_TYPES, EmitContext, KernelCode, align, c_longs, numel, register
+from .registry import QUANT_TYPES, EmitContext, KernelCode, align, batch_index, c_longs, numel, register
 
 
 def check_qconv(node: Node) -> str | None:
@@ -286,15 +286,7 @@ def _int_matmul(
         )
     lines.append(f"uint8_t *y = {ctx.out(y, 'uint8_t')};")
     esize = 4 if out32 else 1
-    index = {}
-    for name, table in (("a", a_index), ("b", b_index)):
-        if table == list(range(count)):
-            index[name] = "i"
-        elif len(set(table)) == 1:
-            index[name] = str(table[0])
-        else:
-            lines.append(f"static const long {name}_index[{count}] = {c_longs(table)};")
-            index[name] = f"{name}_index[i]"
+    index = batch_index(lines, count, {"a": list(a_index), "b": list(b_index)})
     lines += [
         f"for (long i = 0; i < {count}; i++) {{",
         f"    items[i].a = apk + {index['a']} * {a_size};",

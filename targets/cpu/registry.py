@@ -96,6 +96,22 @@ def c_longs(values) -> str:
     return "{" + ", ".join(str(int(v)) for v in values) + "}"
 
 
+def batch_index(lines: list[str], count: int, tables: dict[str, list[int]]) -> dict[str, str]:
+    """C expressions (in the batch loop variable ``i``) for the operand each batch item reads: ``i``, a
+    constant, or a lookup in a ``static const long NAME_index[]`` table appended to ``lines``."""
+    index = {}
+    for name, table in tables.items():
+        table = [int(t) for t in table]
+        if table == list(range(count)):
+            index[name] = "i"
+        elif len(set(table)) == 1:
+            index[name] = str(table[0])
+        else:
+            lines.append(f"static const long {name}_index[{count}] = {c_longs(table)};")
+            index[name] = f"{name}_index[i]"
+    return index
+
+
 #: the C element type of each storable dtype
 C_TYPES = {
     DType.FLOAT32: "float",
