@@ -290,3 +290,58 @@ class StandaloneBatchNorm(nn.Module):
         y = nn.functional.max_pool2d(y, 4)
         y = self.bn3(torch.relu(self.fc(y.flatten(1))))
         return self.out(y)
+
+
+# --- ImageNet-size networks (benchmarks; seconds to export, tens of MB) -----------------------------------
+
+@_register("resnet18", (1, 3, 224, 224), seed=11)
+class ResNet18(nn.Module):
+    """ResNet-18 (He et al.): 7x7/2 stem, 3x3/2 max pool, four stages of two basic blocks (64, 128, 256,
+    512 channels), global average pool, 1000-way Linear. Random weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(3, 64, 7, 2), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        stages, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            stages += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout)]
+            cin = cout
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, 1000)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
+
+
+@_register("mobilenetv2", (1, 3, 224, 224), seed=12)
+class MobileNetV2(nn.Module):
+    """MobileNetV2 (Sandler et al., width 1.0): the inverted-residual stages of the paper's table 2, 1x1
+    head to 1280 channels, global average pool, 1000-way Linear. Random weights."""
+
+    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                (6, 320, 1, 1))
+
+    def __init__(self):
+        super().__init__()
+        layers, cin = [nn.Sequential(conv_bn(3, 32, 3, 2), nn.ReLU6())], 32
+        for t, c, n, s in self.SETTINGS:
+            for i in range(n):
+                layers.append(_InvertedResidualT(cin, c, s if i == 0 else 1, t))
+                cin = c
+        layers.append(nn.Sequential(conv_bn(cin, 1280, 1), nn.ReLU6()))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(1280, 1000)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+class _InvertedResidualT(InvertedResidual):
+    """InvertedResidual, without the expansion conv when the expansion factor is 1 (as in the paper)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int):
+        super().__init__(cin, cout, stride, expand)
+        if expand == 1:
+            self.body = nn.Sequential(*list(self.body.children())[2:])
