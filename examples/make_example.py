@@ -1,10 +1,11 @@
-"""Build the bundled example: ``examples/cnn.onnx`` and ``examples/cnn_input.npz``.
+"""Build the bundled example: ``examples/cnn.onnx``, ``examples/cnn_input.npz`` and ``cnn_calibration.npz``.
 
 A small ResNet-style CIFAR-sized classifier (stem conv, two residual blocks, the second strided with a 1x1
 projection, global average pool, Linear; about 14k parameters), seeded, its BatchNorm statistics
 randomised so they matter, exported by torch's legacy (TorchScript) exporter at opset 17 with input
 ``input`` (1x3x32x32, float32) and output ``logits`` (1x10). The input file holds one seeded input under
-the key ``input``. The weights are random: the model classifies nothing, it exists to be compiled.
+the key ``input``; the calibration file (for ``--quantize int8``) eight more under the same key. The
+weights are random: the model classifies nothing, it exists to be compiled.
 
 Re-running writes the same bytes (the ``.npz`` is written with a fixed zip timestamp; ``np.savez`` would
 stamp the current time). Needs the ``[torch]`` extra: ``pip install -e .[torch]``.
@@ -74,6 +75,11 @@ def make_input() -> np.ndarray:
     return np.random.default_rng(SEED).standard_normal(INPUT_SHAPE).astype(np.float32)
 
 
+def make_calibration(samples: int = 8) -> np.ndarray:
+    """Calibration data for ``--quantize int8`` (drawn like the example input, from another seed)."""
+    return np.random.default_rng(SEED + 2).standard_normal((samples,) + INPUT_SHAPE[1:]).astype(np.float32)
+
+
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Like ``np.savez`` (``np.load`` reads it) but byte-for-byte reproducible: fixed member timestamps."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -100,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.onnx.export(model, (torch.from_numpy(x),), str(onnx_path), dynamo=False, opset_version=OPSET,
                           input_names=["input"], output_names=["logits"], do_constant_folding=True)
     save_npz(input_path, {"input": x})
+    save_npz(out_dir / "cnn_calibration.npz", {"input": make_calibration()})
     params = sum(p.numel() for p in model.parameters())
     with torch.no_grad():
         logits = model(torch.from_numpy(x)).numpy()

@@ -110,7 +110,9 @@ def compile_model(model, targets=("cpu",), output=None, log=lambda message: None
                           print_after=options.print_after, disabled=options.disabled_passes, log=log)
         start = time.perf_counter()
         records: list[PassRecord] = PassManager(_pipeline(target)).run(graph, ctx)
-        placement = partition(graph, target, model_name=model_path.name)
+        placement = target.partition(graph, options.target_options(), model_name=model_path.name) \
+            if hasattr(target, "partition") \
+            else partition(graph, target, model_name=model_path.name)
         build = target.build(graph, options.target_options())
         log(f"target {name}: built {len(build.kernels)} kernels in {time.perf_counter() - start:.2f} s")
         files.update(build.files)

@@ -8,7 +8,7 @@ from importlib import import_module, metadata
 
 from lowering.errors import LoweringError
 
-_BUILTIN = {"cpu": "targets.cpu.target:CpuTarget"}
+_BUILTIN = {"cpu": "targets.cpu.target:CpuTarget", "custom": "targets.custom.target:CustomTarget"}
 
 
 def _load(spec: str):

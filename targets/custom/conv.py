@@ -1,0 +1,437 @@
+"""Lowering of ``lowering::QConv`` and ``lowering::QMatMul`` to NPU-1 instructions (ACCELERATOR.md C.1-C.3).
+
+A conv is an implicit GEMM: one GEMM per (output block, input-channel block, tap) reads the padded input
+tile in UB at the tap's offset (``ub_inner_stride`` = horizontal stride, ``ub_outer_stride`` = UB rows per
+output row); the input zero point pads the tile (LOAD padding) and is folded into the bias. A QMatMul
+``A[M, K] x B[K, N]`` is the 1x1 conv of the ``(M, 1)`` image with ``K`` channels that its layout
+``[K/32][M][32]`` already is. The tiling (:mod:`.tiling`) is searched per layer; the schedule is
+double-buffered with the B.3 semaphores:
+
+- S0/S1 input chunk ready/free (LD <-> MX), S6/S7 weight chunk ready/free (LD <-> MX); a resident operand
+  is loaded once (its loads signal "ready", nothing frees it);
+- S2/S3 accumulator tile ready/free (MX <-> VP), S4/S5 output tile ready/free (VP <-> ST).
+
+Every token is consumed within the layer, so the layer leaves the semaphores at ``SEM_INIT``.
+Program order is per step: its LOADs, then its GEMMs; after a tile's last step: its ACTs and its STORE.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lowering.opinfo import window_geometry
+from runtime.accel.config import AccelConfig
+from runtime.accel.timing import dma_cost
+
+from .builder import (
+    LD_MX_READY,
+    MX_LD_FREE,
+    MX_VP_READY,
+    ST_VP_FREE,
+    VP_MX_FREE,
+    VP_ST_READY,
+    Act,
+    LayerStats,
+    ProgramBuilder,
+)
+from .packing import PB_RECORD_LINES, fits_int32, folded_bias, pack_lut, pack_params, pack_weights
+from .tiling import (
+    MAX_FIELD,
+    MAX_STRIDE_FIELD,
+    ConvGeom,
+    Plan,
+    compulsory_bytes,
+    estimate_cycles,
+    run_pieces,
+    search,
+)
+
+W_READY, W_FREE = 6, 7          # LD -> MX weight chunk ready / MX -> LD weight slot free
+MAX_PAD, MAX_INNER_STRIDE = 7, 7
+HOST_GROUPED = "depthwise/grouped conv with <32 channels per group runs on the host (C.5)"
+
+
+# ---- what runs on the NPU ----------------------------------------------------------------------------------
+def _is_int8(value) -> bool:
+    return value is not None and value.type is not None and value.type.dtype.numpy == np.dtype(np.int8)
+
+
+def _const(node, i):
+    v = node.input(i)
+    return None if v is None else v.const
+
+
+def conv_geom(node, cfg: AccelConfig) -> ConvGeom:
+    """The :class:`ConvGeom` of a QConv (2-D) or QMatMul (``A[M, K]``) node."""
+    lut = node.attr("lut") is not None and len(node.attr("lut")) > 0
+    if node.op == "QMatMul":
+        m, k = node.input(0).type.shape
+        return ConvGeom(m, 1, k, int(node.input(1).type.shape[1]), block=cfg.block, lut=lut)
+    _, cin, h, w = node.input(0).type.shape
+    cout, _, kh, kw = node.input(1).const.shape
+    geo = window_geometry(node, (h, w), (kh, kw))
+    return ConvGeom(h, w, cin, cout, kh, kw, *geo.strides, *geo.pads_begin, *geo.pads_end, block=cfg.block,
+                    lut=lut)
+
+
+def _qconv_reason(node) -> str | None:
+    x, w = node.input(0), node.input(1)
+    if x is None or x.type is None or x.type.rank != 4:
+        return "only 2-D convolutions (4-D input) run on the NPU"
+    group = node.attr("group", 1)
+    if group != 1:
+        return HOST_GROUPED if x.type.shape[1] // group < 32 else "grouped conv not supported yet"
+    if w is None or not w.is_const or w.const.ndim != 4:
+        return "conv weights must be a constant 4-D tensor"
+    if any(d != 1 for d in node.attr("dilations", (1, 1))):
+        return "dilated conv not supported"
+    if x.type.shape[0] != 1:
+        return "batch > 1 not supported yet"
+    return None
+
+
+def _qmatmul_reason(node) -> str | None:
+    a, bmat = node.input(0), node.input(1)
+    if a is None or a.type is None or a.type.rank != 2 or a.is_const:
+        return "only a 2-D activation A [M, K] runs on the NPU"
+    if bmat is None or not bmat.is_const:
+        return "activation x activation MatMul not supported yet"
+    if bmat.const.ndim != 2:
+        return "B must be a constant 2-D [K, N] matrix"
+    return None
+
+
+def _quant_reason(node, weight_zp_attr: str, x_zp_attr: str, weights: np.ndarray, cout: int) -> str | None:
+    """The integer-contract checks shared by QConv and QMatMul (``weights`` as ``[Cout, ...]``)."""
+    if not (_is_int8(node.input(0)) and _is_int8(node.output)) or weights.dtype != np.int8:
+        return "only int8 activations and weights run on the NPU"
+    if node.attr(weight_zp_attr, 0) != 0:
+        return f"asymmetric weights ({weight_zp_attr} != 0) not supported"
+    bias = _const(node, 2)
+    if node.input(2) is not None and (bias is None or bias.dtype != np.int32 or bias.size != cout):
+        return "bias must be a constant int32 vector of one entry per output channel"
+    for attr in ("multiplier", "shift"):
+        if np.asarray(node.attr(attr)).size not in (1, cout):
+            return f"{attr} must have 1 or {cout} entries"
+    lut = node.attr("lut")
+    if lut is not None and len(lut) not in (0, 256):
+        return "lut must have 256 entries"
+    if not fits_int32(folded_bias(weights, bias, node.attr(x_zp_attr, 0))):
+        return "bias with the folded input zero point overflows int32"
+    return None
+
+
+def _geometry_reason(g: ConvGeom) -> str | None:
+    if max(g.pt, g.pl, g.pb, g.pr) > MAX_PAD:
+        return f"padding > {MAX_PAD} not supported (LOAD pad fields)"
+    if g.pt >= g.kh or g.pb >= g.kh or g.pl >= g.kw or g.pr >= g.kw:
+        return "padding >= kernel size not supported"
+    if max(g.sh, g.sw) > MAX_INNER_STRIDE:
+        return f"stride > {MAX_INNER_STRIDE} not supported (ub_inner_stride field)"
+    if max(g.h, g.w, g.wo) > MAX_FIELD or g.w * g.row_step > MAX_STRIDE_FIELD:
+        return f"feature maps wider or taller than {MAX_FIELD} not supported"
+    if g.cin * g.taps * 255 * 128 >= 1 << 31:
+        return "reduction too long: the int32 accumulator could overflow"
+    return None
+
+
+def unsupported_reason(node, cfg: AccelConfig | None = None) -> str | None:
+    """None when the NPU runs ``node`` (a ``lowering::QConv`` / ``lowering::QMatMul``), else why not."""
+    cfg = cfg or AccelConfig()
+    if node.op == "QConv":
+        why = _qconv_reason(node)
+        if why is None:
+            w = node.input(1).const
+            why = _quant_reason(node, "w_zero_point", "x_zero_point", w, w.shape[0])
+    elif node.op == "QMatMul":
+        why = _qmatmul_reason(node)
+        if why is None:
+            w = np.ascontiguousarray(node.input(1).const.T)
+            why = _quant_reason(node, "b_zero_point", "a_zero_point", w, w.shape[0])
+    else:
+        return f"{node.op} is not a conv or matmul"
+    if why is None:
+        g = conv_geom(node, cfg)
+        why = _geometry_reason(g)
+        if why is None and g.nb * PB_RECORD_LINES > cfg.pb_lines:
+            why = "too many output channels for the parameter buffer"
+        if why is None and search(cfg, g).plan is None:
+            why = "no tiling fits the on-chip buffers"
+    return why
+
+
+# ---- lowering ----------------------------------------------------------------------------------------------
+def lower_qconv(b: ProgramBuilder, node, x: Act, y: Act, stats: LayerStats) -> None:
+    """Emit QConv ``node`` (``x`` -> ``y``, both in DRAM) into the builder's current layer."""
+    _check_supported(node, b.cfg)
+    _lower(b, node, conv_geom(node, b.cfg), node.input(1).const, "x_zero_point", x, y, stats)
+
+
+def lower_qmatmul(b: ProgramBuilder, node, a: Act, y: Act, stats: LayerStats) -> None:
+    """Emit QMatMul ``node`` (``a[M, K]`` -> ``y[M, N]``) into the builder's current layer."""
+    _check_supported(node, b.cfg)
+    w = np.ascontiguousarray(node.input(1).const.T)[:, :, None, None]      # [N, K, 1, 1]
+    _lower(b, node, conv_geom(node, b.cfg), w, "a_zero_point", a, y, stats)
+
+
+def _check_supported(node, cfg) -> None:
+    why = unsupported_reason(node, cfg)
+    if why:
+        raise ValueError(f"{node.label} cannot run on the NPU: {why}")
+
+
+def _lower(b: ProgramBuilder, node, g: ConvGeom, w: np.ndarray, x_zp_attr: str, x: Act, y: Act,
+           stats: LayerStats) -> None:
+    cfg = b.cfg
+    x_zp = int(node.attr(x_zp_attr, 0))
+    bias = folded_bias(w, _const(node, 2), x_zp)
+    lut = node.attr("lut")
+    consts = dict(w=b.constant(pack_weights(w, cfg.block)),
+                  pb=b.constant(pack_params(bias, node.attr("multiplier"), node.attr("shift"),
+                                            node.attr("out_zero_point", 0), cfg.block)),
+                  lut=b.constant(pack_lut(lut)) if g.lut else None)
+    result = search(cfg, g)
+    start = len(b.instructions)
+    act = dict(clamp_min=int(node.attr("clamp_min", -128)), clamp_max=int(node.attr("clamp_max", 127)),
+               lut_en=g.lut, lut_id=0)
+    _Schedule(b, g, result.plan, x, y, x_zp, consts, act).emit()
+    instrs = b.instructions[start:]
+    stats.macs = g.macs
+    stats.compulsory_bytes = compulsory_bytes(cfg, g)
+    stats.predicted_dram_bytes = sum(dma_cost(cfg, i)[0] for i in instrs if i.op in ("LOAD", "STORE"))
+    stats.predicted_cycles = estimate_cycles(cfg, instrs)
+    p = result.plan
+    stats.tiling = dict(Ho_t=p.ho_t, Mt=p.ho_t * g.wo, Nt=p.nt * cfg.block, Kt=p.kc * cfg.block,
+                        order=p.order, residency=p.residency, candidates=result.candidates,
+                        best_exhaustive_bytes=result.best_exhaustive_bytes, search_bytes=result.bytes,
+                        search_cycles=result.cycles)
+
+
+class _Schedule:
+    """Emits one layer's instructions for plan ``p`` (UB: input region, then two output slots; WB: the
+    resident weights or two weight slots; ACC: two accumulator slots; PB: the records from line 0)."""
+
+    def __init__(self, b: ProgramBuilder, g: ConvGeom, p: Plan, x: Act, y: Act, x_zp: int, consts: dict,
+                 act: dict):
+        self.b, self.g, self.p, self.x, self.y, self.x_zp = b, g, p, x, y, x_zp
+        self.consts, self.act = consts, act
+        self.blk = b.cfg.block
+        self.m_max = p.ho_t * g.wo
+        hin_max = max(u1 - u0 for u0, u1 in (g.tile_u(p.ho_t, i) for i in range(self.mt)))
+        self.in_slot_lines = p.kc * hin_max * g.wt
+        in_lines = g.cb * g.u_need * g.wt if p.in_res else 2 * self.in_slot_lines
+        self.out_base = in_lines
+        self.w_slot_lines = p.nt * p.kc * g.taps * self.blk
+
+    @property
+    def mt(self) -> int:
+        return -(-self.g.ho // self.p.ho_t)
+
+    @property
+    def n_tiles(self) -> int:
+        return -(-self.g.nb // self.p.nt)
+
+    @property
+    def k_chunks(self) -> int:
+        return -(-self.g.cb // self.p.kc)
+
+    def steps(self) -> list[tuple[int, int, int]]:
+        """(m-tile, n-tile, K chunk) in execution order."""
+        ks = range(self.k_chunks)
+        if self.p.order == "m_outer":
+            return [(i, j, k) for i in range(self.mt) for j in range(self.n_tiles) for k in ks]
+        return [(i, j, k) for j in range(self.n_tiles) for i in range(self.mt) for k in ks]
+
+    def blocks(self, k: int) -> range:
+        return range(k * self.p.kc, min(self.g.cb, (k + 1) * self.p.kc))
+
+    def n_blocks(self, j: int) -> range:
+        return range(j * self.p.nt, min(self.g.nb, (j + 1) * self.p.nt))
+
+    # ---- emission -----------------------------------------------------------------------------------------
+    def emit(self) -> None:
+        steps = self.steps()
+        loaded_in, loaded_w = set(), set()
+        in_loads = w_loads = tiles = 0
+        in_slot = w_slot = 0
+        for s, (i, j, k) in enumerate(steps):
+            prev = steps[s - 1] if s else None
+            nxt = steps[s + 1] if s + 1 < len(steps) else None
+            # input chunk (i, k)
+            if self.p.in_res:
+                in_token = (i, k) not in loaded_in and self._sync(self.input_band(i, k), set(), LD_MX_READY)
+                loaded_in.add((i, k))
+                free_in = False
+            else:
+                if prev is None or (prev[0], prev[2]) != (i, k):
+                    in_slot, in_loads = in_loads % 2, in_loads + 1
+                    in_token = self._sync(self.input_tile(i, k, in_slot), {MX_LD_FREE}, LD_MX_READY)
+                else:
+                    in_token = False
+                free_in = nxt is None or (nxt[0], nxt[2]) != (i, k)
+            # weight chunk (j, k)
+            if self.p.w_res:
+                w_token = (j, k) not in loaded_w and self._sync(self.weights(j, k, None), set(), W_READY)
+                loaded_w.add((j, k))
+                free_w = False
+            else:
+                if prev is None or (prev[1], prev[2]) != (j, k):
+                    w_slot, w_loads = w_loads % 2, w_loads + 1
+                    w_token = self._sync(self.weights(j, k, w_slot), {W_FREE}, W_READY)
+                else:
+                    w_token = False
+                free_w = nxt is None or (nxt[1], nxt[2]) != (j, k)
+            wait = {LD_MX_READY} if in_token else set()
+            wait |= {W_READY} if w_token else set()
+            wait |= {VP_MX_FREE} if k == 0 else set()
+            signal = ({MX_LD_FREE} if free_in else set()) | ({W_FREE} if free_w else set())
+            signal |= {MX_VP_READY} if k == self.k_chunks - 1 else set()
+            self.gemms(i, j, k, tiles % 2, in_slot, w_slot, wait, signal)
+            if k == self.k_chunks - 1:
+                if tiles == 0:
+                    self.params()
+                self.epilogue(i, j, tiles % 2)
+                tiles += 1
+
+    def _sync(self, loads: list[dict], wait: set, signal: int) -> bool:
+        """Emit ``loads`` (the first waits ``wait``, the last signals ``signal``); True if any."""
+        for n, fields in enumerate(loads):
+            self.b.emit("LOAD", wait=wait if n == 0 else (), signal={signal} if n == len(loads) - 1 else (),
+                        **fields)
+        return bool(loads)
+
+    # ---- loads --------------------------------------------------------------------------------------------
+    def _runs(self, buf: str, sram: int, dram: int, lines: int) -> list[dict]:
+        return [dict(buf=buf, sram_line=sram + off, dram_line=dram + off, rows=rows, row_len=n,
+                     dram_row_stride=n) for off, rows, n in run_pieces(lines)]
+
+    def _rows(self, cs: range, u0: int, u1: int, dest, block_stride: int) -> list[dict]:
+        """LOADs of UB rows ``[u0, u1)`` of channel blocks ``cs``; block ``c`` lands at ``dest(c)`` (blocks
+        ``block_stride`` lines apart in UB)."""
+        g, x = self.g, self.x
+        r0, rows, top, bottom = g.real_rows(u0, u1)
+        if rows == 0:
+            raise AssertionError(f"UB rows [{u0}, {u1}) hold no input rows")
+        if g.flat and not (top or bottom):
+            n, plane = rows * g.w, g.h * g.w
+            if block_stride == n and rows == g.h:          # whole planes: one run across blocks
+                return self._runs("UB", dest(cs[0]), x.plane(0, cs[0]), n * len(cs))
+            if block_stride == n and n <= MAX_FIELD and len(cs) > 1 and plane <= MAX_STRIDE_FIELD:
+                return [dict(buf="UB", sram_line=dest(cs[0]), dram_line=x.plane(0, cs[0]) + r0 * g.w,
+                             rows=len(cs), row_len=n, dram_row_stride=plane)]
+            return [f for c in cs for f in self._runs("UB", dest(c), x.plane(0, c) + r0 * g.w, n)]
+        return [dict(buf="UB", sram_line=dest(c), dram_line=x.plane(0, c) + r0 * g.w, rows=rows,
+                     row_len=g.col_len, dram_row_stride=g.w * g.row_step if rows > 1 else 0, pad_top=top,
+                     pad_bottom=bottom, pad_left=g.pl, pad_right=g.pad_right, pad_value=self.x_zp)
+                for c in cs]
+
+    def input_band(self, i: int, k: int) -> list[dict]:
+        """Resident input: the rows of band ``i`` not loaded yet, for the blocks of K chunk ``k``."""
+        g = self.g
+        u0, u1 = g.band(self.p.ho_t, i)
+        if u1 <= u0:
+            return []
+        plane = g.u_need * g.wt
+        return self._rows(self.blocks(k), u0, u1, lambda c: c * plane + u0 * g.wt, plane)
+
+    def input_tile(self, i: int, k: int, slot: int) -> list[dict]:
+        """Streamed input: the rows m-tile ``i`` reads (halo included) into input slot ``slot``."""
+        g = self.g
+        u0, u1 = g.tile_u(self.p.ho_t, i)
+        cs = self.blocks(k)
+        stride = (u1 - u0) * g.wt
+        base = slot * self.in_slot_lines
+        return self._rows(cs, u0, u1, lambda c: base + (c - cs[0]) * stride, stride)
+
+    def weights(self, j: int, k: int, slot: int | None) -> list[dict]:
+        """The weight blocks of n-tile ``j`` and K chunk ``k`` (``slot`` None: the resident layout, which
+        is the DRAM layout)."""
+        g, blk = self.g, self.blk
+        cs, ns = self.blocks(k), self.n_blocks(j)
+        run = len(cs) * g.taps * blk
+        row = g.cb * g.taps * blk                      # lines per output block in DRAM
+        src0 = self.consts["w"] + (ns[0] * g.cb + cs[0]) * g.taps * blk
+        if slot is None:
+            if len(cs) == g.cb:
+                return self._runs("WB", src0 - self.consts["w"], src0, run * len(ns))
+            return [f for n in ns for f in self._runs("WB", (n * g.cb + cs[0]) * g.taps * blk,
+                                                      src0 + (n - ns[0]) * row, run)]
+        base = slot * self.w_slot_lines
+        if run <= MAX_FIELD and row <= MAX_STRIDE_FIELD:
+            return [dict(buf="WB", sram_line=base, dram_line=src0, rows=len(ns), row_len=run,
+                         dram_row_stride=row if len(ns) > 1 else 0)]
+        return [f for n in ns
+                for f in self._runs("WB", base + (n - ns[0]) * run, src0 + (n - ns[0]) * row, run)]
+
+    def params(self) -> None:
+        """PB records (and the LUT) for the whole layer, before the first ACT (which is fenced)."""
+        nb = self.g.nb
+        for f in self._runs("PB", 0, self.consts["pb"], nb * PB_RECORD_LINES):
+            self.b.emit("LOAD", **f)
+        if self.consts["lut"] is not None:
+            self.b.emit("LOAD", buf="LUT", sram_line=0, dram_line=self.consts["lut"], rows=1, row_len=8,
+                        dram_row_stride=0)
+
+    # ---- compute ------------------------------------------------------------------------------------------
+    def in_line(self, i: int, k: int, c: int, ky: int, kx: int, slot: int) -> int:
+        """UB line of the first pixel m-tile ``i`` reads for block ``c`` and tap ``(ky, kx)``."""
+        g = self.g
+        if self.p.in_res:
+            oy0, _ = g.tile(self.p.ho_t, i)
+            return c * g.u_need * g.wt + (oy0 * g.out_step + ky) * g.wt + kx
+        u0, u1 = g.tile_u(self.p.ho_t, i)
+        return slot * self.in_slot_lines + (c - self.blocks(k)[0]) * (u1 - u0) * g.wt + ky * g.wt + kx
+
+    def w_line(self, j: int, k: int, n: int, c: int, tap: int, slot: int) -> int:
+        g, blk = self.g, self.blk
+        if self.p.w_res:
+            return ((n * g.cb + c) * g.taps + tap) * blk
+        cs, ns = self.blocks(k), self.n_blocks(j)
+        return slot * self.w_slot_lines + (((n - ns[0]) * len(cs) + c - cs[0]) * g.taps + tap) * blk
+
+    def gemms(self, i, j, k, acc_slot, in_slot, w_slot, wait, signal) -> None:
+        g, cfg = self.g, self.b.cfg
+        _, hh = g.tile(self.p.ho_t, i)
+        cs, ns = self.blocks(k), self.n_blocks(j)
+        total = len(ns) * len(cs) * g.taps
+        count = 0
+        for n in ns:
+            n_valid = -(-min(self.blk, g.cout - n * self.blk) // cfg.n_granule)
+            acc = acc_slot * self.p.nt * self.m_max + (n - ns[0]) * self.m_max
+            for c in cs:
+                k_valid = -(-min(self.blk, g.cin - c * self.blk) // cfg.k_granule)
+                for tap in range(g.taps):
+                    ky, kx = divmod(tap, g.kw)
+                    first, last = count == 0, count == total - 1
+                    self.b.emit("GEMM", wait=wait if first else (), signal=signal if last else (),
+                                ub_line=self.in_line(i, k, c, ky, kx, in_slot),
+                                wb_line=self.w_line(j, k, n, c, tap, w_slot), acc_row=acc, m_inner=g.wo,
+                                m_outer=hh, ub_inner_stride=g.sw if g.wo > 1 else 1,
+                                ub_outer_stride=g.out_step * g.wt if hh > 1 else 0, k_valid=k_valid,
+                                n_valid=n_valid, accumulate=not (k == 0 and c == cs[0] and tap == 0))
+                    count += 1
+
+    def epilogue(self, i: int, j: int, slot: int) -> None:
+        """ACT per output block (ACC slot -> UB output slot), then one STORE of the tile."""
+        g, p = self.g, self.p
+        oy0, hh = g.tile(p.ho_t, i)
+        m = hh * g.wo
+        ns = self.n_blocks(j)
+        acc0, out0 = slot * p.nt * self.m_max, self.out_base + slot * p.nt * self.m_max
+        for n in ns:
+            first, last = n == ns[0], n == ns[-1]
+            self.b.emit("ACT", wait={MX_VP_READY, ST_VP_FREE} if first else (),
+                        signal={VP_MX_FREE, VP_ST_READY} if last else (),
+                        acc_row=acc0 + (n - ns[0]) * self.m_max, ub_line=out0 + (n - ns[0]) * self.m_max,
+                        m_inner=m, pb_line=n * PB_RECORD_LINES, **self.act)
+        plane = g.ho * g.wo
+        if len(ns) == 1 or plane <= MAX_STRIDE_FIELD:
+            groups = [(ns, plane if len(ns) > 1 else 0)]
+        else:
+            groups = [(range(n, n + 1), 0) for n in ns]
+        for q, (grp, stride) in enumerate(groups):
+            self.b.emit("STORE", wait={VP_ST_READY} if q == 0 else (),
+                        signal={ST_VP_FREE} if q == len(groups) - 1 else (), buf="UB",
+                        sram_line=out0 + (grp[0] - ns[0]) * self.m_max,
+                        dram_line=self.y.plane(0, grp[0]) + oy0 * g.wo, rows=len(grp), row_len=m,
+                        dram_row_stride=stride, sram_row_stride=self.m_max if len(grp) > 1 else 0)

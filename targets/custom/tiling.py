@@ -1,0 +1,416 @@
+"""Tiling of a conv / GEMM layer for NPU-1 (ACCELERATOR.md C.1-C.3): geometry of the implicit GEMM, the
+exhaustive tile search (exact DRAM bytes, estimated cycles) and an event model of an emitted schedule.
+
+Implicit GEMM (C.1): output pixels ``M = Ho*Wo`` (tiles of ``Ho_t`` full-width output rows), ``K = Cin*kh*kw``
+(one GEMM per input-channel block and tap, the tap being an offset into a padded input tile in UB),
+``N = Cout`` (tiles of ``nt`` 32-channel blocks). UB "rows" are the padded input rows a tile needs; a 1x1
+kernel with stride ``s`` and no vertical padding loads only every ``s``-th input row (``row_step``).
+
+A :class:`Plan` fixes ``Ho_t``, ``nt``, ``kc`` (input-channel blocks per K chunk), the loop order
+(``m_outer``: for m-tile, for n-tile; ``n_outer``: the reverse; the K chunks innermost, partial sums kept in
+ACC) and which operands are resident (input: the whole padded image stays in UB, loaded band by band, no
+halo re-reads; weights: all of them stay in WB) rather than streamed (double-buffered chunks, reloaded when
+the chunk changes). :func:`search` enumerates every plan that fits the buffers and the ISA fields.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from runtime.accel.config import AccelConfig
+from runtime.accel.timing import dma_cost, occupancy
+
+from .builder import SEM_INIT
+from .packing import PB_RECORD_LINES
+
+MAX_FIELD = 1024          # rows, row_len, m_inner, m_outer (10-bit _m1 fields)
+MAX_STRIDE_FIELD = 65535  # dram_row_stride / sram_row_stride (16 bits)
+LUT_LINES = 8
+
+
+@dataclass(frozen=True)
+class ConvGeom:
+    """One image of a 2-D conv (a GEMM is the 1x1 conv of an ``(M, 1)`` image with ``K`` channels)."""
+
+    h: int
+    w: int
+    cin: int
+    cout: int
+    kh: int = 1
+    kw: int = 1
+    sh: int = 1
+    sw: int = 1
+    pt: int = 0
+    pl: int = 0
+    pb: int = 0
+    pr: int = 0
+    block: int = 32
+    lut: bool = False
+
+    @property
+    def ho(self) -> int:
+        return (self.h + self.pt + self.pb - self.kh) // self.sh + 1
+
+    @property
+    def wo(self) -> int:
+        return (self.w + self.pl + self.pr - self.kw) // self.sw + 1
+
+    @property
+    def cb(self) -> int:
+        return -(-self.cin // self.block)
+
+    @property
+    def nb(self) -> int:
+        return -(-self.cout // self.block)
+
+    @property
+    def taps(self) -> int:
+        return self.kh * self.kw
+
+    @property
+    def row_step(self) -> int:
+        """Input rows between consecutive UB rows: ``sh`` for a 1x1 kernel without vertical padding."""
+        return self.sh if self.kh == 1 and self.pt == 0 and self.pb == 0 else 1
+
+    @property
+    def out_step(self) -> int:
+        """UB rows between consecutive output rows."""
+        return self.sh // self.row_step
+
+    @property
+    def wt(self) -> int:
+        """UB tile width in lines: the padded input columns the output row reads."""
+        return (self.wo - 1) * self.sw + self.kw
+
+    @property
+    def col_len(self) -> int:
+        return min(self.w, self.wt - self.pl)
+
+    @property
+    def pad_right(self) -> int:
+        return self.wt - self.pl - self.col_len
+
+    @property
+    def u_need(self) -> int:
+        """UB rows of the whole (padded) input the output reads."""
+        return (self.ho - 1) * self.out_step + self.kh
+
+    @property
+    def u_real(self) -> tuple[int, int]:
+        """UB rows ``[lo, hi)`` that hold real input rows (the rest is padding)."""
+        if self.row_step > 1:
+            return 0, self.ho
+        return self.pt, min(self.pt + self.h, self.u_need)
+
+    @property
+    def flat(self) -> bool:
+        """Input rows are whole DRAM rows without horizontal padding: a tile is one contiguous run."""
+        return self.pl == 0 and self.pad_right == 0 and self.col_len == self.w and self.row_step == 1
+
+    @property
+    def macs(self) -> int:
+        return self.ho * self.wo * self.cin * self.taps * self.cout
+
+    def tile(self, ho_t: int, i: int) -> tuple[int, int]:
+        """Output rows ``(first, count)`` of m-tile ``i``."""
+        oy0 = i * ho_t
+        return oy0, min(ho_t, self.ho - oy0)
+
+    def tile_u(self, ho_t: int, i: int) -> tuple[int, int]:
+        """UB rows ``[u0, u1)`` m-tile ``i`` reads."""
+        oy0, hh = self.tile(ho_t, i)
+        return oy0 * self.out_step, (oy0 + hh - 1) * self.out_step + self.kh
+
+    def band(self, ho_t: int, i: int) -> tuple[int, int]:
+        """UB rows a resident input loads for m-tile ``i``: the rows not loaded yet (the first band takes
+        the top padding, the band reaching the last real row takes the bottom padding)."""
+        def hi(t):
+            u1 = self.tile_u(ho_t, t)[1]
+            return self.u_need if u1 >= self.u_real[1] else u1
+        return (0 if i == 0 else hi(i - 1)), hi(i)
+
+    def real_rows(self, u0: int, u1: int) -> tuple[int, int, int, int]:
+        """For UB rows ``[u0, u1)``: (first real input row, real rows, pad rows on top, pad rows below)."""
+        lo, hi = self.u_real
+        a, b = max(u0, lo), min(u1, hi)
+        if b <= a:
+            return 0, 0, u1 - u0, 0
+        return a * self.row_step - (self.pt if self.row_step == 1 else 0), b - a, a - u0, u1 - b
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One tiling candidate (see the module docstring)."""
+
+    ho_t: int
+    nt: int
+    kc: int
+    order: str          # "m_outer" | "n_outer"
+    in_res: bool
+    w_res: bool
+
+    @property
+    def residency(self) -> str:
+        return {(True, True): "both", (True, False): "activations", (False, True): "weights",
+                (False, False): "k_split"}[(self.in_res, self.w_res)]
+
+
+def bus_cycles(cfg: AccelConfig, rows: int, row_len: int) -> int:
+    """DRAM bus cycles of one LOAD/STORE of ``rows`` x ``row_len`` lines (B.5)."""
+    burst = cfg.dram_burst_bytes
+    return math.ceil(rows * math.ceil(row_len * cfg.line_bytes / burst) * burst / cfg.dram_bytes_per_cycle)
+
+
+def run_bus(cfg: AccelConfig, lines: int) -> int:
+    """Bus cycles of a contiguous run as :func:`run_pieces` splits it."""
+    return sum(bus_cycles(cfg, r, n) for _, r, n in run_pieces(lines))
+
+
+def run_pieces(lines: int) -> list[tuple[int, int, int]]:
+    """A contiguous run of lines as (offset, rows, row_len) pieces legal for one DMA each."""
+    out, off = [], 0
+    q, r = divmod(lines, MAX_FIELD)
+    while q:
+        rows = min(q, MAX_FIELD)
+        out.append((off, rows, MAX_FIELD))
+        off, q = off + rows * MAX_FIELD, q - rows
+    if r:
+        out.append((off, 1, r))
+    return out
+
+
+@dataclass
+class _TileTable:
+    """Per m-tile facts of one ``Ho_t`` (per input-channel block): rows, bytes and bus cycles."""
+
+    m: np.ndarray           # output pixels per tile
+    hin_max: int            # UB rows of the tallest streamed tile
+    s_bytes: np.ndarray     # streamed tile input bytes per block
+    s_bus: np.ndarray
+    r_bytes: np.ndarray     # resident band input bytes per block
+    r_bus: np.ndarray
+
+
+def input_rows_cost(cfg: AccelConfig, g: ConvGeom, u0: int, u1: int) -> tuple[int, int]:
+    """(bytes, bus cycles) of loading UB rows ``[u0, u1)`` of one channel block."""
+    _, rows, top, bottom = g.real_rows(u0, u1)
+    if not rows:
+        return 0, 0
+    nbytes = rows * g.col_len * cfg.line_bytes
+    if g.flat and not (top or bottom):
+        return nbytes, run_bus(cfg, rows * g.w)
+    return nbytes, bus_cycles(cfg, rows, g.col_len)
+
+
+def tile_table(cfg: AccelConfig, g: ConvGeom, ho_t: int) -> _TileTable:
+    mt = -(-g.ho // ho_t)
+    m, sb, sbus, rb, rbus, hin = [], [], [], [], [], 0
+    for i in range(mt):
+        _, hh = g.tile(ho_t, i)
+        u0, u1 = g.tile_u(ho_t, i)
+        hin = max(hin, u1 - u0)
+        m.append(hh * g.wo)
+        b, c = input_rows_cost(cfg, g, u0, u1)
+        sb.append(b)
+        sbus.append(c)
+        b, c = input_rows_cost(cfg, g, *g.band(ho_t, i))
+        rb.append(b)
+        rbus.append(c)
+    return _TileTable(np.array(m), hin, np.array(sb), np.array(sbus), np.array(rb), np.array(rbus))
+
+
+def _splits(total: int, size: int) -> np.ndarray:
+    n = -(-total // size)
+    out = np.full(n, size)
+    out[-1] = total - size * (n - 1)
+    return out
+
+
+def _distinct_sizes(total: int, limit: int) -> list[int]:
+    """Tile sizes giving distinct tile counts (the smallest size for each count), up to ``limit``."""
+    return sorted({-(-total // n) for n in range(1, total + 1)} & set(range(1, limit + 1)))
+
+
+def fits(cfg: AccelConfig, g: ConvGeom, p: Plan, hin_max: int) -> bool:
+    """Buffer capacities and ISA field limits of plan ``p``."""
+    m = p.ho_t * g.wo
+    blk = g.block
+    in_lines = g.cb * g.u_need * g.wt if p.in_res else 2 * p.kc * hin_max * g.wt
+    w_lines = g.nb * g.cb * g.taps * blk if p.w_res else 2 * p.nt * p.kc * g.taps * blk
+    return (m <= MAX_FIELD and 2 * p.nt * m <= cfg.acc_rows and in_lines + 2 * p.nt * m <= cfg.ub_lines
+            and w_lines <= cfg.wb_lines)
+
+
+def fixed_bytes(cfg: AccelConfig, g: ConvGeom) -> int:
+    """Output, PB records and LUT: moved once by every plan."""
+    return (g.nb * g.ho * g.wo + g.nb * PB_RECORD_LINES + (LUT_LINES if g.lut else 0)) * cfg.line_bytes
+
+
+def compulsory_bytes(cfg: AccelConfig, g: ConvGeom) -> int:
+    """C.3: input, weights, params (+LUT) and output, each once, in DRAM (blocked layout) bytes."""
+    return (g.cb * g.h * g.w * cfg.line_bytes + g.nb * g.cb * g.taps * g.block * cfg.line_bytes
+            + fixed_bytes(cfg, g))
+
+
+def evaluate(cfg: AccelConfig, g: ConvGeom, p: Plan, tt: _TileTable) -> tuple[int, int]:
+    """(exact DRAM bytes, estimated cycles) of plan ``p``: cycles are ``sum over tiles of max(GEMM, DMA)``
+    plus the pipeline fill (first chunk's loads) and drain (last tile's ACT and STORE)."""
+    mt, nt_n, kc_n = len(tt.m), -(-g.nb // p.nt), -(-g.cb // p.kc)
+    nts = _splits(g.nb, p.nt)
+    first_i = np.zeros((mt, nt_n), bool)
+    first_i[:, 0] = True                       # first visit of an m-tile: in the j == 0 pass
+    first_j = np.zeros((mt, nt_n), bool)
+    first_j[0, :] = True
+    if p.in_res:
+        in_load = first_i
+    elif kc_n > 1 or (p.order == "n_outer" and mt > 1):
+        in_load = np.ones((mt, nt_n), bool)
+    else:
+        in_load = first_i
+    if p.w_res:
+        w_load = first_j
+    elif kc_n > 1 or (p.order == "m_outer" and nt_n > 1):
+        w_load = np.ones((mt, nt_n), bool)
+    else:
+        w_load = first_j
+    in_b, in_c = (tt.r_bytes, tt.r_bus) if p.in_res else (tt.s_bytes, tt.s_bus)
+    wblk = g.taps * g.block                     # weight lines per (n block, k block)
+    in_bytes = int((in_load * in_b[:, None]).sum()) * g.cb
+    w_bytes = int((w_load * nts[None, :]).sum()) * g.cb * wblk * cfg.line_bytes
+    nbytes = in_bytes + w_bytes + fixed_bytes(cfg, g)
+    mx = nts[None, :] * (g.cb * g.taps) * np.maximum(tt.m, cfg.array_rows)[:, None]
+    burst = cfg.dram_burst_bytes
+    store = np.ceil(nts[None, :] * np.ceil(tt.m * cfg.line_bytes / burst)[:, None] * burst
+                    / cfg.dram_bytes_per_cycle)
+    act = nts[None, :] * tt.m[:, None]
+    w_bus = wblk * cfg.line_bytes / cfg.dram_bytes_per_cycle    # bus cycles per (n block, k block)
+    dma = in_load * in_c[:, None] * g.cb + w_load * nts[None, :] * g.cb * w_bus + store
+    kc0 = min(p.kc, g.cb)
+    fill = in_c[0] * kc0 + nts[0] * kc0 * w_bus + cfg.dram_latency_cycles + cfg.fill_latency
+    drain = nts[-1] * tt.m[-1] + cfg.vpu_latency + store[-1, -1] + cfg.dram_latency_cycles
+    lat, fill_lat, vp_lat = cfg.dram_latency_cycles, cfg.fill_latency, cfg.vpu_latency
+    streamed = (in_load & (not p.in_res)) | (w_load & (not p.w_res))     # tiles loading streamed chunks
+    # two slots per ring: a step's load waits for the GEMMs two steps back (DMA latency + fill in the loop)
+    chain = np.where(streamed, (dma + mx) / 2 + kc_n * (lat + fill_lat) / 2, 0)
+    acc_chain = (mx + fill_lat + act + vp_lat) / 2
+    out_chain = (act + vp_lat + store + lat) / 2
+    tile = np.maximum.reduce([mx, dma, act, chain, acc_chain, out_chain])
+    return nbytes, int(tile.sum() + fill + drain)
+
+
+@dataclass
+class SearchResult:
+    plan: Plan | None
+    bytes: int = 0
+    cycles: int = 0
+    candidates: int = 0
+    best_exhaustive_bytes: int = 0
+
+
+@lru_cache(maxsize=512)
+def search(cfg: AccelConfig, g: ConvGeom, slack: float = 0.02) -> SearchResult:
+    """Every plan that fits; keep those within ``slack`` of the fastest estimate, take the fewest DRAM
+    bytes, ties to fewer cycles. ``plan`` is None when nothing fits."""
+    results = []
+    # m-tiles under R rows are dominated (more reloads, and a GEMM occupies max(M, R) cycles)
+    min_rows = -(-min(cfg.array_rows, g.ho * g.wo) // g.wo)
+    for ho_t in _distinct_sizes(g.ho, min(MAX_FIELD, cfg.acc_rows // 2) // g.wo):
+        if ho_t < min_rows:
+            continue
+        tt = tile_table(cfg, g, ho_t)
+        for nt in _distinct_sizes(g.nb, g.nb):
+            for kc in _distinct_sizes(g.cb, g.cb):
+                for in_res in (True, False):
+                    for w_res in (True, False):
+                        for order in ("m_outer", "n_outer") if not (in_res and w_res) else ("m_outer",):
+                            p = Plan(ho_t, nt, kc, order, in_res, w_res)
+                            if fits(cfg, g, p, tt.hin_max):
+                                results.append((p, *evaluate(cfg, g, p, tt)))
+    if not results:
+        return SearchResult(None)
+    fastest = min(r[2] for r in results)
+    ok = [r for r in results if r[2] <= fastest * (1 + slack)]
+    best = min(ok, key=lambda r: (r[1], r[2]))
+    return SearchResult(best[0], best[1], best[2], len(results), min(r[1] for r in results))
+
+
+# ---- event model of an emitted schedule --------------------------------------------------------------------
+@dataclass
+class _Op:
+    queue: str
+    cost: int          # bus cycles (DMA) or engine occupancy
+    latency: int
+    wait: frozenset
+    signal: frozenset
+    fence: bool
+    dma: bool
+
+
+def _macro_ops(cfg: AccelConfig, instrs) -> list[_Op]:
+    """Merge runs of consecutive same-engine instructions with no synchronisation between them."""
+    ops: list[_Op] = []
+    for ins in instrs:
+        dma = ins.op in ("LOAD", "STORE")
+        cost, lat = (dma_cost(cfg, ins)[2], cfg.dram_latency_cycles) if dma else occupancy(cfg, ins)
+        last = ops[-1] if ops else None
+        if last and last.queue == ins.engine and not ins.wait and not ins.fence and not last.signal:
+            last.cost += cost
+            last.latency = lat
+            last.signal = ins.signal
+        else:
+            ops.append(_Op(ins.engine, cost, lat, ins.wait, ins.signal, ins.fence, dma))
+    return ops
+
+
+def estimate_cycles(cfg: AccelConfig, instrs) -> int:
+    """Cycles of one layer's instructions (starting from :data:`SEM_INIT`), scheduling merged runs of
+    instructions with the B.3/B.5 issue rule: the earliest issuable queue head goes first, semaphore tokens
+    carry completion times, LD and ST share the DRAM bus, a fence waits for everything before it."""
+    ops = _macro_ops(cfg, instrs)
+    queues: dict[str, list[int]] = {}
+    for k, op in enumerate(ops):
+        queues.setdefault(op.queue, []).append(k)
+    heads = dict.fromkeys(queues, 0)
+    free = dict.fromkeys(queues, 0)
+    tokens = [[0] * v for v in SEM_INIT]
+    done = [0] * len(ops)
+    issued = [False] * len(ops)
+    first, prefix, bus_free = 0, 0, 0
+    for _ in range(len(ops)):
+        best = None
+        for q, lst in queues.items():
+            if heads[q] >= len(lst):
+                continue
+            k = lst[heads[q]]
+            op = ops[k]
+            if any(not tokens[s] for s in op.wait) or (op.fence and first < k):
+                continue
+            t = max([free[q], prefix if op.fence else 0] + [tokens[s][0] for s in op.wait])
+            if best is None or (t, k) < best[:2]:
+                best = (t, k, q)
+        if best is None:
+            raise RuntimeError("schedule deadlocks")
+        t, k, q = best
+        op = ops[k]
+        heads[q] += 1
+        for s in op.wait:
+            heapq.heappop(tokens[s])
+        if op.dma:
+            start = max(t, bus_free)
+            bus_free = free[q] = start + op.cost
+            done[k] = bus_free + op.latency
+        else:
+            free[q] = t + op.cost
+            done[k] = free[q] + op.latency
+        for s in op.signal:
+            heapq.heappush(tokens[s], done[k])
+        issued[k] = True
+        while first < len(ops) and issued[first]:
+            prefix = max(prefix, done[first])
+            first += 1
+    return max(done) if done else 0
