@@ -1,9 +1,10 @@
 """The ``lower`` command line.
 
     lower MODEL.onnx --target cpu -o OUT.lwr      (the same as ``lower compile ...``)
-    lower run OUT.lwr [--inputs in.npz] [--output out.npz]
+    lower run OUT.lwr [--inputs in.npz] [--output out.npz] [--target custom --report R.json --trace T.json]
     lower verify OUT.lwr --model MODEL.onnx [--inputs in.npz] [--rtol R --atol A]
     lower inspect OUT.lwr [--json]
+    lower disasm OUT.lwr [--step npu0]             (the custom target's NPU-1 programs)
     lower bench OUT.lwr --model MODEL.onnx [--threads N] [--json FILE]
     lower quantize MODEL.onnx --calibration DATA [-o MODEL.int8.onnx] [--method minmax|percentile|entropy]
 
@@ -56,6 +57,7 @@ def cli():
     lower run OUT.lwr --inputs in.npz           run an artifact
     lower verify OUT.lwr --model MODEL.onnx     compare with ONNX Runtime (exit 1 on mismatch)
     lower inspect OUT.lwr                       manifest, passes, kernels, memory plan
+    lower disasm OUT.lwr                        the custom target's NPU-1 programs, instruction by instruction
     lower bench OUT.lwr --model MODEL.onnx      latency against ONNX Runtime, same threads
     lower quantize MODEL.onnx --calibration D   calibrate and write an int8 QDQ ONNX model
     """
@@ -64,7 +66,7 @@ def cli():
 @cli.command("compile")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-t", "--target", "target", default="cpu", show_default=True,
-              help="Comma-separated targets to build, e.g. cpu.")
+              help="Comma-separated targets to build, e.g. cpu or custom (the simulated NPU-1).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Artifact path (default: MODEL with .lwr).")
 @click.option("--shape", "shapes", multiple=True, metavar="NAME=DxDx...",
@@ -83,17 +85,23 @@ def cli():
                    "or a folder of them.")
 @click.option("--method", type=click.Choice(_QUANT_METHODS), default=None,
               help="Calibration method for --quantize (default: minmax).")
+@click.option("--accel-config", "accel_config", default=None, metavar="PRESET_OR_JSON",
+              help="NPU-1 configuration for --target custom: a preset (default, vta_like, gemmini_like, "
+                   "tpu_v1_like) or a JSON config file (default: default).")
 def compile_command(model, target, output, shapes, disabled, print_after, verify_each, isa, verbose,
-                    quantize, calibration, method):
+                    quantize, calibration, method, accel_config):
     """Compile MODEL (an ONNX file) into an artifact."""
     from .driver import CompileOptions, compile_model
 
     quantization = _quantize_options(quantize, calibration, method)
+    targets = tuple(t.strip() for t in target.split(",") if t.strip())
+    extra = _accel_config_option(accel_config, targets)
     options = CompileOptions(
-        targets=tuple(t.strip() for t in target.split(",") if t.strip()),
+        targets=targets,
         shapes=tuple(_parse_shape(s) for s in shapes), disabled_passes=frozenset(disabled),
         print_after=frozenset(print_after), verify_each=verify_each, isa=isa,
-        quantize=quantization, calibration=str(calibration) if calibration is not None else None)
+        quantize=quantization, calibration=str(calibration) if calibration is not None else None,
+        extra=extra)
     log = (lambda m: click.echo(m, err=True)) if verbose or print_after else (lambda m: None)
     result = compile_model(model, output=output, options=options, log=log)
     for name, entry in result.report["targets"].items():
@@ -112,6 +120,30 @@ def compile_command(model, target, output, shapes, disabled, print_after, verify
 
         click.echo(format_report(result.report["quantization"]))
     click.echo(f"wrote {result.path}")
+
+
+def _accel_config_option(spec: str | None, targets: tuple[str, ...]) -> tuple:
+    """``--accel-config`` as the target option ``accel_config`` (checked here: a preset or a valid JSON
+    config file), or ``()`` when not given."""
+    if spec is None:
+        return ()
+    if "custom" not in targets:
+        raise LoweringError(f"--accel-config configures the NPU-1 of --target custom; the targets are "
+                            f"{','.join(targets)}")
+    from runtime.accel.config import PRESETS, load_config
+    from runtime.accel.errors import AccelError
+
+    if spec not in PRESETS:
+        path = Path(spec)
+        if not path.is_file():
+            raise LoweringError(f"--accel-config {spec}: not a preset ({', '.join(sorted(PRESETS))}) nor a "
+                                "JSON file")
+        try:
+            load_config(path)
+        except (AccelError, OSError, UnicodeDecodeError, TypeError) as exc:
+            raise LoweringError(f"--accel-config {spec}: {exc}") from None
+        spec = str(path.resolve())
+    return (("accel_config", spec),)
 
 
 def _quantize_options(quantize, calibration, method):
@@ -162,12 +194,24 @@ def _open_session(artifact: Path, target: str | None, threads: int | None):
 @click.option("--target", default=None, help="Run this target (default: the best one available).")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs.")
-def run_command(artifact, inputs, output, target, threads, seed):
-    """Run ARTIFACT on inputs (or random data) and print its outputs."""
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the run's report as JSON (the custom target: NPU-1 simulator report per segment "
+                   "and totals).")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a Chrome trace (chrome://tracing, Perfetto) of the NPU-1 segments (custom target).")
+def run_command(artifact, inputs, output, target, threads, seed, report_path, trace_path):
+    """Run ARTIFACT on inputs (or random data) and print its outputs.
+
+    The simulated accelerator (target custom) runs only when asked for with --target custom; it then
+    prints a summary of the simulation (cycles, MAC utilisation, DRAM traffic, energy)."""
     sess = _open_session(artifact, target, threads)
     feed = _load_inputs(inputs, sess, seed)
     outs = sess.run(None, feed)
     click.echo(f"target: {sess.target}")
+    report = sess.last_report
+    if report is not None:
+        for line in _report_summary(report):
+            click.echo(line)
     for info, value in zip(sess.outputs, outs):
         flat = value.reshape(-1)
         preview = np.array2string(flat[:6], precision=5, separator=", ")
@@ -176,6 +220,54 @@ def run_command(artifact, inputs, output, target, threads, seed):
     if output is not None:
         np.savez(output, **{info.name: v for info, v in zip(sess.outputs, outs)})
         click.echo(f"wrote {output}")
+    if report_path is not None:
+        if report is None:
+            raise LoweringError(f"--report: target {sess.target} keeps no run report (try --target custom)")
+        _write_json(report_path, report)
+        click.echo(f"wrote {report_path}")
+    if trace_path is not None:
+        trace = sess.last_trace()
+        if trace is None:
+            raise LoweringError(f"--trace: target {sess.target} records no trace (try --target custom)")
+        _write_json(trace_path, trace, indent=None)
+        click.echo(f"wrote {trace_path}")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _write_json(path: Path, data, indent: int | None = 1) -> None:
+    try:
+        path.write_text(json.dumps(data, indent=indent, sort_keys=True, default=_json_default) + "\n")
+    except OSError as exc:
+        raise LoweringError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def _report_summary(report: dict) -> list[str]:
+    """A few lines from a custom-target run report: cycles, MAC utilisation, DRAM bytes, energy."""
+    s = report["summary"]
+    d, e = s["dram"], s["energy_pj"]
+    ops = report.get("operators", {})
+    comp = d.get("compulsory_bytes")
+    lines = [f"npu: {s['segments']} segment(s), {s['cycles']:,} cycles ({s['time_us']:.1f} us at "
+             f"config {s.get('config', '?')}), mac_util {100 * s['mac_util']:.1f}%, "
+             f"{s['macs_useful']:,} MACs",
+             f"npu DRAM: read {d['read_bytes']:,} B, write {d['write_bytes']:,} B, "
+             f"total {d['bytes_total']:,} B"
+             + (f" ({d['bytes_total'] / comp:.2f}x compulsory {comp:,} B)" if comp else ""),
+             f"npu energy ({e['preset']}): {e['total'] / 1e6:.3f} uJ, {e['pj_per_mac']:.3f} pJ/MAC"]
+    host = (report.get("wall") or {}).get("host") or []
+    if host:
+        lines.append(f"host: {len(host)} step(s), {sum(h['time_s'] for h in host) * 1e3:.3f} ms")
+    if ops:
+        lines.append(f"operators: npu {ops.get('npu')}"
+                     + (f", host {ops['host']}" if ops.get("host") is not None else ""))
+    return lines
 
 
 @cli.command("verify")
@@ -219,6 +311,45 @@ def inspect_command(artifact, as_json):
     from .inspect import describe
 
     click.echo(describe(artifact, as_json=as_json))
+
+
+@cli.command("disasm")
+@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--step", "steps", multiple=True, metavar="NAME",
+              help="Only this NPU step (e.g. npu0). Repeatable.")
+def disasm_command(artifact, steps):
+    """List the NPU-1 programs of ARTIFACT's custom target: per NPU step, the tensor table and every
+    instruction with its layer and ONNX nodes."""
+    from runtime.accel.config import AccelConfig
+    from runtime.accel.errors import AccelError
+    from runtime.accel.program import disasm, unpack
+    from runtime.artifact import open_artifact
+
+    art = open_artifact(artifact)
+    entry = art.targets.get("custom")
+    if not isinstance(entry, dict) or entry.get("kind", "custom") != "custom":
+        built = ", ".join(sorted(art.targets)) or "none"
+        raise LoweringError(f"{artifact}: no custom target (built: {built}); compile with --target custom")
+    try:
+        cfg = AccelConfig.from_dict(json.loads(art.read(entry["config"]).decode()))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LoweringError(f"{artifact}: custom target: bad accelerator config ({exc})") from None
+    npu = [s for s in entry.get("steps", []) if isinstance(s, dict) and s.get("kind") == "npu"]
+    unknown = sorted(set(steps) - {s.get("name") for s in npu})
+    if unknown:
+        raise LoweringError(f"--step {', '.join(unknown)}: no such NPU step (NPU steps: "
+                            f"{', '.join(str(s.get('name')) for s in npu) or 'none'})")
+    for s in npu:
+        if steps and s.get("name") not in steps:
+            continue
+        member = s.get("program")
+        try:
+            program = unpack(art.read(member), cfg)
+        except AccelError as exc:
+            raise LoweringError(f"{artifact}: step {s.get('name')}: member '{member}': {exc}") from None
+        ins, outs = ", ".join(s.get("inputs", [])) or "-", ", ".join(s.get("outputs", [])) or "-"
+        click.echo(f"; ==== step {s.get('name')} ({member}), config {cfg.name}: {ins} -> {outs}")
+        click.echo(disasm(program), nl=False)
 
 
 @cli.command("bench")
@@ -305,6 +436,13 @@ def main(argv=None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     except (LoweringError, RuntimeLoadError, InvalidInputError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_BAD_INPUT
+    except RuntimeError as exc:
+        from runtime.backends.custom import CustomStepError
+
+        if not isinstance(exc, CustomStepError):
+            raise
         click.echo(f"error: {exc}", err=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -63,6 +63,23 @@ class Session:
         raise TargetUnavailableError(
             f"{self.artifact.path}: no usable target (built: {', '.join(sorted(built)) or 'none'}; {why})")
 
+    @property
+    def last_report(self) -> dict | None:
+        """The executor's report of the last successful ``run`` (the custom target: the NPU-1 simulator's B.7
+        reports per accelerator segment and their totals; see ``runtime.backends.custom``), or None when the
+        target keeps none or nothing has run yet."""
+        with self._lock:
+            return getattr(self._executor, "last_report", None)
+
+    def last_trace(self, *, coalesce_above: int | None = None) -> dict | None:
+        """The Chrome trace-event timeline of the last run when the target records one (the custom target:
+        its NPU segments), else None."""
+        trace = getattr(self._executor, "trace", None)
+        if not callable(trace):
+            return None
+        with self._lock:
+            return trace(coalesce_above=coalesce_above)
+
     def get_inputs(self) -> list[TensorInfo]:
         return list(self.inputs)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-EXECUTORS = {"cpu": "runtime.backends.cpu:CpuExecutor"}
+EXECUTORS = {"cpu": "runtime.backends.cpu:CpuExecutor", "custom": "runtime.backends.custom:CustomExecutor"}
 
 
 def executor_class(kind: str):
