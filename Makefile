@@ -1,6 +1,6 @@
 # The two commands of the README. Each sets up everything it needs on a fresh machine (Python 3.10+,
 # a C compiler): a virtual environment in .venv with the package and its dependencies.
-#   make demo   lower the bundled example for the cpu target, run it, compare with ONNX Runtime
+#   make demo   lower the bundled example for every target (cpu fp32; cpu + custom int8), run it, compare
 #   make test   install the test extras (pytest, torch CPU build) and run the test suite
 
 PYTHON ?= python3
@@ -26,6 +26,13 @@ demo: $(VENV)/.core
 	$(BIN)/lower run $(OUT)/cnn.lwr --inputs examples/cnn_input.npz --output $(OUT)/cnn_outputs.npz
 	$(BIN)/lower verify $(OUT)/cnn.lwr --model examples/cnn.onnx --inputs examples/cnn_input.npz
 	$(BIN)/python examples/app.py $(OUT)/cnn.lwr examples/cnn_input.npz
+	$(BIN)/lower examples/cnn.onnx --target cpu,custom --quantize int8 \
+		--calibration examples/cnn_calibration.npz -o $(OUT)/cnn.int8.lwr
+	$(BIN)/lower run $(OUT)/cnn.int8.lwr --target custom --inputs examples/cnn_input.npz \
+		--output $(OUT)/cnn_npu_outputs.npz --report $(OUT)/cnn_npu_report.json --trace $(OUT)/cnn_npu_trace.json
+	$(BIN)/lower run $(OUT)/cnn.int8.lwr --target cpu --inputs examples/cnn_input.npz \
+		--output $(OUT)/cnn_int8_outputs.npz
+	$(BIN)/python examples/compare_outputs.py $(OUT)/cnn_npu_outputs.npz $(OUT)/cnn_int8_outputs.npz
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q -ra

@@ -105,16 +105,7 @@ def compile_command(model, target, output, shapes, disabled, print_after, verify
     log = (lambda m: click.echo(m, err=True)) if verbose or print_after else (lambda m: None)
     result = compile_model(model, output=output, options=options, log=log)
     for name, entry in result.report["targets"].items():
-        kernels = len(entry["kernels"])
-        plan = entry["memory_plan"] or {}
-        fallbacks = entry["partition"]["fallbacks"]
-        click.echo(f"{name}: {result.report['source']['nodes']} ONNX nodes -> {kernels} kernels, "
-                   f"arena {plan.get('arena_bytes', 0) / 1024:.1f} KiB "
-                   f"(naive {plan.get('naive_bytes', 0) / 1024:.1f} KiB, lower bound "
-                   f"{plan.get('lower_bound_bytes', 0) / 1024:.1f} KiB)")
-        click.echo(f"  placement: {'all nodes on ' + name if not fallbacks else ''}")
-        for f in fallbacks:
-            click.echo(f"  {f['node']} -> host: {f['reason']}")
+        _print_target_summary(name, entry, result.report["source"]["nodes"])
     if "quantization" in result.report:
         from .quantize import format_report
 
@@ -144,6 +135,39 @@ def _accel_config_option(spec: str | None, targets: tuple[str, ...]) -> tuple:
             raise LoweringError(f"--accel-config {spec}: {exc}") from None
         spec = str(path.resolve())
     return (("accel_config", spec),)
+
+
+def _print_target_summary(name: str, entry: dict, source_nodes: int) -> None:
+    """One target's line of the compile output, and what ran where and why (fallbacks grouped by reason)."""
+    kernels = entry["kernels"]
+    plan = entry["memory_plan"] or {}
+    if name == "custom":
+        npu = [k for k in kernels if k.get("target") == "npu"]
+        segments = entry["partition"]["segments"]
+        on_npu = sum(len(s["nodes"]) for s in segments if s["target"] == name)
+        click.echo(f"{name}: {source_nodes} ONNX nodes -> {len(npu)} NPU-1 layers in "
+                   f"{sum(s['target'] == name for s in segments)} accelerator segment(s), "
+                   f"{len(kernels) - len(npu)} host kernels; predicted "
+                   f"{sum(k.get('predicted_cycles', 0) for k in npu):,} cycles, "
+                   f"{sum(k.get('predicted_dram_bytes', 0) for k in npu):,} DRAM bytes")
+        placed = f"{on_npu} graph nodes on the NPU"
+    else:
+        click.echo(f"{name}: {source_nodes} ONNX nodes -> {len(kernels)} kernels, "
+                   f"arena {plan.get('arena_bytes', 0) / 1024:.1f} KiB "
+                   f"(naive {plan.get('naive_bytes', 0) / 1024:.1f} KiB, lower bound "
+                   f"{plan.get('lower_bound_bytes', 0) / 1024:.1f} KiB)")
+        placed = f"all nodes on {name}"
+    fallbacks = entry["partition"]["fallbacks"]
+    if not fallbacks:
+        click.echo(f"  placement: {placed}")
+        return
+    click.echo(f"  placement: {placed}, {len(fallbacks)} on the host (cpu):")
+    groups: dict[str, list[str]] = {}
+    for f in fallbacks:
+        groups.setdefault(f["reason"], []).append(f["node"])
+    for reason, nodes in groups.items():
+        shown = ", ".join(nodes[:2]) + (f" and {len(nodes) - 2} more" if len(nodes) > 2 else "")
+        click.echo(f"    {shown} -> host: {reason}")
 
 
 def _quantize_options(quantize, calibration, method):
