@@ -101,3 +101,53 @@ def format_result(result: dict) -> str:
                      f"(IQR {s['spread_pct']:.1f}% of median, {s['runs']} runs)")
     lines.append(f"  speed-up vs ONNX Runtime: {result['speedup']:.2f}x")
     return "\n".join(lines)
+
+
+#: The rows of a simulated comparison: (label, path into the custom executor's report summary)
+SIMULATED_ROWS = (
+    ("cycles", ("cycles",)), ("time (us)", ("time_us",)), ("mac_util", ("mac_util",)),
+    ("DRAM read bytes", ("dram", "read_bytes")), ("DRAM write bytes", ("dram", "write_bytes")),
+    ("DRAM bytes", ("dram", "bytes_total")), ("compulsory bytes", ("dram", "compulsory_bytes")),
+    ("DRAM / compulsory", ("dram", "ratio_to_compulsory")), ("energy (uJ)", ("energy_pj", "total")),
+    ("DRAM energy (uJ)", ("energy_pj", "dram")),
+)
+
+
+def simulated(sessions: dict, feed: dict) -> dict:
+    """Run each session (``{label: runtime.Session}``, targets with a simulator report such as ``custom``)
+    once on ``feed`` and collect the report summaries side by side. Simulated numbers are deterministic:
+    one run is the measurement. Energies are in pJ in the reports, converted to uJ here."""
+    result: dict = {"inputs": None, "artifacts": {}}
+    for label, sess in sessions.items():
+        outputs = sess.run(None, feed)
+        report = sess.last_report
+        if report is None:
+            raise LoweringError(f"{label}: target '{sess.target}' has no simulator report; "
+                                f"--baseline compares custom-target artifacts")
+        summary = report["summary"]
+        row = {}
+        for name, path in SIMULATED_ROWS:
+            value = summary
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            row[name] = value / 1e6 if value is not None and "energy" in name else value
+        result["artifacts"][label] = {"target": sess.target, "summary": row,
+                                      "outputs": [o.tolist() for o in outputs]}
+        result["inputs"] = {i.name: list(i.shape) for i in sess.inputs}
+    outs = [a.pop("outputs") for a in result["artifacts"].values()]
+    result["outputs_equal"] = all(o == outs[0] for o in outs)
+    return result
+
+
+def format_simulated(result: dict) -> str:
+    labels = list(result["artifacts"])
+    width = max(14, *(len(x) for x in labels))
+    lines = [f"{'':<20}" + "".join(f"{x:>{width + 2}}" for x in labels)]
+    for name, _ in SIMULATED_ROWS:
+        cells = []
+        for x in labels:
+            v = result["artifacts"][x]["summary"][name]
+            cells.append("-" if v is None else f"{v:,.3f}" if isinstance(v, float) else f"{v:,}")
+        lines.append(f"{name:<20}" + "".join(f"{c:>{width + 2}}" for c in cells))
+    lines.append(f"outputs equal: {'yes' if result['outputs_equal'] else 'NO'}")
+    return "\n".join(lines)

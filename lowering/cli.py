@@ -378,8 +378,11 @@ def disasm_command(artifact, steps):
 
 @cli.command("bench")
 @click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--model", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
               help="The ONNX model ONNX Runtime runs for comparison (the source, or its QDQ form).")
+@click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path),
+              help="custom target: a second artifact (e.g. built with --disable-pass npu_residency) whose "
+                   "simulated cycles, DRAM bytes and energy are shown side by side with ARTIFACT's.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads, both sides.")
 @click.option("--inputs", type=click.Path(dir_okay=False, path_type=Path), help=".npz keyed by input name.")
 @click.option("--target", default=None, help="Benchmark this target (default: the best one available).")
@@ -390,10 +393,28 @@ def disasm_command(artifact, steps):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the result as JSON to this file.")
-def bench_command(artifact, model, threads, inputs, target, warmup, repeats, min_seconds, seed, json_path):
-    """Time ARTIFACT against ONNX Runtime on the same inputs, interleaved, same thread count."""
-    from .bench import BenchConfig, benchmark, format_result
+def bench_command(artifact, model, baseline, threads, inputs, target, warmup, repeats, min_seconds, seed,
+                  json_path):
+    """Time ARTIFACT against ONNX Runtime on the same inputs, interleaved, same thread count.
 
+    With --baseline (custom target): the simulated cycles, DRAM traffic and energy of ARTIFACT and
+    BASELINE side by side, on the same inputs.
+    """
+    from .bench import BenchConfig, benchmark, format_result, format_simulated, simulated
+
+    if baseline is not None:
+        sessions = {"artifact": _open_session(artifact, target or "custom", threads),
+                    "baseline": _open_session(baseline, target or "custom", threads)}
+        result = simulated(sessions, _load_inputs(inputs, sessions["artifact"], seed))
+        result["paths"] = {"artifact": str(artifact), "baseline": str(baseline)}
+        click.echo(f"{artifact} vs {baseline} (simulated, target {sessions['artifact'].target})")
+        click.echo(format_simulated(result))
+        if json_path is not None:
+            json_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        return
+    if model is None:
+        raise LoweringError("lower bench needs --model (the ONNX model ONNX Runtime runs), or --baseline "
+                            "for a simulated side-by-side of two custom-target artifacts")
     config = BenchConfig(threads=threads, warmup=warmup, min_repeats=repeats,
                          max_repeats=max(repeats, 1000), min_seconds=min_seconds)
     sess = _open_session(artifact, target, threads)
