@@ -115,12 +115,13 @@ class LayerStats:
     tiling: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     geometry: dict = field(default_factory=dict)   # input/output shapes, kernel, strides (set by the target)
+    saved_dram_bytes: int = 0                # C.4: DRAM bytes fused edges / UB residency save (estimate)
 
     def to_json(self) -> dict:
         return {"op_type": self.op_type, "onnx_nodes": list(self.onnx_nodes), "macs": self.macs,
                 "compulsory_bytes": self.compulsory_bytes, "predicted_dram_bytes": self.predicted_dram_bytes,
                 "predicted_cycles": self.predicted_cycles, "tiling": self.tiling, "notes": list(self.notes),
-                "geometry": self.geometry}
+                "geometry": self.geometry, "saved_dram_bytes": self.saved_dram_bytes}
 
 
 class ProgramBuilder:

@@ -17,6 +17,9 @@ Program order is per step: its LOADs, then its GEMMs; after a tile's last step: 
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import numpy as np
 
 from lowering.opinfo import window_geometry
@@ -25,6 +28,7 @@ from runtime.accel.timing import dma_cost
 
 from .builder import (
     LD_MX_READY,
+    LD_VP_READY,
     MX_LD_FREE,
     MX_VP_READY,
     ST_VP_FREE,
@@ -160,18 +164,73 @@ def unsupported_reason(node, cfg: AccelConfig | None = None) -> str | None:
     return why
 
 
+# ---- C.4 fusion and residency ------------------------------------------------------------------------------
+@dataclass
+class Epilogue:
+    """How a conv layer is fused with its neighbours (ACCELERATOR.md C.4); the default is a plain layer.
+
+    ``add``/``skip``: a ``lowering::QAdd`` computed in the epilogue: after ACT writes an output tile, the
+    matching tile of ``skip`` (the add's other operand, in DRAM) is LOADed and EWISE adds it (the conv's
+    output is operand ``1 - skip_index``); only the sum is STOREd (to the add's output).
+    ``in_base``: the input is already in UB at this line in the resident-input layout (written by the previous
+    layer), so no input is LOADed. ``out_region``: ``(base line, consumer geometry, consumer input zero
+    point)``: ACT writes the output straight into the next layer's padded UB region (after filling its pad
+    lines with the zero point) and nothing is STOREd. ``own_base``/``own_lines``: the UB lines this layer's
+    own buffers (input tiles, output and skip slots) use (``own_lines`` 0: all of UB)."""
+
+    add: object = None
+    skip: Act | None = None
+    skip_index: int = 1
+    in_base: int | None = None
+    out_region: tuple | None = None
+    own_base: int = 0
+    own_lines: int = 0
+
+    def geom(self, g: ConvGeom) -> ConvGeom:
+        return dataclasses.replace(g, skip=self.add is not None, in_ub=self.in_base is not None,
+                                   out_ub=self.out_region is not None, ub_lines=self.own_lines)
+
+
+def region_lines(g: ConvGeom) -> int:
+    """UB lines of a consumer's resident padded input (``[cb][u_need][wt]``)."""
+    return g.cb * g.u_need * g.wt
+
+
+def region_reason(g: ConvGeom) -> str | None:
+    """Why a producer cannot write this consumer's input straight into its UB region (None if it can)."""
+    if g.row_step != 1 or g.col_len != g.w or g.u_real != (g.pt, g.pt + g.h):
+        return "the consumer does not read every input row and column"
+    if g.w > MAX_FIELD or g.h > MAX_FIELD:
+        return "rows too long for ACT"
+    return None
+
+
+def ewise_add_fields(node, skip_index: int) -> tuple[str, dict]:
+    """(EWISE op, PB line fields) of a QAdd (vpu.lower_qadd's parameters)."""
+    from . import vpu
+
+    ma, mb = vpu._int(node, "a_multiplier"), vpu._int(node, "b_multiplier")
+    op = "SUB" if mb < 0 and vpu._in(-mb, vpu.INT32) else "ADD"
+    return op, dict(ma=ma, mb=-mb if op == "SUB" else mb, shift=vpu._int(node, "shift"),
+                    za=vpu._int(node, "a_zero_point", 0), zb=vpu._int(node, "b_zero_point", 0),
+                    **vpu._finish_params(node))
+
+
 # ---- lowering ----------------------------------------------------------------------------------------------
-def lower_qconv(b: ProgramBuilder, node, x: Act, y: Act, stats: LayerStats) -> None:
-    """Emit QConv ``node`` (``x`` -> ``y``, both in DRAM) into the builder's current layer."""
+def lower_qconv(b: ProgramBuilder, node, x: Act, y: Act, stats: LayerStats,
+                ep: Epilogue | None = None) -> None:
+    """Emit QConv ``node`` (``x`` -> ``y``, both in DRAM unless ``ep`` keeps them in UB) into the builder's
+    current layer; with ``ep.add``, ``y`` is the fused add's output."""
     _check_supported(node, b.cfg)
-    _lower(b, node, conv_geom(node, b.cfg), node.input(1).const, "x_zero_point", x, y, stats)
+    ep = ep or Epilogue()
+    _lower(b, node, ep.geom(conv_geom(node, b.cfg)), node.input(1).const, "x_zero_point", x, y, stats, ep)
 
 
 def lower_qmatmul(b: ProgramBuilder, node, a: Act, y: Act, stats: LayerStats) -> None:
     """Emit QMatMul ``node`` (``a[M, K]`` -> ``y[M, N]``) into the builder's current layer."""
     _check_supported(node, b.cfg)
     w = np.ascontiguousarray(node.input(1).const.T)[:, :, None, None]      # [N, K, 1, 1]
-    _lower(b, node, conv_geom(node, b.cfg), w, "a_zero_point", a, y, stats)
+    _lower(b, node, conv_geom(node, b.cfg), w, "a_zero_point", a, y, stats, Epilogue())
 
 
 def _check_supported(node, cfg) -> None:
@@ -181,7 +240,7 @@ def _check_supported(node, cfg) -> None:
 
 
 def _lower(b: ProgramBuilder, node, g: ConvGeom, w: np.ndarray, x_zp_attr: str, x: Act, y: Act,
-           stats: LayerStats) -> None:
+           stats: LayerStats, ep: Epilogue) -> None:
     cfg = b.cfg
     x_zp = int(node.attr(x_zp_attr, 0))
     bias = folded_bias(w, _const(node, 2), x_zp)
@@ -190,11 +249,23 @@ def _lower(b: ProgramBuilder, node, g: ConvGeom, w: np.ndarray, x_zp_attr: str, 
                   pb=b.constant(pack_params(bias, node.attr("multiplier"), node.attr("shift"),
                                             node.attr("out_zero_point", 0), cfg.block)),
                   lut=b.constant(pack_lut(lut)) if g.lut else None)
+    if ep.add is not None:
+        from .vpu import _lut, param_line
+
+        op, fields = ewise_add_fields(ep.add, ep.skip_index)
+        add_lut = _lut(ep.add)
+        consts.update(add_op=op, add_pb=b.constant(param_line(**fields, line_bytes=cfg.line_bytes)),
+                      add_lut=None if add_lut is None else b.constant(pack_lut(add_lut)))
+    if ep.out_region is not None:
+        zp = int(ep.out_region[2])
+        consts["fill_pb"] = b.constant(pack_params(np.zeros(1, np.int64), 0, 1, zp, cfg.block)[:1])
     result = search(cfg, g)
+    if result.plan is None:
+        raise ValueError("no tiling fits the on-chip buffers with this fusion")
     start = len(b.instructions)
     act = dict(clamp_min=int(node.attr("clamp_min", -128)), clamp_max=int(node.attr("clamp_max", 127)),
                lut_en=g.lut, lut_id=0)
-    _Schedule(b, g, result.plan, x, y, x_zp, consts, act).emit()
+    _Schedule(b, g, result.plan, x, y, x_zp, consts, act, ep).emit()
     instrs = b.instructions[start:]
     stats.macs = g.macs
     stats.compulsory_bytes = compulsory_bytes(cfg, g)
@@ -208,20 +279,38 @@ def _lower(b: ProgramBuilder, node, g: ConvGeom, w: np.ndarray, x_zp_attr: str, 
 
 
 class _Schedule:
-    """Emits one layer's instructions for plan ``p`` (UB: input region, then two output slots; WB: the
-    resident weights or two weight slots; ACC: two accumulator slots; PB: the records from line 0)."""
+    """Emits one layer's instructions for plan ``p`` (UB from ``ep.own_base``: input region, then two output
+    slots, then two skip slots; a UB-resident input lives at ``ep.in_base`` instead; WB: the resident weights
+    or two weight slots; ACC: two accumulator slots; PB: the records from line 0, then the fused add's line,
+    then the pad-fill record).
+
+    Semaphores: the B.3 set above. With a fused add, the input and weight chunks share the "ready" token S0
+    (the LD queue completes in order, so the step's last load signalling covers the others), S6 is "skip tile
+    ready" (LD -> VP) and the WAR semaphore the resident operand leaves unused (S7 with resident weights,
+    else S1) is "skip slot free" (VP -> LD)."""
 
     def __init__(self, b: ProgramBuilder, g: ConvGeom, p: Plan, x: Act, y: Act, x_zp: int, consts: dict,
-                 act: dict):
+                 act: dict, ep: Epilogue | None = None):
         self.b, self.g, self.p, self.x, self.y, self.x_zp = b, g, p, x, y, x_zp
         self.consts, self.act = consts, act
+        self.ep = ep = ep or Epilogue()
         self.blk = b.cfg.block
         self.m_max = p.ho_t * g.wo
         hin_max = max(u1 - u0 for u0, u1 in (g.tile_u(p.ho_t, i) for i in range(self.mt)))
         self.in_slot_lines = p.kc * hin_max * g.wt
-        in_lines = g.cb * g.u_need * g.wt if p.in_res else 2 * self.in_slot_lines
-        self.out_base = in_lines
+        if g.in_ub:
+            self.in_base, in_lines = ep.in_base, 0
+        else:
+            self.in_base = ep.own_base
+            in_lines = g.cb * g.u_need * g.wt if p.in_res else 2 * self.in_slot_lines
+        self.out_base = ep.own_base + in_lines
+        self.skip_base = self.out_base + (0 if g.out_ub else 2 * p.nt * self.m_max)
         self.w_slot_lines = p.nt * p.kc * g.taps * self.blk
+        self.in_ready, self.w_ready = LD_MX_READY, (LD_MX_READY if g.skip else W_READY)
+        self.in_free, self.w_free = MX_LD_FREE, W_FREE
+        self.skip_free = (W_FREE if p.w_res else MX_LD_FREE) if g.skip else None
+        self.add_pb = g.nb * PB_RECORD_LINES
+        self.fill_pb = self.add_pb + 1
 
     @property
     def mt(self) -> int:
@@ -250,6 +339,8 @@ class _Schedule:
 
     # ---- emission -----------------------------------------------------------------------------------------
     def emit(self) -> None:
+        if self.g.out_ub:
+            self.fill_region()
         steps = self.steps()
         loaded_in, loaded_w = set(), set()
         in_loads = w_loads = tiles = 0
@@ -258,46 +349,59 @@ class _Schedule:
             prev = steps[s - 1] if s else None
             nxt = steps[s + 1] if s + 1 < len(steps) else None
             # input chunk (i, k)
-            if self.p.in_res:
-                in_token = (i, k) not in loaded_in and self._sync(self.input_band(i, k), set(), LD_MX_READY)
+            in_items, in_wait = [], set()
+            if self.g.in_ub:
+                free_in = False
+            elif self.p.in_res:
+                if (i, k) not in loaded_in:
+                    in_items = self.input_band(i, k)
                 loaded_in.add((i, k))
                 free_in = False
             else:
                 if prev is None or (prev[0], prev[2]) != (i, k):
                     in_slot, in_loads = in_loads % 2, in_loads + 1
-                    in_token = self._sync(self.input_tile(i, k, in_slot), {MX_LD_FREE}, LD_MX_READY)
-                else:
-                    in_token = False
+                    in_items, in_wait = self.input_tile(i, k, in_slot), {self.in_free}
                 free_in = nxt is None or (nxt[0], nxt[2]) != (i, k)
             # weight chunk (j, k)
+            w_items, w_wait = [], set()
             if self.p.w_res:
-                w_token = (j, k) not in loaded_w and self._sync(self.weights(j, k, None), set(), W_READY)
+                if (j, k) not in loaded_w:
+                    w_items = self.weights(j, k, None)
                 loaded_w.add((j, k))
                 free_w = False
             else:
                 if prev is None or (prev[1], prev[2]) != (j, k):
                     w_slot, w_loads = w_loads % 2, w_loads + 1
-                    w_token = self._sync(self.weights(j, k, w_slot), {W_FREE}, W_READY)
-                else:
-                    w_token = False
+                    w_items, w_wait = self.weights(j, k, w_slot), {self.w_free}
                 free_w = nxt is None or (nxt[1], nxt[2]) != (j, k)
-            wait = {LD_MX_READY} if in_token else set()
-            wait |= {W_READY} if w_token else set()
+            if self.g.skip:        # one shared "ready" token for the step's loads
+                self._sync(in_items, in_wait, None)
+                self._sync(w_items, w_wait, None)
+                loads = [ins for ins in self.b.instructions[-(len(in_items) + len(w_items)):]] \
+                    if in_items or w_items else []
+                if loads:
+                    loads[-1].signal = frozenset({LD_MX_READY})
+                wait = {LD_MX_READY} if loads else set()
+            else:
+                in_token = self._sync(in_items, in_wait, self.in_ready)
+                w_token = self._sync(w_items, w_wait, self.w_ready)
+                wait = {self.in_ready} if in_token else set()
+                wait |= {self.w_ready} if w_token else set()
             wait |= {VP_MX_FREE} if k == 0 else set()
-            signal = ({MX_LD_FREE} if free_in else set()) | ({W_FREE} if free_w else set())
+            signal = ({self.in_free} if free_in else set()) | ({self.w_free} if free_w else set())
             signal |= {MX_VP_READY} if k == self.k_chunks - 1 else set()
             self.gemms(i, j, k, tiles % 2, in_slot, w_slot, wait, signal)
             if k == self.k_chunks - 1:
                 if tiles == 0:
                     self.params()
-                self.epilogue(i, j, tiles % 2)
+                self.epilogue(i, j, tiles % 2, first=tiles == 0)
                 tiles += 1
 
-    def _sync(self, loads: list[dict], wait: set, signal: int) -> bool:
+    def _sync(self, loads: list[dict], wait: set, signal: int | None) -> bool:
         """Emit ``loads`` (the first waits ``wait``, the last signals ``signal``); True if any."""
         for n, fields in enumerate(loads):
-            self.b.emit("LOAD", wait=wait if n == 0 else (), signal={signal} if n == len(loads) - 1 else (),
-                        **fields)
+            last = n == len(loads) - 1 and signal is not None
+            self.b.emit("LOAD", wait=wait if n == 0 else (), signal={signal} if last else (), **fields)
         return bool(loads)
 
     # ---- loads --------------------------------------------------------------------------------------------
@@ -332,7 +436,7 @@ class _Schedule:
         if u1 <= u0:
             return []
         plane = g.u_need * g.wt
-        return self._rows(self.blocks(k), u0, u1, lambda c: c * plane + u0 * g.wt, plane)
+        return self._rows(self.blocks(k), u0, u1, lambda c: self.in_base + c * plane + u0 * g.wt, plane)
 
     def input_tile(self, i: int, k: int, slot: int) -> list[dict]:
         """Streamed input: the rows m-tile ``i`` reads (halo included) into input slot ``slot``."""
@@ -340,7 +444,7 @@ class _Schedule:
         u0, u1 = g.tile_u(self.p.ho_t, i)
         cs = self.blocks(k)
         stride = (u1 - u0) * g.wt
-        base = slot * self.in_slot_lines
+        base = self.in_base + slot * self.in_slot_lines
         return self._rows(cs, u0, u1, lambda c: base + (c - cs[0]) * stride, stride)
 
     def weights(self, j: int, k: int, slot: int | None) -> list[dict]:
@@ -364,13 +468,51 @@ class _Schedule:
                 for f in self._runs("WB", base + (n - ns[0]) * run, src0 + (n - ns[0]) * row, run)]
 
     def params(self) -> None:
-        """PB records (and the LUT) for the whole layer, before the first ACT (which is fenced)."""
+        """PB records (and the LUT; the fused add's PB line and LUT) for the whole layer, before the first ACT
+        (which is fenced)."""
         nb = self.g.nb
         for f in self._runs("PB", 0, self.consts["pb"], nb * PB_RECORD_LINES):
             self.b.emit("LOAD", **f)
+        per = self.b.cfg.lut_entries // self.b.cfg.line_bytes
         if self.consts["lut"] is not None:
-            self.b.emit("LOAD", buf="LUT", sram_line=0, dram_line=self.consts["lut"], rows=1, row_len=8,
+            self.b.emit("LOAD", buf="LUT", sram_line=0, dram_line=self.consts["lut"], rows=1, row_len=per,
                         dram_row_stride=0)
+        if self.g.skip:
+            self.b.emit("LOAD", buf="PB", sram_line=self.add_pb, dram_line=self.consts["add_pb"], rows=1,
+                        row_len=1, dram_row_stride=0)
+            if self.consts["add_lut"] is not None:
+                self.b.emit("LOAD", buf="LUT", sram_line=per, dram_line=self.consts["add_lut"], rows=1,
+                            row_len=per, dram_row_stride=0)
+
+    def fill_region(self) -> None:
+        """Fill the pad lines of the consumer's UB region with its input zero point: ACTs with
+        ``clamp_min = clamp_max = zp`` (any ACC rows; the record's multiplier is 0). They come first in the
+        layer, so the (fenced) first GEMM waits for them and nothing else touches those lines."""
+        base, gc, zp = self.ep.out_region
+        cfg = self.b.cfg
+        self.b.emit("LOAD", buf="PB", sram_line=self.fill_pb, dram_line=self.consts["fill_pb"], rows=1,
+                    row_len=PB_RECORD_LINES, dram_row_stride=0)
+        plane = gc.u_need * gc.wt
+        gap = gc.wt - gc.w
+        runs = []                           # (first line, m_inner, m_outer, outer stride)
+        for c in range(gc.cb):
+            b0 = base + c * plane
+            runs.append((b0, gc.pt * gc.wt + gc.pl, 1, 0))
+            if gap and gc.h > 1:
+                runs.append((b0 + gc.pt * gc.wt + gc.pl + gc.w, gap, gc.h - 1, gc.wt))
+            last = b0 + (gc.pt + gc.h - 1) * gc.wt + gc.pl + gc.w
+            runs.append((last, b0 + plane - last, 1, 0))
+        for line, inner, outer, stride in runs:
+            if inner <= 0:
+                continue
+            for off in range(0, inner, MAX_FIELD):              # split long runs / many rows
+                n = min(MAX_FIELD, inner - off)
+                rows_per = max(1, min(MAX_FIELD, cfg.acc_rows // n))
+                for o0 in range(0, outer, rows_per):
+                    mo = min(rows_per, outer - o0)
+                    self.b.emit("ACT", acc_row=0, ub_line=line + off + o0 * stride, m_inner=n, m_outer=mo,
+                                ub_outer_stride=stride if mo > 1 else 0, pb_line=self.fill_pb,
+                                clamp_min=zp, clamp_max=zp, lut_en=False, lut_id=0)
 
     # ---- compute ------------------------------------------------------------------------------------------
     def in_line(self, i: int, k: int, c: int, ky: int, kx: int, slot: int) -> int:
@@ -378,9 +520,10 @@ class _Schedule:
         g = self.g
         if self.p.in_res:
             oy0, _ = g.tile(self.p.ho_t, i)
-            return c * g.u_need * g.wt + (oy0 * g.out_step + ky) * g.wt + kx
+            return self.in_base + c * g.u_need * g.wt + (oy0 * g.out_step + ky) * g.wt + kx
         u0, u1 = g.tile_u(self.p.ho_t, i)
-        return slot * self.in_slot_lines + (c - self.blocks(k)[0]) * (u1 - u0) * g.wt + ky * g.wt + kx
+        return (self.in_base + slot * self.in_slot_lines + (c - self.blocks(k)[0]) * (u1 - u0) * g.wt
+                + ky * g.wt + kx)
 
     def w_line(self, j: int, k: int, n: int, c: int, tap: int, slot: int) -> int:
         g, blk = self.g, self.blk
@@ -411,19 +554,47 @@ class _Schedule:
                                 n_valid=n_valid, accumulate=not (k == 0 and c == cs[0] and tap == 0))
                     count += 1
 
-    def epilogue(self, i: int, j: int, slot: int) -> None:
-        """ACT per output block (ACC slot -> UB output slot), then one STORE of the tile."""
+    def epilogue(self, i: int, j: int, slot: int, first: bool = False) -> None:
+        """ACT per output block (ACC slot -> UB output slot, or straight into the consumer's UB region), the
+        fused add (skip tile LOAD + EWISE per block), then one STORE of the tile."""
         g, p = self.g, self.p
         oy0, hh = g.tile(p.ho_t, i)
         m = hh * g.wo
         ns = self.n_blocks(j)
         acc0, out0 = slot * p.nt * self.m_max, self.out_base + slot * p.nt * self.m_max
+        store = not g.out_ub
+        skip0 = self.skip_base + slot * p.nt * self.m_max
+        if g.skip:          # the skip tile (LD queue, ahead of the VP work that waits for it)
+            loads = self._skip_loads(ns, oy0, m, skip0)
+            for q, f in enumerate(loads):
+                self.b.emit("LOAD", wait={self.skip_free} if q == 0 else (),
+                            signal={LD_VP_READY} if q == len(loads) - 1 else (), **f)
         for n in ns:
-            first, last = n == ns[0], n == ns[-1]
-            self.b.emit("ACT", wait={MX_VP_READY, ST_VP_FREE} if first else (),
-                        signal={VP_MX_FREE, VP_ST_READY} if last else (),
-                        acc_row=acc0 + (n - ns[0]) * self.m_max, ub_line=out0 + (n - ns[0]) * self.m_max,
-                        m_inner=m, pb_line=n * PB_RECORD_LINES, **self.act)
+            a_first, a_last = n == ns[0], n == ns[-1]
+            wait = {MX_VP_READY} | ({ST_VP_FREE} if store else set()) if a_first else ()
+            signal = {VP_MX_FREE} | ({VP_ST_READY} if store and not g.skip else set()) if a_last else ()
+            if g.out_ub:
+                base, gc, _ = self.ep.out_region
+                dst = dict(ub_line=base + n * gc.u_need * gc.wt + (gc.pt + oy0) * gc.wt + gc.pl, m_inner=g.wo,
+                           m_outer=hh, ub_outer_stride=gc.wt if hh > 1 else 0)
+            else:
+                dst = dict(ub_line=out0 + (n - ns[0]) * self.m_max, m_inner=m)
+            ins = self.b.emit("ACT", wait=wait, signal=signal, acc_row=acc0 + (n - ns[0]) * self.m_max,
+                              pb_line=n * PB_RECORD_LINES, **dst, **self.act)
+            if first and a_first:
+                ins.fence = True            # the PB records / LUT are loaded without a semaphore
+        if g.skip:
+            a_is_conv = self.ep.skip_index == 1
+            for n in ns:
+                e_first, e_last = n == ns[0], n == ns[-1]
+                out_l, skip_l = out0 + (n - ns[0]) * self.m_max, skip0 + (n - ns[0]) * m
+                self.b.emit("EWISE", wait={LD_VP_READY} if e_first else (),
+                            signal={self.skip_free, VP_ST_READY} if e_last else (), op=self.consts["add_op"],
+                            a_line=out_l if a_is_conv else skip_l, b_line=skip_l if a_is_conv else out_l,
+                            dst_line=out_l, n_lines=m, pb_line=self.add_pb, lut_id=1,
+                            lut_en=self.consts["add_lut"] is not None)
+        if not store:
+            return
         plane = g.ho * g.wo
         if len(ns) == 1 or plane <= MAX_STRIDE_FIELD:
             groups = [(ns, plane if len(ns) > 1 else 0)]
@@ -435,3 +606,16 @@ class _Schedule:
                         sram_line=out0 + (grp[0] - ns[0]) * self.m_max,
                         dram_line=self.y.plane(0, grp[0]) + oy0 * g.wo, rows=len(grp), row_len=m,
                         dram_row_stride=stride, sram_row_stride=self.m_max if len(grp) > 1 else 0)
+
+    def _skip_loads(self, ns: range, oy0: int, m: int, skip0: int) -> list[dict]:
+        """LOADs of the skip operand's tile (blocks ``ns``, ``m`` pixels from row ``oy0``) to ``skip0``,
+        blocks ``m`` lines apart."""
+        s, plane = self.ep.skip, self.g.ho * self.g.wo
+        src = s.plane(0, ns[0]) + oy0 * self.g.wo
+        if m == plane:
+            return self._runs("UB", skip0, src, m * len(ns))
+        if m <= MAX_FIELD and len(ns) <= MAX_FIELD and plane <= MAX_STRIDE_FIELD:
+            return [dict(buf="UB", sram_line=skip0, dram_line=src, rows=len(ns), row_len=m,
+                         dram_row_stride=plane if len(ns) > 1 else 0)]
+        return [f for n in ns
+                for f in self._runs("UB", skip0 + (n - ns[0]) * m, src + (n - ns[0]) * plane, m)]

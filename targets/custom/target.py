@@ -111,6 +111,12 @@ class CustomTarget(Target):
     def __init__(self, cfg: AccelConfig | None = None):
         self.cfg = cfg or load_config(preset_name="default")
 
+    def pipeline(self, options: dict) -> list:
+        """C.4 decisions as graph passes (``--disable-pass npu_fuse_epilogues`` / ``npu_residency``)."""
+        from .passes import FuseNpuEpilogues, PlanNpuResidency
+
+        return [FuseNpuEpilogues(self), PlanNpuResidency(self)]
+
     def unsupported_reason(self, node: Node) -> str | None:
         op = node.qualified_op
         if _layout_view(node):
@@ -164,7 +170,7 @@ class CustomTarget(Target):
         for i, step in enumerate(steps):
             step.name = f"{step.kind}{i}"
             if step.kind == "npu":
-                program, stats = _build_npu(cfg, step)
+                program, stats = _build_npu(cfg, step, self)
                 member = f"custom/{step.name}.npu"
                 files[member] = program.pack()
                 entries.append({"kind": "npu", "name": step.name, "program": member,
@@ -258,7 +264,12 @@ def _scale(v: Value) -> float:
     return 1.0
 
 
-def _build_npu(cfg: AccelConfig, step: Step):
+def _build_npu(cfg: AccelConfig, step: Step, target: CustomTarget | None = None):
+    """One NPU-1 program for ``step``; the C.4 decisions annotated by the target's passes
+    (``passes.py``) are honoured when still legal (re-checked by ``passes.plan_step``)."""
+    from .passes import plan_step
+
+    target = target or CustomTarget(cfg)
     b = ProgramBuilder(cfg, step.name)
     acts: dict[int, Act] = {}
 
@@ -275,25 +286,61 @@ def _build_npu(cfg: AccelConfig, step: Step):
         else:
             alloc(node.output)
     b.seal_tensors()
+    plans = plan_step(cfg, target, step.nodes, {id(v) for v in step.outputs})
+    absorbed = {id(lp.add) for lp in plans.values() if lp.add is not None}
     stats = []
     for node in step.nodes:
-        if _layout_view(node):
+        if _layout_view(node) or id(node) in absorbed:
             continue
         module, fn = _LOWERINGS[node.qualified_op]
-        st = b.begin_layer(node.name or node.output.name, node.meta.sources or (node.name,), node.op)
+        lp = plans.get(id(node))
+        sources = list(node.meta.sources or (node.name,))
+        if lp is not None and lp.add is not None:
+            sources += list(lp.add.meta.sources or (lp.add.name,))
+        st = b.begin_layer(node.name or node.output.name, sources, node.op)
         ins = [acts[id(v)] for v in node.inputs if v is not None and not v.is_const]
+        out = node.output if lp is None or lp.add is None else lp.add.output
         st.geometry = {"inputs": [list(a.shape) for a in ins], "output": list(node.output.type.shape),
                        **{k: node.attr(k) for k in ("kernel_shape", "strides", "pads") if node.attr(k)}}
         try:
-            getattr(module, fn)(b, node, *ins, acts[id(node.output)], st)
+            if lp is None:
+                getattr(module, fn)(b, node, *ins, acts[id(out)], st)
+            else:
+                own_base, own_lines = lp.own(cfg.ub_lines)
+                skip = None if lp.add is None else acts[id(lp.add.input(lp.skip_index))]
+                ep = conv.Epilogue(add=lp.add, skip=skip, skip_index=lp.skip_index, in_base=lp.in_base,
+                                   out_region=lp.out_region,
+                                   own_base=own_base, own_lines=own_lines)
+                conv.lower_qconv(b, node, *ins, acts[id(out)], st, ep)
+                _fusion_stats(st, lp)
         except (AccelError, ValueError) as exc:
             raise LoweringError(f"custom target: cannot lower {node.label}: {exc}") from None
         stats.append(st)
     program = b.finish({"segment": step.name,
                         "compulsory_bytes": sum(s.compulsory_bytes for s in stats),
                         "predicted_dram_bytes": sum(s.predicted_dram_bytes for s in stats),
-                        "predicted_cycles": sum(s.predicted_cycles for s in stats)})
+                        "predicted_cycles": sum(s.predicted_cycles for s in stats),
+                        "saved_dram_bytes": sum(s.saved_dram_bytes for s in stats)})
     return program, stats
+
+
+def _fusion_stats(st, lp) -> None:
+    """Record a fused layer's C.4 decisions and the DRAM bytes each fused edge saves."""
+    fused = {}
+    if lp.add is not None:
+        fused["add"] = lp.add.name
+        st.notes.append(f"fused {lp.add.name} (QAdd) into the epilogue: saves {lp.saved_bytes['fused_add']} "
+                        f"DRAM bytes")
+    if lp.in_base is not None:
+        fused["input_in_ub"] = [lp.in_pos, lp.in_lines]
+        st.notes.append("input read from UB (resident, written by the previous layer)")
+    if lp.out_region is not None:
+        fused["output_in_ub"] = [lp.consumer.name, lp.out_pos, lp.out_lines]
+        st.notes.append(f"output stays in UB for {lp.consumer.name}: saves ~{lp.saved_bytes['resident_out']} "
+                        f"DRAM bytes")
+    st.saved_dram_bytes = sum(lp.saved_bytes.values())
+    st.tiling["fusion"] = fused
+    st.tiling["saved_dram_bytes"] = dict(lp.saved_bytes)
 
 
 # ---- host segments ----------------------------------------------------------------------------------------

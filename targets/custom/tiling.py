@@ -51,6 +51,15 @@ class ConvGeom:
     pr: int = 0
     block: int = 32
     lut: bool = False
+    # C.4 fusion / residency (see conv.py): ``skip`` a fused residual add in the epilogue (its operand tile is
+    # LOADed per output tile, two more UB slots), ``in_ub`` the input is already in UB in this layer's
+    # resident-input layout (no input LOADs; the input region is not part of this layer's UB lines),
+    # ``out_ub`` the output is written by ACT into the next layer's UB region (no output slots, no STORE),
+    # ``ub_lines`` the UB lines this layer's own buffers may use (0: all of UB)
+    skip: bool = False
+    in_ub: bool = False
+    out_ub: bool = False
+    ub_lines: int = 0
 
     @property
     def ho(self) -> int:
@@ -240,21 +249,38 @@ def fits(cfg: AccelConfig, g: ConvGeom, p: Plan, hin_max: int) -> bool:
     """Buffer capacities and ISA field limits of plan ``p``."""
     m = p.ho_t * g.wo
     blk = g.block
-    in_lines = g.cb * g.u_need * g.wt if p.in_res else 2 * p.kc * hin_max * g.wt
+    if g.in_ub:
+        in_lines = 0
+    else:
+        in_lines = g.cb * g.u_need * g.wt if p.in_res else 2 * p.kc * hin_max * g.wt
     w_lines = g.nb * g.cb * g.taps * blk if p.w_res else 2 * p.nt * p.kc * g.taps * blk
-    return (m <= MAX_FIELD and 2 * p.nt * m <= cfg.acc_rows and in_lines + 2 * p.nt * m <= cfg.ub_lines
+    out_lines = out_slot_count(g) * p.nt * m
+    return (m <= MAX_FIELD and 2 * p.nt * m <= cfg.acc_rows and in_lines + out_lines <= ub_avail(cfg, g)
             and w_lines <= cfg.wb_lines)
+
+
+def out_slot_count(g: ConvGeom) -> int:
+    """UB tiles of ``nt x Mt`` lines past the input: two output slots (unless ``out_ub``), two skip slots."""
+    return (0 if g.out_ub else 2) + (2 if g.skip else 0)
+
+
+def ub_avail(cfg: AccelConfig, g: ConvGeom) -> int:
+    return g.ub_lines or cfg.ub_lines
 
 
 def fixed_bytes(cfg: AccelConfig, g: ConvGeom) -> int:
     """Output, PB records and LUT: moved once by every plan."""
-    return (g.nb * g.ho * g.wo + g.nb * PB_RECORD_LINES + (LUT_LINES if g.lut else 0)) * cfg.line_bytes
+    outs = int(not g.out_ub) + int(g.skip)          # the output STORE, the skip operand LOAD
+    return (outs * g.nb * g.ho * g.wo + g.nb * PB_RECORD_LINES + (LUT_LINES if g.lut else 0)
+            + (1 if g.skip else 0)) * cfg.line_bytes
 
 
 def compulsory_bytes(cfg: AccelConfig, g: ConvGeom) -> int:
-    """C.3: input, weights, params (+LUT) and output, each once, in DRAM (blocked layout) bytes."""
-    return (g.cb * g.h * g.w * cfg.line_bytes + g.nb * g.cb * g.taps * g.block * cfg.line_bytes
-            + fixed_bytes(cfg, g))
+    """C.3: input, weights, params (+LUT) and output, each once, in DRAM (blocked layout) bytes; for a fused
+    group only the tensors crossing its boundary (no input if it is UB-resident, no output if the output
+    stays in UB, plus the skip operand of a fused add)."""
+    return ((0 if g.in_ub else g.cb * g.h * g.w * cfg.line_bytes)
+            + g.nb * g.cb * g.taps * g.block * cfg.line_bytes + fixed_bytes(cfg, g))
 
 
 def evaluate(cfg: AccelConfig, g: ConvGeom, p: Plan, tt: _TileTable) -> tuple[int, int]:
@@ -279,6 +305,8 @@ def evaluate(cfg: AccelConfig, g: ConvGeom, p: Plan, tt: _TileTable) -> tuple[in
     else:
         w_load = first_j
     in_b, in_c = (tt.r_bytes, tt.r_bus) if p.in_res else (tt.s_bytes, tt.s_bus)
+    if g.in_ub:
+        in_b, in_c = in_b * 0, in_c * 0
     wblk = g.taps * g.block                     # weight lines per (n block, k block)
     in_bytes = int((in_load * in_b[:, None]).sum()) * g.cb
     w_bytes = int((w_load * nts[None, :]).sum()) * g.cb * wblk * cfg.line_bytes
@@ -286,7 +314,7 @@ def evaluate(cfg: AccelConfig, g: ConvGeom, p: Plan, tt: _TileTable) -> tuple[in
     mx = nts[None, :] * (g.cb * g.taps) * np.maximum(tt.m, cfg.array_rows)[:, None]
     burst = cfg.dram_burst_bytes
     store = np.ceil(nts[None, :] * np.ceil(tt.m * cfg.line_bytes / burst)[:, None] * burst
-                    / cfg.dram_bytes_per_cycle)
+                    / cfg.dram_bytes_per_cycle) * (int(not g.out_ub) + int(g.skip))
     act = nts[None, :] * tt.m[:, None]
     w_bus = wblk * cfg.line_bytes / cfg.dram_bytes_per_cycle    # bus cycles per (n block, k block)
     dma = in_load * in_c[:, None] * g.cb + w_load * nts[None, :] * g.cb * w_bus + store
@@ -325,8 +353,10 @@ def search(cfg: AccelConfig, g: ConvGeom, slack: float = 0.02) -> SearchResult:
         tt = tile_table(cfg, g, ho_t)
         for nt in _distinct_sizes(g.nb, g.nb):
             for kc in _distinct_sizes(g.cb, g.cb):
-                for in_res in (True, False):
+                for in_res in (True,) if g.in_ub else (True, False):
                     for w_res in (True, False):
+                        if g.skip and not (in_res or w_res):
+                            continue        # a fused add needs the semaphores a resident operand frees
                         for order in ("m_outer", "n_outer") if not (in_res and w_res) else ("m_outer",):
                             p = Plan(ho_t, nt, kc, order, in_res, w_res)
                             if fits(cfg, g, p, tt.hin_max):
