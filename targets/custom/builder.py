@@ -171,6 +171,11 @@ class ProgramBuilder:
         """First line of the constant region."""
         return self._act_lines
 
+    @property
+    def const_bytes(self) -> int:
+        """Bytes of the constant image so far (weights, PB records, LUTs)."""
+        return len(self._image)
+
     def constant(self, data) -> int:
         """Append ``data`` (bytes or an array, padded to whole lines) to the constant image; return its
         DRAM line. Identical constants are stored once."""

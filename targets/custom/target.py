@@ -185,6 +185,7 @@ class CustomTarget(Target):
                 entry = _relocate(build.manifest, prefix)
                 requires = entry["requires"]
                 entries.append({"kind": "host", "name": step.name, "entry": entry,
+                                "nodes": [n.name for n in step.nodes],
                                 "inputs": [v.name for v in step.inputs],
                                 "outputs": [v.name for v in step.outputs]})
                 kernels += [{**k, "target": "host", "segment": step.name} for k in build.kernels]
@@ -316,8 +317,11 @@ def _build_npu(cfg: AccelConfig, step: Step, target: CustomTarget | None = None)
         except (AccelError, ValueError) as exc:
             raise LoweringError(f"custom target: cannot lower {node.label}: {exc}") from None
         stats.append(st)
+    # C.3 for the segment: the tensors crossing its boundary once, plus every constant once
+    boundary = {id(acts[id(v)]): acts[id(v)] for v in list(step.inputs) + list(step.outputs) if id(v) in acts}
     program = b.finish({"segment": step.name,
-                        "compulsory_bytes": sum(s.compulsory_bytes for s in stats),
+                        "compulsory_bytes": sum(a.nbytes for a in boundary.values()) + b.const_bytes,
+                        "layer_compulsory_bytes": sum(s.compulsory_bytes for s in stats),
                         "predicted_dram_bytes": sum(s.predicted_dram_bytes for s in stats),
                         "predicted_cycles": sum(s.predicted_cycles for s in stats),
                         "saved_dram_bytes": sum(s.saved_dram_bytes for s in stats)})
