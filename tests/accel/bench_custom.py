@@ -91,6 +91,9 @@ def bench(name: str, out: Path) -> dict:
         "operators": report.get("operators"),
         "conv3x3_mac_util": {r["name"]: round(r["mac_util"], 4) for r in convs3},
         "conv3x3_min_mac_util": min((r["mac_util"] for r in convs3), default=None),
+        "conv3x3_max_dram_over_compulsory": max(((r["dram_read_bytes"] + r["dram_write_bytes"])
+                                                 / r["compulsory_bytes"] for r in convs3
+                                                 if r.get("compulsory_bytes")), default=None),
         "predicted_bytes_equal_simulated": bytes_equal,
         "predicted_cycles_max_error": max(cyc_err, default=None),
         "chosen_vs_best_exhaustive_bytes": chosen / best if best else None,
