@@ -100,10 +100,14 @@ def build_report(cfg: AccelConfig, program, result, *, wall_s: float | None = No
         "summary": summary,
         "layers": _layers(cfg, program, t, table, layer_info or {}),
     }
-    wall = result.wall_s if wall_s is None else wall_s
-    rep["wall"] = {"wall_s": wall, "simulated_macs_per_s": c["macs_useful"] / wall if wall else None,
-                   "host_time_s": host_time_s}
+    rep["wall"] = wall_section(c["macs_useful"], result.wall_s if wall_s is None else wall_s, host_time_s)
     return rep
+
+
+def wall_section(macs: int, wall_s: float, host_time_s: float | None = None) -> dict:
+    """The report's ``"wall"`` section: host seconds, simulated MAC/s, host-op time (not deterministic)."""
+    return {"wall_s": wall_s, "simulated_macs_per_s": macs / wall_s if wall_s else None,
+            "host_time_s": host_time_s}
 
 
 def _version():

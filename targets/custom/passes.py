@@ -135,11 +135,10 @@ def plan_step(cfg, target, nodes: list[Node], graph_outputs: set, decide_fusion:
 
 
 def _nbytes(cfg, value) -> int:
-    """Bytes of an activation in the blocked layout (builder.Act)."""
-    from .target import _as4
+    """Bytes of an activation in the blocked layout."""
+    from .builder import Act
 
-    n, c, h, w = _as4(value.type.shape)
-    return n * -(-c // cfg.block) * h * w * cfg.line_bytes
+    return Act(value.name, value.type.shape, 0, 0, 1.0, cfg.block).nbytes
 
 
 def _npu_steps(graph: Graph, target):
@@ -157,51 +156,55 @@ def _config(target, ctx: PassContext):
     return cfg
 
 
-class FuseNpuEpilogues(Pass):
+class _NpuPlanPass(Pass):
+    """Runs :func:`plan_step` on every NPU step with ``plan_options`` and records each layer's decision."""
+
+    plan_options: dict = {}
+
+    def __init__(self, target):
+        self.target = target
+
+    def record(self, conv: Node, lp: LayerPlan) -> str | None:
+        """Annotate ``conv`` with its decision; return the change's description (None: nothing decided)."""
+        raise NotImplementedError
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        cfg = _config(self.target, ctx)
+        steps, outputs = _npu_steps(graph, self.target)
+        changes = []
+        for step in steps:
+            plans = plan_step(cfg, self.target, step.nodes, outputs, **self.plan_options)
+            for conv in step.nodes:
+                lp = plans.get(id(conv))
+                change = None if lp is None else self.record(conv, lp)
+                if change:
+                    changes.append(change)
+        return PassResult(bool(changes), changes)
+
+
+class FuseNpuEpilogues(_NpuPlanPass):
     """Residual-add fusion into the producing conv's epilogue (C.4); see the module docstring."""
 
     name = "npu_fuse_epilogues"
+    plan_options = {"decide_fusion": True, "residency": False}
 
-    def __init__(self, target):
-        self.target = target
-
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        cfg = _config(self.target, ctx)
-        steps, outputs = _npu_steps(graph, self.target)
-        changes = []
-        for step in steps:
-            plans = plan_step(cfg, self.target, step.nodes, outputs, decide_fusion=True, residency=False)
-            for conv in step.nodes:
-                lp = plans.get(id(conv))
-                if lp is None or lp.add is None:
-                    continue
-                conv.set_attr(FUSE_ATTR, lp.add.name)
-                lp.add.set_attr(FUSED_INTO, conv.name)
-                changes.append(f"conv {conv.name} + add {lp.add.name} fused: saves "
-                               f"{lp.saved_bytes['fused_add']} DRAM bytes")
-        return PassResult(bool(changes), changes)
+    def record(self, conv: Node, lp: LayerPlan) -> str | None:
+        if lp.add is None:
+            return None
+        conv.set_attr(FUSE_ATTR, lp.add.name)
+        lp.add.set_attr(FUSED_INTO, conv.name)
+        return f"conv {conv.name} + add {lp.add.name} fused: saves {lp.saved_bytes['fused_add']} DRAM bytes"
 
 
-class PlanNpuResidency(Pass):
+class PlanNpuResidency(_NpuPlanPass):
     """Layer-to-layer UB residency (C.4); see the module docstring."""
 
     name = "npu_residency"
+    plan_options = {"decide_residency": True}
 
-    def __init__(self, target):
-        self.target = target
-
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        cfg = _config(self.target, ctx)
-        steps, outputs = _npu_steps(graph, self.target)
-        changes = []
-        for step in steps:
-            plans = plan_step(cfg, self.target, step.nodes, outputs, decide_residency=True)
-            for conv in step.nodes:
-                lp = plans.get(id(conv))
-                if lp is None or lp.consumer is None:
-                    continue
-                conv.set_attr(RESIDENT_ATTR, lp.consumer.name)
-                changes.append(f"{conv.output.name} ({conv.name} -> {lp.consumer.name}) stays in UB "
-                               f"[{lp.out_pos}, {lp.out_lines} lines]: saves "
-                               f"~{lp.saved_bytes['resident_out']} DRAM bytes")
-        return PassResult(bool(changes), changes)
+    def record(self, conv: Node, lp: LayerPlan) -> str | None:
+        if lp.consumer is None:
+            return None
+        conv.set_attr(RESIDENT_ATTR, lp.consumer.name)
+        return (f"{conv.output.name} ({conv.name} -> {lp.consumer.name}) stays in UB "
+                f"[{lp.out_pos}, {lp.out_lines} lines]: saves ~{lp.saved_bytes['resident_out']} DRAM bytes")

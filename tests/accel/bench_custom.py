@@ -84,10 +84,8 @@ def bench(name: str, out: Path) -> dict:
         "bit_exact_vs_cpu_int8": all(np.array_equal(g, w) for g, w in zip(got, want)),
         "deterministic": _strip(report) == _strip(npu.last_report),
         "cycles": s["cycles"], "mac_util": s["mac_util"], "macs": macs,
-        "dram_bytes": s["dram"]["bytes_total"] if "dram" in s else s.get("dram_bytes"),
-        "compulsory_bytes": s.get("compulsory_bytes") or (s.get("dram") or {}).get("compulsory_bytes"),
-        "energy_uj": (s.get("energy_pj") or {}).get("total", 0) / 1e6 if isinstance(s.get("energy_pj"), dict)
-        else s.get("energy_pj", 0) / 1e6,
+        "dram_bytes": s["dram"]["bytes_total"], "compulsory_bytes": s["dram"]["compulsory_bytes"],
+        "energy_uj": s["energy_pj"]["total"] / 1e6,
         "operators": report.get("operators"),
         "conv3x3_mac_util": {r["name"]: round(r["mac_util"], 4) for r in convs3},
         "conv3x3_min_mac_util": min((r["mac_util"] for r in convs3), default=None),
