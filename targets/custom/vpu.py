@@ -40,6 +40,7 @@ from runtime.accel.isa import Instruction
 from runtime.accel.timing import dma_cost, occupancy
 
 from .builder import LD_VP_READY, ST_VP_FREE, VP_LD_FREE, VP_ST_READY, Act, LayerStats, ProgramBuilder
+from .packing import pack_lut
 
 DMA_MAX = 1024            # LOAD/STORE rows, row_len and POOL in_w/out_h/out_w (10-bit ``_m1`` fields)
 PAD_MAX = 7               # LOAD pad fields are 3 bits
@@ -309,17 +310,13 @@ def _contiguous(op: str, sram_line: int, dram_line: int, n_lines: int) -> list:
 def _emit_queue(b: ProgramBuilder, items: list, wait, signal) -> None:
     """Emit ``items`` in order: the first waits ``wait``, the last signals ``signal``."""
     for i, (op, fields) in enumerate(items):
-        _emit(b, op, fields, wait if i == 0 else (), signal if i == len(items) - 1 else ())
-
-
-def _emit(b: ProgramBuilder, op: str, fields: dict, wait=(), signal=()) -> None:
-    b.emit(op, wait=wait, signal=signal, **fields)
+        b.emit(op, wait=wait if i == 0 else (), signal=signal if i == len(items) - 1 else (), **fields)
 
 
 def _emit_stream(b: ProgramBuilder, prologue: list, chunks: list[Chunk]) -> None:
     """The B.3 double-buffered loop (module docstring); program order = chunk order."""
     for op, fields in prologue:
-        _emit(b, op, fields)
+        b.emit(op, **fields)
     for ch in chunks:
         _emit_queue(b, ch.loads, (VP_LD_FREE,), (LD_VP_READY,))
         _emit_queue(b, ch.ops, (LD_VP_READY, ST_VP_FREE), (VP_LD_FREE, VP_ST_READY))
@@ -409,7 +406,7 @@ def _param_prologue(b: ProgramBuilder, line: bytes, lut: np.ndarray | None) -> t
     nbytes = len(line)
     if lut is not None:
         per = b.cfg.lut_entries // b.cfg.line_bytes
-        items.append(_load(LUT_ID * per, b.constant(lut.astype(np.int8).tobytes()), 1, per, buf="LUT"))
+        items.append(_load(LUT_ID * per, b.constant(pack_lut(lut)), 1, per, buf="LUT"))
         nbytes += lut.size
     return items, nbytes
 
