@@ -407,5 +407,5 @@ def copy(node, xs):
     return [np.array(xs[0], copy=True)]
 
 
-# The quantized ops register themselves into REGISTRY on import.
-from . import quantized_ops  # noqa: E402,F401
+# The quantized, math, data-movement and transformer ops register themselves into REGISTRY on import.
+from . import ops_data, ops_math, ops_transformer, quantized_ops  # noqa: E402,F401

@@ -1,7 +1,7 @@
 """Generate the C translation unit for a whole graph (cpu target).
 
 ``model.c`` is: the blocking defines of the chosen ISA level, the static kernel library
-(``kernels_common.h``, ``kernels_gemm.c``, ``kernels_ops.c``, ``kernels_quant.c``), one
+(``LIBRARY_FILES``), one
 ``static void kN_<node>(const lw_ctx *)`` per computing node (view ops generate nothing: they alias their
 input), and the exported ABI:
 
@@ -26,13 +26,25 @@ from lowering.ir import Graph, Node
 from lowering.memory import is_view
 
 # the emit_* modules register the op lowerings
-from . import emit_data, emit_elementwise, emit_linear, emit_quant, emit_quant_pointwise  # noqa: F401
+from . import (  # noqa: F401
+    emit_data,
+    emit_elementwise,
+    emit_index,
+    emit_linear,
+    emit_math,
+    emit_quant,
+    emit_quant_pointwise,
+    emit_transformer,
+)
 from .build import IsaLevel
 from .pack import WeightsBlob
 from .registry import LOWERINGS, EmitContext, align, numel
 
 ABI_VERSION = 1
-LIBRARY_FILES = ("kernels_common.h", "kernels_gemm.c", "kernels_ops.c", "kernels_quant.c")
+LIBRARY_FILES = (
+    "kernels_common.h", "kernels_gemm.c", "kernels_ops.c", "kernels_quant.c",
+    "kernels_math.c", "kernels_index.c", "kernels_transformer.c",
+)
 
 
 @dataclass

@@ -1,0 +1,3 @@
+"""Normalisation and fused transformer kernels for the cpu target (kernels in ``kernels_transformer.c``)."""
+
+from __future__ import annotations

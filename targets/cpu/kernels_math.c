@@ -1,0 +1,1 @@
+/* kernels_math.c: reductions and math helpers (cpu target). */

@@ -1,0 +1,1 @@
+/* kernels_transformer.c: layer normalisation, GELU and fused attention (cpu target). */
