@@ -40,6 +40,8 @@ FLOAT_ONLY = (DType.FLOAT32,)
 BYTE_TYPES = (DType.FLOAT32, DType.INT8, DType.UINT8)
 ANY_STORED = (DType.FLOAT32, DType.INT8, DType.UINT8, DType.INT32)
 QUANT_TYPES = (DType.INT8, DType.UINT8)
+#: every element type a cpu buffer can hold (bool is stored one byte per element, as numpy does)
+ALL_TYPES = (DType.FLOAT32, DType.INT8, DType.UINT8, DType.INT32, DType.INT64, DType.BOOL)
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ C_TYPES = {
     DType.UINT8: "uint8_t",
     DType.INT32: "int32_t",
     DType.INT64: "int64_t",
+    DType.BOOL: "uint8_t",
 }
 
 
