@@ -21,12 +21,12 @@ VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 #: Unary elementwise ops -> number of float parameters they carry when fused.
 UNARY_OPS = {
     "Relu": 0, "LeakyRelu": 1, "Clip": 2, "Sigmoid": 0, "Tanh": 0, "Neg": 0, "Abs": 0, "Exp": 0,
-    "Sqrt": 0, "Identity": 0,
+    "Sqrt": 0, "Identity": 0, "Gelu": 1,
 }
 BINARY_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
 
 #: Activations a Conv/Gemm epilogue can apply (a subset of UNARY_OPS).
-EPILOGUE_ACTIVATIONS = frozenset({"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh"})
+EPILOGUE_ACTIVATIONS = frozenset({"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Gelu"})
 
 FLOAT_MAX = 3.4028234663852886e38
 
@@ -35,6 +35,9 @@ def activation_params(node: Node) -> tuple[float, ...] | None:
     """The float parameters of a standard unary op, or None when they are not compile-time constants."""
     if node.op == "LeakyRelu":
         return (float(node.attr("alpha", 0.01)),)
+    if node.op == "Gelu":  # ONNX opset 20: approximate "none" (erf form) or "tanh"; the parameter says which
+        approximate = node.attr("approximate", "none")
+        return (1.0,) if approximate == "tanh" else (0.0,) if approximate == "none" else None
     if node.op == "Clip":
         bounds = []
         for i, default in ((1, -FLOAT_MAX), (2, FLOAT_MAX)):

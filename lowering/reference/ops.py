@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -41,6 +42,7 @@ UNARY_NUMPY = {
     "Exp": lambda x, p: np.exp(x),
     "Sqrt": lambda x, p: np.sqrt(x),
     "Identity": lambda x, p: x,
+    "Gelu": lambda x, p: _gelu(x, p[0] if p else 0.0),
 }
 
 
@@ -51,6 +53,24 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     e = np.exp(x[~pos])
     out[~pos] = e / (1 + e)
     return out
+
+
+_ERF = np.frompyfunc(math.erf, 1, 1)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, exactly (math.erf in float64), in x's dtype."""
+    return _ERF(np.asarray(x, dtype=np.float64)).astype(np.float64).astype(np.asarray(x).dtype)
+
+
+def _gelu(x: np.ndarray, tanh_form: float) -> np.ndarray:
+    """ONNX Gelu: 0.5 x (1 + erf(x / sqrt 2)), or with ``tanh_form`` its tanh approximation (in float64)."""
+    x64 = np.asarray(x, dtype=np.float64)
+    if tanh_form:
+        inner = np.tanh(math.sqrt(2.0 / math.pi) * (x64 + 0.044715 * x64 ** 3))
+    else:
+        inner = _ERF(x64 / math.sqrt(2.0)).astype(np.float64)
+    return (0.5 * x64 * (1.0 + inner)).astype(np.asarray(x).dtype)
 
 
 def _int_div(a, b):
@@ -75,6 +95,11 @@ for _name, _f in BINARY_NUMPY.items():
 @register("LeakyRelu")
 def leaky_relu(node, xs):
     return [UNARY_NUMPY["LeakyRelu"](xs[0], (node.attr("alpha", 0.01),))]
+
+
+@register("Gelu")
+def gelu(node, xs):
+    return [_gelu(xs[0], 1.0 if node.attr("approximate", "none") == "tanh" else 0.0)]
 
 
 @register("Clip")

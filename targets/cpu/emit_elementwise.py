@@ -31,6 +31,7 @@ UNARY_C = {
     "Exp": "lw_expf({0})",
     "Sqrt": "sqrtf({0})",
     "Identity": "{0}",
+    "Gelu": "lw_gelu({0}, {p0})",
 }
 ROW_CHUNK = 8192  # elements per parallel task when the inner dimension is long
 PARALLEL_MIN = 32768  # elements below which a loop runs on one thread

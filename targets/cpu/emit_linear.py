@@ -23,7 +23,7 @@ from lowering.opinfo import DOMAIN, EPILOGUE_ACTIVATIONS, FLOAT_MAX, window_geom
 from .pack import pack_a, pack_b, pack_conv_weights, packed_a_floats, packed_b_floats
 from .registry import EmitContext, KernelCode, align, batch_index, c_float, c_longs, numel, register
 
-ACTIVATION_CODES = {"": 0, "Relu": 1, "LeakyRelu": 2, "Clip": 3, "Sigmoid": 4, "Tanh": 5}
+ACTIVATION_CODES = {"": 0, "Relu": 1, "LeakyRelu": 2, "Clip": 3, "Sigmoid": 4, "Tanh": 5, "Gelu": 6}
 DEFAULT_PARAMS = {"LeakyRelu": (0.01,), "Clip": (-FLOAT_MAX, FLOAT_MAX)}
 ITEM_BYTES = 64  # upper bound of sizeof(lw_gemm_item)
 #: the fields of lw_conv_geom, in order

@@ -71,7 +71,7 @@ typedef struct {
 } lw_ctx;
 
 /* Activations of Conv/Gemm epilogues and of elementwise bodies. */
-enum { LW_ACT_NONE = 0, LW_ACT_RELU, LW_ACT_LEAKYRELU, LW_ACT_CLIP, LW_ACT_SIGMOID, LW_ACT_TANH };
+enum { LW_ACT_NONE = 0, LW_ACT_RELU, LW_ACT_LEAKYRELU, LW_ACT_CLIP, LW_ACT_SIGMOID, LW_ACT_TANH, LW_ACT_GELU };
 
 static inline float lw_relu(float x) { return x < 0.0f ? 0.0f : x; }
 static inline float lw_leaky(float x, float a) { return x >= 0.0f ? x : x * a; }
@@ -122,6 +122,27 @@ static inline float lw_tanhf(float x) {
     return a < 0.625f ? small : big;
 }
 
+/* Branch-free erff: Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7 in exact arithmetic),
+ * erf(|x|) = 1 - t (a1 + t (a2 + ...)) exp(-x^2), t = 1 / (1 + p |x|); odd. Vectorizes like lw_expf. */
+static inline float lw_erff(float x) {
+    float a = fabsf(x);
+    float t = 1.0f / (1.0f + 0.3275911f * a);
+    float q = 1.061405429f;
+    q = q * t - 1.453152027f;
+    q = q * t + 1.421413741f;
+    q = q * t - 0.284496736f;
+    q = q * t + 0.254829592f;
+    float y = 1.0f - q * t * lw_expf(-a * a);
+    return x < 0.0f ? -y : y;
+}
+
+/* ONNX Gelu: tanh_form 0 is 0.5 x (1 + erf(x / sqrt 2)), nonzero the tanh approximation. The form is a
+ * compile-time literal at every call site, so the branch folds away. */
+static inline float lw_gelu(float x, float tanh_form) {
+    if (tanh_form != 0.0f) return 0.5f * x * (1.0f + lw_tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    return 0.5f * x * (1.0f + lw_erff(x * 0.7071067811865476f));
+}
+
 /* Apply an activation to n contiguous floats (switch outside the loops so each loop vectorizes). */
 static void lw_activate(float *c, long n, int act, float p0, float p1) {
     switch (act) {
@@ -130,6 +151,7 @@ static void lw_activate(float *c, long n, int act, float p0, float p1) {
     case LW_ACT_CLIP: for (long j = 0; j < n; j++) c[j] = lw_clip(c[j], p0, p1); break;
     case LW_ACT_SIGMOID: for (long j = 0; j < n; j++) c[j] = lw_sigmoid(c[j]); break;
     case LW_ACT_TANH: for (long j = 0; j < n; j++) c[j] = lw_tanhf(c[j]); break;
+    case LW_ACT_GELU: for (long j = 0; j < n; j++) c[j] = lw_gelu(c[j], p0); break;
     default: break;
     }
 }

@@ -105,7 +105,8 @@ static inline void lw_tile_finish(const lw_epilogue *e, const lw_gemm_item *it, 
             }
             lw_store(cr + v * LW_VEC, t);
         }
-        if (e->act == LW_ACT_SIGMOID || e->act == LW_ACT_TANH) lw_activate(cr, LW_NR, e->act, e->p0, e->p1);
+        if (e->act == LW_ACT_SIGMOID || e->act == LW_ACT_TANH || e->act == LW_ACT_GELU)
+            lw_activate(cr, LW_NR, e->act, e->p0, e->p1);
     }
 }
 
