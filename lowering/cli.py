@@ -284,6 +284,9 @@ def _report_summary(report: dict) -> list[str]:
              f"npu DRAM: read {d['read_bytes']:,} B, write {d['write_bytes']:,} B, "
              f"total {d['bytes_total']:,} B"
              + (f" ({d['bytes_total'] / comp:.2f}x compulsory {comp:,} B)" if comp else ""),
+             *([f"npu DRAM with the exhaustive search's fewest-bytes tilings: {d['best_tiling_bytes']:,} B "
+                f"(chosen tilings {d['ratio_to_best_tiling']:.3f}x that)"]
+               if d.get("best_tiling_bytes") else []),
              f"npu energy ({e['preset']}): {e['total'] / 1e6:.3f} uJ, {e['pj_per_mac']:.3f} pJ/MAC"]
     host = (report.get("wall") or {}).get("host") or []
     if host:

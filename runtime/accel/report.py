@@ -93,15 +93,32 @@ def build_report(cfg: AccelConfig, program, result, *, wall_s: float | None = No
         "vpu_ops": c["vpu_ops"], "vpu_energy_ops": c["vpu_energy_ops"],
         "operators": {"npu": npu_ops, "host": host_ops},
     }
+    layers = _layers(cfg, program, t, table, layer_info or {})
+    summary["dram"]["best_tiling_bytes"] = best_tiling_bytes(layers)
+    summary["dram"]["ratio_to_best_tiling"] = _ratio(actual, summary["dram"]["best_tiling_bytes"])
     rep = {
         "simulator": {"name": "NPU-1", "version": _version()},
         "config": cfg.to_dict(), "config_hash": cfg.config_hash(),
         "artifact_hash": artifact_hash or _program_hash(program),
         "summary": summary,
-        "layers": _layers(cfg, program, t, table, layer_info or {}),
+        "layers": layers,
     }
     rep["wall"] = wall_section(c["macs_useful"], result.wall_s if wall_s is None else wall_s, host_time_s)
     return rep
+
+
+def best_tiling_bytes(layers: list[dict]) -> int | None:
+    """DRAM bytes of the whole program had every searched layer used the tiling with the fewest bytes that
+    the compiler's exhaustive search found (its row's ``tiling.best_exhaustive_bytes``), the other layers
+    (elementwise, pooling: no tiling choice) as they ran. None without compiler facts for any layer."""
+    total, searched = 0, False
+    for row in layers:
+        best = (row.get("tiling") or {}).get("best_exhaustive_bytes")
+        if best:
+            total, searched = total + int(best), True
+        else:
+            total += row["dram_read_bytes"] + row["dram_write_bytes"]
+    return total if searched else None
 
 
 def wall_section(macs: int, wall_s: float, host_time_s: float | None = None) -> dict:
@@ -185,6 +202,9 @@ def to_text(report: dict, max_layers: int | None = None) -> str:
         f"{_fmt_bytes(d['write_bytes'])} (burst {_fmt_bytes(d['write_bytes_burst'])})  bus "
         f"{100 * d['bus_utilisation']:.1f}%  compulsory {_fmt_bytes(d['compulsory_bytes'])}"
         + (f"  actual/compulsory {d['ratio_to_compulsory']:.3f}" if d["ratio_to_compulsory"] else ""),
+        *([f"DRAM with the chosen tilings {_fmt_bytes(d['bytes_total'])}, with the exhaustive search's "
+           f"fewest-bytes tilings {_fmt_bytes(d['best_tiling_bytes'])} (chosen/best "
+           f"{d['ratio_to_best_tiling']:.3f})"] if d.get("best_tiling_bytes") else []),
         "SRAM high water: " + "  ".join(f"{k} {_fmt_bytes(v)}"
                                         for k, v in s["sram_high_water_bytes"].items()),
         f"energy ({e['preset']}) {e['total'] / 1e6:.3f} uJ, {e['pj_per_mac']:.3f} pJ/MAC: "

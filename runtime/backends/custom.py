@@ -372,8 +372,10 @@ class CustomExecutor:
             {"segments": [{"name", "report"}],   B.7 report of each NPU step (build_report, less its "wall")
              "summary":  totals over the segments: cycles, time_us, macs_useful, mac_slots, mac_util (over
                          the total cycles), dram {read/write/burst/total bytes, compulsory_bytes (when every
-                         program's meta has it), ratio_to_compulsory}, energy_pj (breakdown sums, total,
-                         pj_per_mac), predicted_cycles / predicted_dram_bytes (compiler meta), config
+                         program's meta has it), ratio_to_compulsory, best_tiling_bytes (searched layers
+                         at the exhaustive search's fewest-bytes tiling), ratio_to_best_tiling},
+                         energy_pj (breakdown sums, total, pj_per_mac), predicted_cycles /
+                         predicted_dram_bytes (compiler meta), config
              "layers":   every layer row of every segment, "name" = "<segment>/<layer>", plus "segment"
                          and "layer"; the compiler's per-layer facts echoed (its "macs": "compiler_macs")
              "host":     [{"name", "inputs", "outputs", "operators"}] per host step
@@ -396,6 +398,10 @@ class CustomExecutor:
         dram["ratio_to_compulsory"] = (dram["bytes_total"] / dram["compulsory_bytes"]
                                        if dram["compulsory_bytes"] else None)
         dram["bus_utilisation"] = dram["bus_busy_cycles"] / cycles if cycles else 0.0
+        best = [s["dram"].get("best_tiling_bytes") for s in sums]
+        dram["best_tiling_bytes"] = sum(b for b in best if b) if any(best) else None
+        dram["ratio_to_best_tiling"] = (dram["bytes_total"] / dram["best_tiling_bytes"]
+                                        if dram["best_tiling_bytes"] else None)
         energy = {k: sum(s["energy_pj"][k] for s in sums) for k in BREAKDOWN_KEYS}
         energy["pj_per_mac"] = energy["total"] / macs if macs else 0.0
         energy["preset"] = sums[0]["energy_pj"]["preset"] if sums else cfg.energy_preset

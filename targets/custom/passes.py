@@ -8,9 +8,11 @@ them), which ``target._build_npu`` honours after re-checking them with :func:`pl
   ``npu_fuse_add = <add name>`` (the add: ``npu_fused_into = <conv name>``): the add runs in the conv's
   epilogue (skip tile LOAD + EWISE), the conv's output never goes to DRAM.
 - ``PlanNpuResidency`` (``npu_residency``): a QConv whose only consumer is the next layer, a QConv that reads
-  every input row and column, gets ``npu_resident_out = <consumer name>`` when the consumer's padded input
-  region, both layers' buffers and the rest fit in UB: the producer's ACT writes the tensor straight into
-  the consumer's UB region (pad lines filled with the zero point) and neither STORE nor LOAD is emitted.
+  every input row and column or a pooling layer (``MaxPool``, ``lowering::QAveragePool``: C.4 "pooling after
+  conv"), gets ``npu_resident_out = <consumer name>`` when the consumer's padded input region, both layers'
+  buffers and the rest fit in UB: the producer's ACT writes the tensor straight into the consumer's UB
+  region (pad lines filled with the consumer's pad value: its input zero point, -128 for max pooling) and
+  neither STORE nor LOAD is emitted; the pooling layer POOLs from that region and STOREs only its output.
 
 ``--disable-pass npu_residency`` / ``npu_fuse_epilogues`` (CompileOptions.disabled_passes) switch them off.
 """
@@ -24,6 +26,7 @@ from lowering.passmanager import Pass, PassContext, PassResult
 
 FUSE_ATTR, FUSED_INTO, RESIDENT_ATTR = "npu_fuse_add", "npu_fused_into", "npu_resident_out"
 QCONV, QADD = "lowering::QConv", "lowering::QAdd"
+POOLS = frozenset({"MaxPool", "lowering::QAveragePool"})
 FILL_RECORD_LINES = 10
 
 
@@ -36,7 +39,9 @@ class LayerPlan:
     in_base: int | None = None
     in_pos: str = ""                 # "bottom" | "top": where the UB-resident input region lies
     in_lines: int = 0
-    out_region: tuple | None = None  # (base line, consumer geometry, zero point)
+    in_pitch: int = 0                # a resident pooling input: UB lines between its rows
+    in_geom: object = None           # a resident pooling input: the region's conv geometry
+    out_region: tuple | None = None  # (base line, consumer geometry, pad value)
     out_pos: str = ""
     out_lines: int = 0
     consumer: Node | None = None
@@ -66,11 +71,35 @@ def _feasible(cfg, node, lp: LayerPlan) -> bool:
     return g.ub_lines > 0 and pb <= cfg.pb_lines and search(cfg, g).plan is not None
 
 
+def _pool_feasible(cfg, node, lp: LayerPlan) -> bool:
+    from .vpu import _pool_geometry
+
+    _, own_lines = lp.own(cfg.ub_lines)
+    return own_lines // 2 >= _pool_geometry(node, avg=node.op != "MaxPool").ow
+
+
+def _consumer_region(cfg, target, c: Node):
+    """(region geometry, pad value, row pitch or 0) of consumer ``c``'s resident input, or None."""
+    from .conv import conv_geom, region_reason
+    from .vpu import pool_region
+
+    if c.qualified_op == QCONV:
+        gc, fill, pitch = conv_geom(c, cfg), int(c.attr("x_zero_point", 0)), 0
+    elif c.qualified_op in POOLS and target.unsupported_reason(c) is None:
+        try:
+            gc, fill, pitch = pool_region(c, avg=c.op != "MaxPool")
+        except ValueError:
+            return None
+    else:
+        return None
+    return None if region_reason(gc) is not None else (gc, fill, pitch)
+
+
 def plan_step(cfg, target, nodes: list[Node], graph_outputs: set, decide_fusion: bool = False,
               decide_residency: bool = False, fusion: bool = True, residency: bool = True) -> dict:
     """Per conv node id: its :class:`LayerPlan`, for the nodes of one NPU step (in order). Annotated decisions
     are honoured when still legal (``decide_*``: every legal candidate is taken, greedily in order)."""
-    from .conv import conv_geom, region_lines, region_reason
+    from .conv import region_lines
     from .target import _layout_view
 
     index = {id(n): i for i, n in enumerate(nodes)}
@@ -106,7 +135,7 @@ def plan_step(cfg, target, nodes: list[Node], graph_outputs: set, decide_fusion:
     layers = [n for n in nodes if not _layout_view(n) and id(n) not in absorbed]
     ub = cfg.ub_lines
     for p, c in zip(layers, layers[1:]) if residency else ():
-        if p.qualified_op != QCONV or c.qualified_op != QCONV or not c.name:
+        if p.qualified_op != QCONV or not c.name:
             continue
         if not decide_residency and p.attr(RESIDENT_ATTR, "") != c.name:
             continue
@@ -115,19 +144,20 @@ def plan_step(cfg, target, nodes: list[Node], graph_outputs: set, decide_fusion:
         if lp_p.add is not None or len(uses) != 1 or uses[0].node is not c or uses[0].index != 0 \
                 or id(p.output) in graph_outputs:
             continue
-        gc = conv_geom(c, cfg)
-        if region_reason(gc) is not None:
+        region = _consumer_region(cfg, target, c)
+        if region is None:
             continue
+        gc, fill, pitch = region
         size = region_lines(gc)
         pos = "top" if lp_p.in_pos == "bottom" else "bottom"
         base = 0 if pos == "bottom" else ub - size
-        zp = int(c.attr("x_zero_point", 0))
-        new_p = dataclasses.replace(lp_p, out_region=(base, gc, zp), out_pos=pos, out_lines=size, consumer=c,
-                                    saved_bytes=dict(lp_p.saved_bytes))
+        new_p = dataclasses.replace(lp_p, out_region=(base, gc, fill), out_pos=pos, out_lines=size,
+                                    consumer=c, saved_bytes=dict(lp_p.saved_bytes))
         lp_c = plans.get(id(c), LayerPlan())
-        new_c = dataclasses.replace(lp_c, in_base=base, in_pos=pos, in_lines=size,
-                                    saved_bytes=dict(lp_c.saved_bytes))
-        if not (_feasible(cfg, p, new_p) and _feasible(cfg, c, new_c)):
+        new_c = dataclasses.replace(lp_c, in_base=base, in_pos=pos, in_lines=size, in_pitch=pitch,
+                                    in_geom=gc, saved_bytes=dict(lp_c.saved_bytes))
+        consumer_ok = _feasible(cfg, c, new_c) if c.qualified_op == QCONV else _pool_feasible(cfg, c, new_c)
+        if not (_feasible(cfg, p, new_p) and consumer_ok):
             continue
         new_p.saved_bytes["resident_out"] = 2 * _nbytes(cfg, p.output) - FILL_RECORD_LINES * cfg.line_bytes
         plans[id(p)], plans[id(c)] = new_p, new_c

@@ -306,6 +306,12 @@ def _build_npu(cfg: AccelConfig, step: Step, target: CustomTarget | None = None)
         try:
             if lp is None:
                 getattr(module, fn)(b, node, *ins, acts[id(out)], st)
+            elif node.qualified_op != "lowering::QConv":      # a pooling layer reading a resident input
+                own_base, own_lines = lp.own(cfg.ub_lines)
+                resident = vpu.ResidentInput(lp.in_base, lp.in_geom.u_need * lp.in_geom.wt, lp.in_pitch,
+                                             own_base, own_lines)
+                getattr(module, fn)(b, node, *ins, acts[id(out)], st, resident=resident)
+                _fusion_stats(st, lp)
             else:
                 own_base, own_lines = lp.own(cfg.ub_lines)
                 skip = None if lp.add is None else acts[id(lp.add.input(lp.skip_index))]

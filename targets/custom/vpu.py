@@ -318,8 +318,11 @@ def _emit_stream(b: ProgramBuilder, prologue: list, chunks: list[Chunk]) -> None
     for op, fields in prologue:
         b.emit(op, **fields)
     for ch in chunks:
-        _emit_queue(b, ch.loads, (VP_LD_FREE,), (LD_VP_READY,))
-        _emit_queue(b, ch.ops, (LD_VP_READY, ST_VP_FREE), (VP_LD_FREE, VP_ST_READY))
+        if ch.loads:
+            _emit_queue(b, ch.loads, (VP_LD_FREE,), (LD_VP_READY,))
+            _emit_queue(b, ch.ops, (LD_VP_READY, ST_VP_FREE), (VP_LD_FREE, VP_ST_READY))
+        else:           # the operands are already in UB (a resident input): only the output slots cycle
+            _emit_queue(b, ch.ops, (ST_VP_FREE,), (VP_ST_READY,))
         _emit_queue(b, ch.stores, (VP_ST_READY,), (ST_VP_FREE,))
 
 
@@ -341,6 +344,9 @@ def estimate_cycles(cfg, prologue: list, chunks: list[Chunk]) -> int:
     ld_done, vp_done, st_done = {}, {}, {}
     for item in prologue:
         free["LD"] = free["bus"] = free["bus"] + bus(item)
+    for j, ch in enumerate(chunks):
+        if not ch.loads:              # operands resident in UB: ready once the prologue has landed
+            ld_done[j] = free["LD"] + (lat if prologue else 0)
     lq = [(j, k) for j in range(n) for k in range(len(chunks[j].loads))]
     sq = [(j, k) for j in range(n) for k in range(len(chunks[j].stores))]
     vi = 0
@@ -561,24 +567,96 @@ def _pool_chunks(cfg, g: PoolGeometry, x: Act, y: Act, avg: bool, pad_value: int
                         pads=[g.pt, g.pl, g.pb, g.pr])
 
 
-def lower_maxpool(b: ProgramBuilder, node, x: Act, y: Act, stats: LayerStats) -> None:
-    """``MaxPool`` (int8, 2-D): POOL max per plane tile, padding (and ceil_mode overhang) = -128."""
+@dataclass(frozen=True)
+class ResidentInput:
+    """A pooling input the producing conv left in UB (C.4 residency): channel-block plane ``c`` starts at
+    line ``base + c * plane_lines``, rows ``in_w`` lines apart, padding already filled."""
+
+    base: int
+    plane_lines: int
+    in_w: int
+    own_base: int           # the UB lines [own_base, own_base + own_lines) are the layer's own
+    own_lines: int
+
+
+def pool_region(node, avg: bool):
+    """The conv geometry whose resident-input region (``conv.region_lines``) is this pooling layer's padded
+    input as POOL reads it, the pad value its producer fills in, and the row pitch; ValueError if the
+    pooling cannot read a resident input."""
+    from .tiling import ConvGeom
+
+    g = _pool_geometry(node, avg)
+    _, c, h, w = node.input(0).type.shape
+    if avg and _int(node, "global", 0):
+        gc = ConvGeom(h, w, c, c, kh=h, kw=w)        # the plane, unpadded; POOL reads it as g's grid
+        return gc, _int(node, "x_zero_point", 0), g.in_w
+    gc = ConvGeom(h, w, c, c, kh=g.kh, kw=g.kw, sh=g.sh, sw=g.sw, pt=g.pt, pl=g.pl, pb=g.pb, pr=g.pr)
+    if (gc.ho, gc.wo) != (g.oh, g.ow) or gc.u_need < g.tile_rows(g.oh):
+        raise ValueError("the pooling windows do not tile the padded input as a convolution would")
+    return gc, (_int(node, "x_zero_point", 0) if avg else INT8[0]), gc.wt
+
+
+def _resident_pool_chunks(cfg, g: PoolGeometry, r: ResidentInput, y: Act, avg: bool):
+    """Chunks of a pooling layer whose input is resident: POOLs from the region into two output slots in the
+    layer's own lines, STOREs. Whole planes per chunk when they fit a slot, else tiles of output rows."""
+    planes, slot = y.n * y.cb, r.own_lines // 2
+    if g.ow > slot:
+        raise ValueError(f"an output row of {g.ow} lines does not fit half the {r.own_lines} free UB lines")
+    if g.oh * g.ow <= slot:
+        per, ot = max(1, min(planes, slot // (g.oh * g.ow))), g.oh
+        groups = [[_Tile(p, 0, g.oh) for p in range(p0, min(planes, p0 + per))]
+                  for p0 in range(0, planes, per)]
+    else:
+        per, ot = 1, min(g.oh, slot // g.ow, DMA_MAX)
+        groups = [[_Tile(p, oy0, min(ot, g.oh - oy0))] for p in range(planes) for oy0 in range(0, g.oh, ot)]
+    chunks = []
+    for i, grp in enumerate(groups):
+        ch, d = Chunk(), r.own_base + (i % 2) * slot
+        dst = d
+        for t in grp:
+            ch.ops.append(("POOL", dict(src_line=r.base + t.plane * r.plane_lines + t.oy0 * g.sh * r.in_w,
+                                        dst_line=d, in_w=r.in_w, kh=g.kh, kw=g.kw, sh=g.sh, sw=g.sw,
+                                        out_h=t.ot, out_w=g.ow, pb_line=0, avg=avg)))
+            d += t.ot * g.ow
+        ch.stores += _contiguous("STORE", dst, y.dram_line + grp[0].plane * g.oh * g.ow + grp[0].oy0 * g.ow,
+                                 d - dst)
+        chunks.append(ch)
+    return chunks, dict(planes_per_chunk=per, out_rows_per_tile=ot, in_slot_lines=0, out_slot_lines=slot,
+                        window=[g.kh, g.kw], strides=[g.sh, g.sw], pads=[g.pt, g.pl, g.pb, g.pr],
+                        input_in_ub=True)
+
+
+def lower_maxpool(b: ProgramBuilder, node, x: Act, y: Act, stats: LayerStats,
+                  resident: ResidentInput | None = None) -> None:
+    """``MaxPool`` (int8, 2-D): POOL max per plane tile, padding (and ceil_mode overhang) = -128.
+    ``resident``: the input is already in UB (written there by the producing conv)."""
     _require(node)
     g = _pool_geometry(node, avg=False)
+    if resident is not None:
+        chunks, tiling = _resident_pool_chunks(b.cfg, g, resident, y, False)
+        _finish_layer(b, stats, [], chunks, [y], 0, tiling)
+        return
     chunks, tiling = _choose(b.cfg, [], [_pool_chunks(b.cfg, g, x, y, False, INT8[0], budget)
                                          for budget in POOL_CHUNKS])
     _finish_layer(b, stats, [], chunks, [x, y], 0, tiling)
 
 
-def lower_qavgpool(b: ProgramBuilder, node, x: Act, y: Act, stats: LayerStats) -> None:
-    """``lowering::QAveragePool`` (global or windowed): POOL avg, padding = x_zero_point (contributes 0)."""
+def lower_qavgpool(b: ProgramBuilder, node, x: Act, y: Act, stats: LayerStats,
+                   resident: ResidentInput | None = None) -> None:
+    """``lowering::QAveragePool`` (global or windowed): POOL avg, padding = x_zero_point (contributes 0).
+    ``resident``: the input is already in UB (written there by the producing conv)."""
     _require(node)
     g = _pool_geometry(node, avg=True)
     zx = _int(node, "x_zero_point", 0)
     line = param_line(_int(node, "multiplier"), 0, _int(node, "shift"), zx, 0, **_finish_params(node),
                       line_bytes=b.cfg.line_bytes)
     prologue, const_bytes = _param_prologue(b, line, None)
-    chunks, tiling = _choose(b.cfg, prologue, [_pool_chunks(b.cfg, g, x, y, True, zx, budget)
-                                               for budget in POOL_CHUNKS])
-    _finish_layer(b, stats, prologue, chunks, [x, y], const_bytes, dict(tiling, global_pool=bool(
+    if resident is not None:
+        chunks, tiling = _resident_pool_chunks(b.cfg, g, resident, y, True)
+        tensors = [y]
+    else:
+        chunks, tiling = _choose(b.cfg, prologue, [_pool_chunks(b.cfg, g, x, y, True, zx, budget)
+                                                   for budget in POOL_CHUNKS])
+        tensors = [x, y]
+    _finish_layer(b, stats, prologue, chunks, tensors, const_bytes, dict(tiling, global_pool=bool(
         _int(node, "global", 0))))

@@ -168,3 +168,39 @@ def test_resnet_block_56x56x64_saving():
     t = 64 * 56 * 56
     assert bytes0 - bytes1 >= 3 * t          # the add's two reads + conv outputs' writes, minus the halo
     assert e1 < e0
+
+
+def conv_pool(pool: str, hw=12, c=40, seed=7, **attrs):
+    """conv3x3+relu -> pooling (C.4 "pooling after conv": the pool reads the conv output from UB)."""
+    from lowering.quantized import quantize_multiplier
+
+    m = GraphMaker("conv_pool", seed)
+    x = m.qinput(1, c, hw, hw, dtype=np.int8)
+    h = _conv(m, x, c, relu=True, x_zp=3)
+    if pool == "max":
+        y = m.node("MaxPool", h, **attrs)
+    else:
+        count = hw * hw if attrs.get("global") else int(np.prod(attrs["kernel_shape"]))
+        mult, shift = quantize_multiplier(0.8 / count)
+        y = m.node("QAveragePool", h, domain=DOMAIN, out_dtype=np.int8, x_zero_point=_zp(h), out_zero_point=3,
+                   multiplier=[mult], shift=[shift], clamp_min=-100, clamp_max=127, **attrs)
+    return m.output(y)
+
+
+@pytest.mark.parametrize("pool, hw, attrs", [
+    ("max", 12, dict(kernel_shape=[2, 2], strides=[2, 2])),
+    ("max", 13, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),     # -128 pad lines
+    ("max", 9, dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),             # overhang padding
+    ("avg", 9, dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])),      # zero-point pad lines
+    ("avg", 7, {"global": 1}),
+])
+def test_pool_reads_the_conv_output_from_ub(pool, hw, attrs):
+    m = conv_pool(pool, hw=hw, **attrs)
+    base, rep0, bytes0, _ = check(m, ALL_OFF)
+    fused, rep1, bytes1, records = check(m)
+    conv_out = 2 * CFG.block * hw * hw          # two channel blocks, written once and read once unfused
+    assert bytes0 - bytes1 >= 2 * conv_out - 2 * CFG.line_bytes * 10
+    assert rep1["summary"]["energy_pj"]["total"] < rep0["summary"]["energy_pj"]["total"]
+    assert fused[0].tiling["fusion"]["output_in_ub"][0] == fused[1].name
+    assert fused[1].tiling["input_in_ub"] and fused[1].predicted_dram_bytes < base[1].predicted_dram_bytes
+    assert any("stays in UB" in c for r in records for c in r.changes)

@@ -77,6 +77,13 @@ def test_example_cnn_on_the_npu_equals_the_cpu_int8_path(tmp_path, capsys):
     layers = [row for row in report["layers"] if row.get("op_type") == "QConv"]
     assert layers and all(row["dram_read_bytes"] + row["dram_write_bytes"] == row["predicted_dram_bytes"]
                           for row in layers)
+    # the report sets the whole network's DRAM bytes beside those of the exhaustive search's best tilings
+    dram = report["summary"]["dram"]
+    best = [(row.get("tiling") or {}).get("best_exhaustive_bytes") for row in report["layers"]]
+    assert all(b for row, b in zip(report["layers"], best) if row.get("op_type") in ("QConv", "QMatMul"))
+    assert dram["best_tiling_bytes"] == sum(b or row["dram_read_bytes"] + row["dram_write_bytes"]
+                                            for row, b in zip(report["layers"], best))
+    assert 1.0 <= dram["ratio_to_best_tiling"] <= 1.1
     # the same artifact simulates to identical cycles, bytes and energy every run
     x = {sess.inputs[0].name: np.zeros(sess.inputs[0].shape, np.float32)}
     sess.run(None, x)
