@@ -1,7 +1,8 @@
 """Facts about ops that the reference interpreter, passes and targets share.
 
 - which ops are views (no data movement: the output aliases the input's storage);
-- which ops are elementwise, their arity and how many float parameters they carry;
+- which ops are elementwise, their arity, the float parameters they carry and their operand and result
+  element types (``elementwise_result``: the typing rule of fused elementwise bodies);
 - the fused ops of the ``lowering`` domain and their activation epilogues;
 - convolution and pooling geometry (pads, strides, dilations, output sizes, ``auto_pad``).
 """
@@ -11,19 +12,43 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .ir import Node
+from .ir import DType, Node
 
 DOMAIN = "lowering"
 
 #: Ops whose output has the same bytes as input 0, in the same order.
 VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 
-#: Unary elementwise ops -> number of float parameters they carry when fused.
+#: Unary elementwise ops -> number of float parameters they carry when fused. They map float32 to float32
+#: (``INTEGER_UNARY_OPS`` also integers to the same type); quantized graphs turn them into lookup tables.
 UNARY_OPS = {
     "Relu": 0, "LeakyRelu": 1, "Clip": 2, "Sigmoid": 0, "Tanh": 0, "Neg": 0, "Abs": 0, "Exp": 0,
-    "Sqrt": 0, "Identity": 0, "Gelu": 1,
+    "Sqrt": 0, "Identity": 0, "Gelu": 1, "Erf": 0, "Reciprocal": 0, "Log": 0, "Floor": 0, "Ceil": 0,
+    "Round": 0, "Sign": 0,
 }
-BINARY_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
+INTEGER_UNARY_OPS = frozenset({"Neg", "Abs", "Sign", "Identity"})
+#: Binary arithmetic: two operands of one numeric type give that type (Pow: a float32 base and any numeric
+#: exponent). Min and Max are variadic in ONNX; with two inputs they are binary elementwise ops.
+BINARY_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max"})
+#: Comparisons: two operands of one numeric type (bool too, for Equal) give bool.
+COMPARE_OPS = frozenset({"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"})
+#: Logic on bool tensors.
+LOGIC_OPS = frozenset({"And", "Or", "Xor"})
+#: Elementwise ops whose result type is not their operands' -> (operands, float parameters when fused).
+#: Cast's parameter is its ONNX ``to`` code; IsInf's are ``detect_positive`` and ``detect_negative``; Mod's
+#: is ``fmod`` (1: C fmod, the dividend's sign; 0, integers only: the divisor's sign).
+TYPED_OPS = {
+    "Not": (1, 0), "IsNaN": (1, 0), "IsInf": (1, 2), "Cast": (1, 1), "Where": (3, 0), "Mod": (2, 1),
+    **{op: (2, 0) for op in COMPARE_OPS | LOGIC_OPS},
+}
+#: Every op a ``lowering::FusedElementwise`` body can hold.
+BODY_OPS = frozenset(UNARY_OPS) | BINARY_OPS | frozenset(TYPED_OPS)
+
+#: ONNX TensorProto element-type codes of the types elementwise ops compute on (Cast's ``to``).
+ONNX_DTYPE_CODES = {1: DType.FLOAT32, 2: DType.UINT8, 3: DType.INT8, 6: DType.INT32, 7: DType.INT64,
+                    9: DType.BOOL}
+NUMERIC_DTYPES = (DType.FLOAT32, DType.INT64, DType.INT32, DType.INT8, DType.UINT8)
+STORED_DTYPES = NUMERIC_DTYPES + (DType.BOOL,)
 
 #: Activations a Conv/Gemm epilogue can apply (a subset of UNARY_OPS).
 EPILOGUE_ACTIVATIONS = frozenset({"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Gelu"})
@@ -50,6 +75,68 @@ def activation_params(node: Node) -> tuple[float, ...] | None:
                 return None
         return tuple(bounds)
     return ()
+
+
+def body_arity(op: str) -> int:
+    """How many operands a body op reads."""
+    return 2 if op in BINARY_OPS else TYPED_OPS[op][0] if op in TYPED_OPS else 1
+
+
+def body_param_count(op: str) -> int:
+    """How many float parameters a body op carries."""
+    return TYPED_OPS[op][1] if op in TYPED_OPS else UNARY_OPS.get(op, 0)
+
+
+def elementwise_params(node: Node) -> tuple[float, ...] | None:
+    """The float parameters of a standard elementwise op as a fused body carries them (None: not known at
+    compile time)."""
+    if node.op == "Cast":
+        return (float(node.attr("to")),)
+    if node.op == "Mod":
+        return (float(node.attr("fmod", 0)),)
+    if node.op == "IsInf":
+        return (float(node.attr("detect_positive", 1)), float(node.attr("detect_negative", 1)))
+    if node.op in UNARY_OPS:
+        return activation_params(node)
+    return ()
+
+
+def elementwise_result(op: str, dtypes: list[DType], params: tuple[float, ...] = ()) -> DType | str:
+    """The element type of body op ``op`` on operands of ``dtypes``, or why they are not valid for it."""
+    kinds = ", ".join(d.value for d in dtypes)
+    if op == "Cast":
+        to = ONNX_DTYPE_CODES.get(int(params[0])) if params else None
+        if dtypes[0] not in STORED_DTYPES or to is None:
+            return f"Cast from {dtypes[0].value} to ONNX type {int(params[0]) if params else '?'}"
+        return to
+    if op == "Where":
+        if dtypes[0] is not DType.BOOL or dtypes[1] is not dtypes[2] or dtypes[1] not in STORED_DTYPES:
+            return f"Where takes a bool condition and two operands of one type, not ({kinds})"
+        return dtypes[1]
+    if op == "Pow":
+        if dtypes[0] is not DType.FLOAT32 or dtypes[1] not in NUMERIC_DTYPES:
+            return f"Pow takes a float32 base and a numeric exponent, not ({kinds})"
+        return DType.FLOAT32
+    if op == "Mod" and not (params and params[0]) and dtypes[0] is DType.FLOAT32:
+        return "Mod of float32 tensors needs fmod=1"
+    if any(d is not dtypes[0] for d in dtypes):
+        return f"{op} operands must have one element type, not ({kinds})"
+    dtype = dtypes[0]
+    if op in LOGIC_OPS or op == "Not":
+        allowed, result = (DType.BOOL,), DType.BOOL
+    elif op in ("IsNaN", "IsInf"):
+        allowed, result = (DType.FLOAT32,), DType.BOOL
+    elif op in COMPARE_OPS:
+        allowed, result = NUMERIC_DTYPES + ((DType.BOOL,) if op == "Equal" else ()), DType.BOOL
+    elif op in BINARY_OPS or op in INTEGER_UNARY_OPS or op == "Mod":
+        allowed, result = NUMERIC_DTYPES, dtype
+    elif op in UNARY_OPS:
+        allowed, result = (DType.FLOAT32,), dtype
+    else:
+        return f"{op} is not an elementwise op"
+    if dtype not in allowed:
+        return f"{op} does not take {dtype.value} operands"
+    return result
 
 
 @dataclass(frozen=True)

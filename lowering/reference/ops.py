@@ -13,7 +13,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..ir import Node
-from ..opinfo import DOMAIN, UNARY_OPS, window_geometry
+from ..opinfo import DOMAIN, window_geometry
 
 Kernel = Callable[[Node, list], list]
 REGISTRY: dict[str, Kernel] = {}
@@ -117,11 +117,6 @@ def clip(node, xs):
 @register("Identity")
 def identity(node, xs):
     return [xs[0]]
-
-
-@register("Cast")
-def cast(node, xs):
-    return [xs[0].astype(ONNX_TYPE_CODES[node.attr("to")])]
 
 
 # --- linear algebra --------------------------------------------------------------------------------
@@ -242,20 +237,6 @@ def global_max_pool(node, xs):
     return [x.max(axis=tuple(range(2, x.ndim)), keepdims=True)]
 
 
-@register("ReduceMean")
-def reduce_mean(node, xs):
-    """Axes from input 1 (opset >= 18) or the ``axes`` attribute (opset 13); the dynamo exporter writes
-    every ``AdaptiveAvgPool2d(1)`` and ``mean`` as one."""
-    x = xs[0]
-    axes = _axes(node, xs)
-    if not axes:
-        if node.attr("noop_with_empty_axes", 0):
-            return [x]
-        axes = None
-    keep = bool(node.attr("keepdims", 1))
-    return [x.mean(axis=axes, keepdims=keep, dtype=np.float64).astype(x.dtype)]
-
-
 @register("Softmax")
 def softmax(node, xs):
     x = xs[0]
@@ -362,16 +343,6 @@ def range_(node, xs):
     return [np.arange(xs[0], xs[1], xs[2]).astype(xs[0].dtype)]
 
 
-@register("Equal")
-def equal(node, xs):
-    return [np.equal(xs[0], xs[1])]
-
-
-@register("Where")
-def where(node, xs):
-    return [np.where(xs[0], xs[1], xs[2])]
-
-
 @register("Expand")
 def expand(node, xs):
     shape = np.broadcast_shapes(xs[0].shape, tuple(int(d) for d in xs[1]))
@@ -407,23 +378,16 @@ def fused_gemm(node, xs):
     return [apply_activation(y, node)]
 
 
-@register("FusedElementwise", domain=DOMAIN)
-def fused_elementwise(node, xs):
-    """A chain of elementwise ops over broadcast inputs; see ``passes.fusion.fuse_elementwise``."""
-    regs = list(xs)
-    params = list(node.attr("body_params", ()))
-    args = list(node.attr("body_args", ()))
-    for op in node.attr("body_ops"):
-        if op in BINARY_NUMPY:
-            a, b = regs[args.pop(0)], regs[args.pop(0)]
-            regs.append(BINARY_NUMPY[op](a, b).astype(np.result_type(a, b)))
-        else:
-            n = UNARY_OPS[op]
-            x = regs[args.pop(0)]
-            regs.append(UNARY_NUMPY[op](x, tuple(params[:n])).astype(x.dtype))
-            del params[:n]
-    out = regs[-1]
-    return [np.broadcast_to(out, node.output.type.shape).astype(out.dtype)]
+@register("FusedMatMul", domain=DOMAIN)
+def fused_matmul(node, xs):
+    """act(alpha * MatMul(A', B') + C + R), numpy broadcasting: inputs A, B, C?, R?; A' / B' swap the last
+    two axes of A / B when transA / transB is set; C is a bias over the last axis."""
+    a = np.swapaxes(xs[0], -1, -2) if node.attr("transA", 0) else xs[0]
+    b = np.swapaxes(xs[1], -1, -2) if node.attr("transB", 0) else xs[1]
+    y = _gemm(a, b, xs[2] if len(xs) > 2 else None, 0, 0, node.attr("alpha", 1.0), 1.0)
+    if len(xs) > 3 and xs[3] is not None:
+        y = y + xs[3]
+    return [apply_activation(y, node)]
 
 
 @register("Copy", domain=DOMAIN)
@@ -432,5 +396,7 @@ def copy(node, xs):
     return [np.array(xs[0], copy=True)]
 
 
-# The quantized, math, data-movement and transformer ops register themselves into REGISTRY on import.
+# The quantized, math, data-movement and transformer ops register themselves into REGISTRY on import
+# (ops_math also extends UNARY_NUMPY / BINARY_NUMPY and defines Cast, Where, the Reduce* ops and
+# lowering::FusedElementwise).
 from . import ops_data, ops_math, ops_transformer, quantized_ops  # noqa: E402,F401

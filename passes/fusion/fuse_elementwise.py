@@ -1,15 +1,22 @@
 """Elementwise fusion: ``Relu(Add(Mul(x, s), t)) -> lowering::FusedElementwise(x, s, t)``.
 
-A group is a tree of float32 elementwise nodes (``UNARY_OPS`` with constant parameters, ``BINARY_OPS``,
-and existing ``FusedElementwise`` nodes) whose internal values each have exactly one use and are not
-graph outputs. Each maximal group of two or more nodes becomes one ``lowering::FusedElementwise`` with the
-body encoding ``fused_elementwise`` in ``lowering/reference/ops.py`` reads:
+A group is a tree of elementwise nodes (``opinfo.BODY_OPS``: float math with constant parameters, integer
+arithmetic, comparisons, logic, IsNaN, Cast, Where, and existing ``FusedElementwise`` nodes) whose internal
+values each have exactly one use and are not graph outputs. Each maximal group of two or more nodes becomes
+one ``lowering::FusedElementwise`` with the body encoding ``fused_elementwise`` in
+``lowering/reference/ops_math.py`` reads:
 
 - registers ``0..n-1`` are the node's inputs (the group's distinct leaf values, each listed once, in the
   order the body first reads them);
-- ``body_ops[k]`` appends register ``n + k``; it reads its operands from ``body_args`` (one register per
-  operand, consumed in order) and its parameters from ``body_params`` (``UNARY_OPS[op]`` floats each);
+- ``body_ops[k]`` appends register ``n + k``; it reads its operands from ``body_args`` (``body_arity(op)``
+  registers, consumed in order) and its parameters from ``body_params`` (``body_param_count(op)`` floats);
 - the output is the last register broadcast to the output type.
+
+Registers are typed: each has the element type ``opinfo.elementwise_result`` gives its op (a comparison
+gives bool, Cast its ``to`` type, Where its operands' type), so a mask computation such as
+``Where(Equal(m, 0), -inf, Add(s, b))`` is one loop, with no bool or int64 tensor in memory. A node joins a
+group only when its operand and result types obey that rule (``elementwise_result`` returns its output's
+type); anything else (float16, a mistyped node) is left alone.
 
 A group is only fused when its output shape is the broadcast of all its inputs' shapes, so every output
 element is one evaluation of the body (always true for a well-typed group; checked anyway). A lone
@@ -22,8 +29,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from lowering.ir import Attr, AttrKind, DType, Graph, Node, Value
-from lowering.opinfo import BINARY_OPS, DOMAIN, UNARY_OPS, activation_params
+from lowering.ir import Attr, AttrKind, Graph, Node, Value
+from lowering.opinfo import (
+    BODY_OPS,
+    DOMAIN,
+    body_arity,
+    body_param_count,
+    elementwise_params,
+    elementwise_result,
+)
 from lowering.passmanager import Pass, PassContext, PassResult
 
 from .rewriting import merged_meta, replace_group, sole_use
@@ -42,35 +56,39 @@ def _data_inputs(node: Node) -> list[Value]:
     """The tensor operands of an elementwise node (Clip's bounds are parameters, not operands)."""
     if _is_fused(node):
         return list(node.inputs)
-    return list(node.inputs[:2] if node.op in BINARY_OPS else node.inputs[:1])
+    return list(node.inputs[: body_arity(node.op)])
 
 
 def _is_standard_elementwise(node: Node) -> bool:
-    if node.domain or len(node.outputs) != 1:
+    if node.domain or len(node.outputs) != 1 or node.op not in BODY_OPS:
         return False
-    if node.op in BINARY_OPS:
-        return len(node.inputs) == 2
-    return node.op in UNARY_OPS and activation_params(node) is not None
+    arity = body_arity(node.op)
+    if len(node.inputs) < arity or (node.op in ("Min", "Max", "Pow") and len(node.inputs) != arity):
+        return False
+    return elementwise_params(node) is not None
 
 
 def _is_elementwise(node: Node) -> bool:
     if not (_is_fused(node) or _is_standard_elementwise(node)):
         return False
     values = _data_inputs(node) + [node.output]
-    return all(v is not None and v.type is not None and v.type.dtype is DType.FLOAT32 for v in values)
+    if any(v is None or v.type is None for v in values):
+        return False
+    if _is_fused(node):
+        return True  # typed when it was fused
+    result = elementwise_result(node.op, [v.type.dtype for v in values[:-1]], elementwise_params(node))
+    return result is node.output.type.dtype
 
 
 def _body_of(node: Node, operands: list[tuple[str, int]], body: list[BodyOp]) -> tuple[str, int]:
     """Append ``node``'s ops to ``body`` given its operands; return the operand of its result."""
     if not _is_fused(node):
-        params = () if node.op in BINARY_OPS else activation_params(node)
-        body.append((node.op, tuple(params), tuple(operands)))
+        body.append((node.op, tuple(elementwise_params(node)), tuple(operands)))
         return ("op", len(body) - 1)
     registers = list(operands)
     args, params = list(node.attr("body_args", ())), list(node.attr("body_params", ()))
     for op in node.attr("body_ops"):
-        arity = 2 if op in BINARY_OPS else 1
-        count = 0 if op in BINARY_OPS else UNARY_OPS[op]
+        arity, count = body_arity(op), body_param_count(op)
         body.append((op, tuple(params[:count]), tuple(registers[a] for a in args[:arity])))
         del args[:arity], params[:count]
         registers.append(("op", len(body) - 1))
@@ -78,7 +96,7 @@ def _body_of(node: Node, operands: list[tuple[str, int]], body: list[BodyOp]) ->
 
 
 class FuseElementwise(Pass):
-    """Fuse trees of single-use float32 elementwise nodes into one ``lowering::FusedElementwise``."""
+    """Fuse trees of single-use elementwise nodes into one ``lowering::FusedElementwise``."""
 
     name = "fuse_elementwise"
 

@@ -1,11 +1,19 @@
-"""Pooling, Softmax and data-movement lowering for the cpu target (kernels in ``kernels_ops.c``)."""
+"""Pooling and data-movement lowering for the cpu target (kernels in ``kernels_ops.c``)."""
 
 from __future__ import annotations
 
 from lowering.ir import DType, Node
 from lowering.opinfo import window_geometry
 
-from .registry import ANY_STORED, BYTE_TYPES, C_TYPES, EmitContext, KernelCode, c_longs, numel, register
+from .registry import (
+    ALL_TYPES,
+    BYTE_TYPES,
+    EmitContext,
+    KernelCode,
+    c_longs,
+    numel,
+    register,
+)
 
 #: integer max pooling kernels of kernels_quant.c, by element type
 INT_MAXPOOL = {DType.INT8: "lw_maxpool2d_i8", DType.UINT8: "lw_maxpool2d_u8"}
@@ -74,64 +82,6 @@ def emit_global_pool(ctx: EmitContext, node: Node) -> KernelCode:
     return KernelCode(body, flops=numel(shape))
 
 
-def check_softmax(node: Node) -> str | None:
-    rank = node.input(0).type.rank
-    axis = node.attr("axis", -1)
-    if rank == 0 or not -rank <= axis < rank:
-        return f"Softmax axis {axis} is out of range for a rank-{rank} input"
-    return None
-
-
-@register("Softmax", check=check_softmax)
-def emit_softmax(ctx: EmitContext, node: Node) -> KernelCode:
-    shape = node.input(0).type.shape
-    axis = node.attr("axis", -1) % len(shape)
-    outer, length, inner = numel(shape[:axis]), shape[axis], numel(shape[axis + 1 :])
-    body = (
-        f"lw_softmax(ctx->nt, {ctx.ptr(node.input(0))}, {ctx.out(node.output)}, {outer}, {length}, {inner});"
-    )
-    return KernelCode(body, flops=5 * numel(shape))
-
-
-def reduce_axes(node: Node) -> tuple[int, ...] | None:
-    """The axes a ReduceMean reduces (normalized, sorted), or None when they are not compile-time known."""
-    rank = node.input(0).type.rank
-    axes_input = node.input(1)
-    if axes_input is not None:
-        if not axes_input.is_const:
-            return None
-        axes = tuple(int(a) for a in axes_input.const.reshape(-1))
-    else:
-        axes = tuple(node.attr("axes", ()))
-    if not axes and not node.attr("noop_with_empty_axes", 0):
-        axes = tuple(range(rank))
-    return tuple(sorted(a % rank for a in axes))
-
-
-def check_reduce_mean(node: Node) -> str | None:
-    axes = reduce_axes(node)
-    if axes is None:
-        return "ReduceMean axes must be a constant on the cpu target"
-    shape = node.input(0).type.shape
-    kept = [a for a in axes if shape[a] != 1]
-    if kept and kept != list(range(kept[0], kept[-1] + 1)):
-        return f"ReduceMean over non-adjacent axes {axes} is not supported by the cpu target"
-    return None
-
-
-@register("ReduceMean", check=check_reduce_mean, data_inputs=1)
-def emit_reduce_mean(ctx: EmitContext, node: Node) -> KernelCode:
-    shape = node.input(0).type.shape
-    kept = [a for a in reduce_axes(node) if shape[a] != 1]
-    x, y = ctx.ptr(node.input(0)), ctx.out(node.output)
-    if not kept:  # nothing to average: a copy
-        return KernelCode(f"lw_copy(ctx->nt, {y}, {x}, {numel(shape) * 4});")
-    first, last = kept[0], kept[-1]
-    outer, length, inner = numel(shape[:first]), numel(shape[first : last + 1]), numel(shape[last + 1 :])
-    body = f"lw_reduce_mean(ctx->nt, {x}, {y}, {outer}, {length}, {inner});"
-    return KernelCode(body, flops=numel(shape))
-
-
 def collapse_transpose(shape: tuple[int, ...], perm: tuple[int, ...]) -> tuple[list[int], list[int]]:
     """Output dims and the input stride each steps by, with size-1 dims dropped and runs merged."""
     strides, step = [0] * len(shape), 1
@@ -152,7 +102,7 @@ def collapse_transpose(shape: tuple[int, ...], perm: tuple[int, ...]) -> tuple[l
     return (dims, steps) if dims else ([1], [1])
 
 
-@register("Transpose", dtypes=ANY_STORED)
+@register("Transpose", dtypes=ALL_TYPES)
 def emit_transpose(ctx: EmitContext, node: Node) -> KernelCode:
     shape = node.input(0).type.shape
     perm = tuple(node.attr("perm", tuple(reversed(range(len(shape))))))
@@ -166,7 +116,7 @@ def emit_transpose(ctx: EmitContext, node: Node) -> KernelCode:
     return KernelCode(body)
 
 
-@register("Concat", dtypes=ANY_STORED)
+@register("Concat", dtypes=ALL_TYPES)
 def emit_concat(ctx: EmitContext, node: Node) -> KernelCode:
     out_shape = node.output.type.shape
     axis = node.attr("axis", 0) % len(out_shape)
@@ -181,36 +131,3 @@ def emit_concat(ctx: EmitContext, node: Node) -> KernelCode:
         f"lw_concat(ctx->nt, xs, chunk, {len(parts)}, {outer}, {ctx.out(node.output)});"
     )
     return KernelCode(body)
-
-
-#: the casts the cpu target computes (C conversions that are exact, or round to nearest for int32 ->
-#: float32, as ONNX Runtime's static_cast does)
-CASTS = {
-    (DType.INT32, DType.FLOAT32), (DType.INT8, DType.FLOAT32), (DType.UINT8, DType.FLOAT32),
-    (DType.INT8, DType.INT32), (DType.UINT8, DType.INT32),
-}
-
-
-def check_cast(node: Node) -> str | None:
-    x, y = node.input(0), node.output
-    if x.type is None or y.type is None:
-        return "Cast needs typed tensors"
-    if x.type.dtype is y.type.dtype and x.type.dtype in ANY_STORED:
-        return None
-    if (x.type.dtype, y.type.dtype) not in CASTS:
-        return f"Cast from {x.type.dtype.value} to {y.type.dtype.value} is not supported by the cpu target"
-    return None
-
-
-@register("Cast", check=check_cast, dtypes=None)
-def emit_cast(ctx: EmitContext, node: Node) -> KernelCode:
-    x, y = node.input(0), node.output
-    n = numel(y.type.shape)
-    if x.type.dtype is y.type.dtype:
-        return KernelCode(f"lw_copy(ctx->nt, {ctx.out(y)}, {ctx.ptr(x)}, {n * x.type.dtype.itemsize});")
-    lines = [f"const {C_TYPES[x.type.dtype]} *x = {ctx.ptr(x)};",
-             f"{C_TYPES[y.type.dtype]} *y = {ctx.out(y)};"]
-    if n >= 65536:
-        lines.append("#pragma omp parallel for num_threads(ctx->nt) schedule(static) if (ctx->nt > 1)")
-    lines.append(f"for (long i = 0; i < {n}; i++) y[i] = ({C_TYPES[y.type.dtype]})x[i];")
-    return KernelCode("\n".join(lines), flops=n)

@@ -1,26 +1,44 @@
 """Elementwise lowering for the cpu target: one specialised loop nest per node.
 
-Every single elementwise op (Add, Relu, Clip, ...) and ``lowering::FusedElementwise`` go through one
-emitter. The body encoding is the one ``fused_elementwise`` in ``lowering/reference/ops.py`` defines:
-registers 0..n-1 are the node inputs, each op in ``body_ops`` appends a register, reading its operands'
-register numbers from ``body_args`` and its float parameters from ``body_params``.
+Every single elementwise op (Add, Relu, Equal, Where, Cast, ...) and ``lowering::FusedElementwise`` go
+through one emitter. The body encoding is the one ``fused_elementwise`` in ``lowering/reference/ops_math.py``
+defines: registers 0..n-1 are the node inputs, each op in ``body_ops`` appends a register, reading its
+operands' register numbers from ``body_args`` and its float parameters from ``body_params``.
+
+Registers are typed C locals (``float``, ``int64_t``, ..., bool as ``uint8_t`` 0/1, as numpy stores it):
+each op's result type is ``opinfo.elementwise_result`` of its operands', so comparisons, logic, IsNaN,
+Cast and Where sit in the same loop as the float math around them and a fused mask computation never
+writes a bool tensor. The C expression of an op depends on its operand type where C differs from ONNX:
+integer division truncates but must not trap on zero (it gives 0, as the reference does), float Min/Max
+propagate NaN (as ONNX Runtime does), Abs/Sign on integers avoid the float functions. A Pow whose exponent is
+a scalar constant 1, 2, 3 or 0.5 becomes a product or a square root (vectorized; powf is not).
 
 Broadcasting is resolved at compile time: dimensions of size one are dropped, neighbouring dimensions that
 every input treats alike are merged, and the innermost merged dimension becomes a unit-stride (or hoisted
 scalar) loop gcc vectorizes; the outer dimensions become one parallel loop over rows. Scalar constants are
-inlined as exact float literals.
+inlined as exact literals.
 """
 
 from __future__ import annotations
 
-from lowering.ir import Node, Value
-from lowering.opinfo import BINARY_OPS, DOMAIN, UNARY_OPS, activation_params
+import re
+
+from lowering.ir import DType, Node, Value
+from lowering.opinfo import (
+    BODY_OPS,
+    DOMAIN,
+    ONNX_DTYPE_CODES,
+    STORED_DTYPES,
+    body_arity,
+    body_param_count,
+    elementwise_params,
+    elementwise_result,
+)
 
 from .pack import batchnorm_scale_shift
-from .registry import ANY_STORED, EmitContext, KernelCode, c_float, numel, register
+from .registry import ALL_TYPES, C_TYPES, EmitContext, KernelCode, c_float, numel, register
 
-BINARY_C = {"Add": "{0} + {1}", "Sub": "{0} - {1}", "Mul": "{0} * {1}", "Div": "{0} / {1}"}
-UNARY_C = {
+FLOAT_UNARY_C = {
     "Relu": "lw_relu({0})",
     "LeakyRelu": "lw_leaky({0}, {p0})",
     "Clip": "lw_clip({0}, {p0}, {p1})",
@@ -32,7 +50,27 @@ UNARY_C = {
     "Sqrt": "sqrtf({0})",
     "Identity": "{0}",
     "Gelu": "lw_gelu({0}, {p0})",
+    "Erf": "lw_erff({0})",
+    "Reciprocal": "1.0f / {0}",
+    "Log": "logf({0})",
+    "Floor": "floorf({0})",
+    "Ceil": "ceilf({0})",
+    "Round": "rintf({0})",
+    "Sign": "lw_signf({0})",
 }
+INTEGER_UNARY_C = {"Neg": "-{0}", "Abs": "({0} < 0 ? -{0} : {0})", "Sign": "(({0} > 0) - ({0} < 0))",
+                   "Identity": "{0}"}
+FLOAT_BINARY_C = {"Add": "{0} + {1}", "Sub": "{0} - {1}", "Mul": "{0} * {1}", "Div": "{0} / {1}",
+                  "Min": "lw_minf({0}, {1})", "Max": "lw_maxf({0}, {1})", "Pow": "powf({0}, (float){1})"}
+INTEGER_BINARY_C = {**FLOAT_BINARY_C, "Div": "({1} != 0 ? {0} / {1} : 0)", "Min": "({0} < {1} ? {0} : {1})",
+                    "Max": "({0} > {1} ? {0} : {1})"}
+TYPED_C = {
+    "Equal": "{0} == {1}", "Less": "{0} < {1}", "LessOrEqual": "{0} <= {1}", "Greater": "{0} > {1}",
+    "GreaterOrEqual": "{0} >= {1}", "And": "{0} & {1}", "Or": "{0} | {1}", "Xor": "{0} ^ {1}", "Not": "!{0}",
+    "IsNaN": "{0} != {0}", "Where": "{0} ? {1} : {2}",
+}
+#: Pow by these constant exponents, without powf (x^0.5 is sqrt but for -inf and -0, as powf has it)
+POW_BY_CONSTANT = {1.0: "{0}", 2.0: "{0} * {0}", 3.0: "{0} * {0} * {0}", 0.5: "lw_pow_half({0})"}
 ROW_CHUNK = 8192  # elements per parallel task when the inner dimension is long
 PARALLEL_MIN = 32768  # elements below which a loop runs on one thread
 
@@ -65,6 +103,37 @@ def collapse_broadcast(out_shape: tuple[int, ...], in_shapes: list[tuple[int, ..
     return dims, strides
 
 
+def c_scalar(value, dtype: DType) -> str:
+    """An exact C literal of a scalar of ``dtype``."""
+    if dtype is DType.FLOAT32:
+        return c_float(value)
+    v = int(value)
+    if dtype is DType.INT64:
+        return "INT64_MIN" if v == -(1 << 63) else f"INT64_C({v})"
+    return "INT32_MIN" if v == -(1 << 31) else str(v)
+
+
+def register_types(inputs: list[DType], ops: list[str], args: list[int], params: list[float]
+                   ) -> list[DType] | str:
+    """The element type of every register of a body, or why the body is not well typed."""
+    types, args, params = list(inputs), list(args), list(params)
+    for op in ops:
+        arity, count = body_arity(op), body_param_count(op)
+        if len(args) < arity or len(params) < count:
+            return "FusedElementwise body_args/body_params do not match body_ops"
+        operands = args[:arity]
+        if any(not 0 <= a < len(types) for a in operands):
+            return f"FusedElementwise body op {op} reads register {max(operands)}, which is not yet defined"
+        result = elementwise_result(op, [types[a] for a in operands], tuple(params[:count]))
+        if isinstance(result, str):
+            return result
+        types.append(result)
+        del args[:arity], params[:count]
+    if args or params:
+        return "FusedElementwise body_args/body_params do not match body_ops"
+    return types
+
+
 def emit_body(
     ctx: EmitContext, node: Node, inputs: list[Value], ops: list[str], args: list[int], params: list[float]
 ) -> KernelCode:
@@ -73,22 +142,25 @@ def emit_body(
     shape = out.type.shape
     if numel(shape) == 0:
         return KernelCode("(void)ctx;")
+    types = register_types([v.type.dtype for v in inputs], ops, args, params)
     dims, strides = collapse_broadcast(shape, [v.type.shape for v in inputs])
     inner, outer = dims[-1], dims[:-1]
     rows = numel(outer)
     chunk = inner if inner <= 2 * ROW_CHUNK else ROW_CHUNK
     chunks = -(-inner // chunk)
-    lines = [f"float *y = {ctx.out(out)};"]
-    loads, hoisted = [], []
+    lines = [f"{C_TYPES[out.type.dtype]} *y = {ctx.out(out)};"]
+    loads, hoisted, constants = [], [], {}
     for i, v in enumerate(inputs):
+        ctype = C_TYPES[v.type.dtype]
         if v.is_const and v.const.size == 1:
-            loads.append(f"const float r{i} = {c_float(v.const.reshape(-1)[0])};")
+            constants[i] = v.const.reshape(-1)[0]
+            loads.append(f"const {ctype} r{i} = {c_scalar(constants[i], v.type.dtype)};")
             continue
-        lines.append(f"const float *x{i} = {ctx.ptr(v)};")
+        lines.append(f"const {ctype} *x{i} = {ctx.ptr(v)};")
         if strides[i][-1]:
-            loads.append(f"const float r{i} = x{i}r[j];")
+            loads.append(f"const {ctype} r{i} = x{i}r[j];")
         else:
-            hoisted.append(f"const float r{i} = x{i}r[0];")
+            hoisted.append(f"const {ctype} r{i} = x{i}r[0];")
     task = [
         f"const long row = t / {chunks}, j0 = (t % {chunks}) * {chunk};",
         f"const long j1 = j0 + {chunk} < {inner} ? j0 + {chunk} : {inner};",
@@ -98,15 +170,16 @@ def emit_body(
         for d in reversed(range(len(outer))):
             task.append(f"const long c{d} = rem % {outer[d]}; rem /= {outer[d]};")
     for i, v in enumerate(inputs):
-        if not (v.is_const and v.const.size == 1):
+        if i not in constants:
             offset = " + ".join(f"c{d} * {strides[i][d]}" for d in range(len(outer)) if strides[i][d]) or "0"
-            task.append(f"const float *x{i}r = x{i} + {offset};")
-    task.append(f"float *yr = y + row * {inner};")
+            task.append(f"const {C_TYPES[v.type.dtype]} *x{i}r = x{i} + {offset};")
+    task.append(f"{C_TYPES[out.type.dtype]} *yr = y + row * {inner};")
     task += hoisted
-    body = loads + _register_code(len(inputs), ops, args, params)
-    last = len(inputs) + len(ops) - 1
+    code = _register_code(types, ops, args, params, constants)
+    used = set(re.findall(r"\br\d+\b", " ".join(code))) | {f"r{len(types) - 1}"}
+    body = [line for line in loads if line.split(" = ")[0].split()[-1] in used] + code
     task.append("for (long j = j0; j < j1; j++) {")
-    task += ["    " + line for line in body] + [f"    yr[j] = r{last};", "}"]
+    task += ["    " + line for line in body] + [f"    yr[j] = r{len(types) - 1};", "}"]
     tasks = rows * chunks
     if numel(shape) >= PARALLEL_MIN and tasks > 1:
         lines.append("#pragma omp parallel for num_threads(ctx->nt) schedule(static) if (ctx->nt > 1)")
@@ -115,38 +188,74 @@ def emit_body(
     return KernelCode("\n".join(lines), flops=numel(shape) * len(ops))
 
 
-def _register_code(n_inputs: int, ops: list[str], args: list[int], params: list[float]) -> list[str]:
+def _register_code(types: list[DType], ops: list[str], args: list[int], params: list[float],
+                   constants: dict) -> list[str]:
+    """One ``const T rK = expr;`` line per body op (``types`` from ``register_types``)."""
     args, params = list(args), list(params)
-    code, reg = [], n_inputs
+    code, reg = [], len(types) - len(ops)
     for op in ops:
-        if op in BINARY_C:
-            a, b = args.pop(0), args.pop(0)
-            expr = BINARY_C[op].format(f"r{a}", f"r{b}")
-        else:
-            count = UNARY_OPS[op]
-            p = [c_float(x) for x in params[:count]]
-            del params[:count]
-            expr = UNARY_C[op].format(f"r{args.pop(0)}", **{f"p{i}": x for i, x in enumerate(p)})
-        code.append(f"const float r{reg} = {expr};")
+        arity, count = body_arity(op), body_param_count(op)
+        operands, p = args[:arity], params[:count]
+        del args[:arity], params[:count]
+        expr = _expression(op, [types[a] for a in operands], [f"r{a}" for a in operands], p,
+                           constants.get(operands[-1]))
+        code.append(f"const {C_TYPES[types[reg]]} r{reg} = {expr};")
         reg += 1
     return code
+
+
+def _expression(op: str, dtypes: list[DType], names: list[str], params: list[float], last_constant) -> str:
+    """The C expression of one body op on registers ``names`` of ``dtypes`` (``last_constant``: the value
+    of the last operand when it is a scalar constant)."""
+    is_float = dtypes[0] is DType.FLOAT32
+    if op == "Cast":
+        to = ONNX_DTYPE_CODES[int(params[0])]
+        return f"{names[0]} != 0" if to is DType.BOOL else f"({C_TYPES[to]}){names[0]}"
+    if op == "IsInf":
+        tests = [f"{names[0]} == INFINITY"] * bool(params[0]) + [f"{names[0]} == -INFINITY"] * bool(params[1])
+        return " || ".join(tests) or "0"
+    if op == "Mod":  # fmod=1: C's remainder (fmodf for floats); fmod=0: the divisor's sign
+        a, b = names
+        return f"fmodf({a}, {b})" if is_float else f"({b} != 0 ? {a} % {b} : 0)" if params[0] else \
+            f"lw_imod({a}, {b})"
+    if op == "Pow" and last_constant is not None and float(last_constant) in POW_BY_CONSTANT:
+        return POW_BY_CONSTANT[float(last_constant)].format(names[0])
+    if op in TYPED_C:
+        return TYPED_C[op].format(*names)
+    if op in FLOAT_BINARY_C:
+        return (FLOAT_BINARY_C if is_float else INTEGER_BINARY_C)[op].format(*names)
+    table = FLOAT_UNARY_C if is_float else INTEGER_UNARY_C
+    return table[op].format(names[0], **{f"p{i}": c_float(x) for i, x in enumerate(params)})
+
+
+def _body_types_reason(node: Node, inputs: list[Value], ops, args, params) -> str | None:
+    """Why the cpu target cannot compute this body over these inputs into ``node.output``, or None."""
+    for v in list(inputs) + [node.output]:
+        if v is None or v.type is None:
+            return "a tensor has no static type"
+        if v.type.dtype not in STORED_DTYPES:
+            return f"'{v.name}' is {v.type.dtype.value}, which the cpu elementwise kernels do not compute"
+    types = register_types([v.type.dtype for v in inputs], ops, args, params)
+    if isinstance(types, str):
+        return types
+    if types[-1] is not node.output.type.dtype:
+        return (f"the body computes {types[-1].value} but the output '{node.output.name}' is "
+                f"{node.output.type.dtype.value}")
+    return None
 
 
 def check_fused(node: Node) -> str | None:
     ops = list(node.attr("body_ops", ()))
     if not ops:
         return "FusedElementwise has an empty body"
-    unknown = [op for op in ops if op not in BINARY_OPS and op not in UNARY_OPS]
+    unknown = [op for op in ops if op not in BODY_OPS]
     if unknown:
         return f"FusedElementwise body op {unknown[0]} is not supported by the cpu target"
-    n_args = sum(2 if op in BINARY_OPS else 1 for op in ops)
-    n_params = sum(UNARY_OPS.get(op, 0) for op in ops)
-    if len(node.attr("body_args", ())) != n_args or len(node.attr("body_params", ())) != n_params:
-        return "FusedElementwise body_args/body_params do not match body_ops"
-    return None
+    return _body_types_reason(node, list(node.inputs), ops, list(node.attr("body_args", ())),
+                              list(node.attr("body_params", ())))
 
 
-@register(f"{DOMAIN}::FusedElementwise", check=check_fused)
+@register(f"{DOMAIN}::FusedElementwise", check=check_fused, dtypes=None)
 def emit_fused(ctx: EmitContext, node: Node) -> KernelCode:
     return emit_body(
         ctx,
@@ -158,23 +267,38 @@ def emit_fused(ctx: EmitContext, node: Node) -> KernelCode:
     )
 
 
-@register(*sorted(BINARY_OPS))
-def emit_binary(ctx: EmitContext, node: Node) -> KernelCode:
-    return emit_body(ctx, node, [node.input(0), node.input(1)], [node.op], [0, 1], [])
+def standard_body(node: Node) -> tuple[list[Value], list[str], list[int], list[float]] | None:
+    """A standard elementwise node as a body: (inputs, ops, args, params); None when its parameters are not
+    compile-time constants. Variadic Min/Max become a chain of binary ops."""
+    params = elementwise_params(node)
+    if params is None:
+        return None
+    if node.op in ("Min", "Max"):
+        inputs = [v for v in node.inputs if v is not None]
+        if len(inputs) == 1:
+            return inputs, ["Identity"], [0], []
+        chain = [0, 1] + [a for k in range(2, len(inputs)) for a in (len(inputs) + k - 2, k)]
+        return inputs, [node.op] * (len(inputs) - 1), chain, []
+    arity = body_arity(node.op)
+    return list(node.inputs[:arity]), [node.op], list(range(arity)), list(params)
 
 
-def check_unary(node: Node) -> str | None:
-    if activation_params(node) is None:
+def check_standard(node: Node) -> str | None:
+    body = standard_body(node)
+    if body is None:
         return f"{node.op} bounds must be compile-time constants (scalars) on the cpu target"
-    return None
+    inputs, ops, args, params = body
+    if len(inputs) < body_arity(ops[0]) or any(v is None for v in inputs):
+        return f"{node.op} needs {body_arity(ops[0])} inputs"
+    return _body_types_reason(node, inputs, ops, args, params)
 
 
-@register(*sorted(op for op in UNARY_OPS if op != "Identity"), check=check_unary, data_inputs=1)
-def emit_unary(ctx: EmitContext, node: Node) -> KernelCode:
-    return emit_body(ctx, node, [node.input(0)], [node.op], [0], list(activation_params(node)))
+@register(*sorted(BODY_OPS - {"Identity"}), check=check_standard, dtypes=None)
+def emit_standard(ctx: EmitContext, node: Node) -> KernelCode:
+    return emit_body(ctx, node, *standard_body(node))
 
 
-@register(f"{DOMAIN}::Copy", dtypes=ANY_STORED)
+@register(f"{DOMAIN}::Copy", dtypes=ALL_TYPES)
 def emit_copy(ctx: EmitContext, node: Node) -> KernelCode:
     n = numel(node.output.type.shape) * node.output.type.dtype.itemsize
     return KernelCode(f"lw_copy(ctx->nt, {ctx.out(node.output)}, {ctx.ptr(node.input(0))}, {n});")

@@ -186,3 +186,16 @@ static void lw_epilogue_row(const lw_epilogue *e, float *c, long n, long row, lo
     }
     lw_activate(c, n, e->act, e->p0, e->p1);
 }
+
+/* Float Min/Max as ONNX Runtime computes them: a NaN operand gives NaN (fmaxf would drop it). Selects, so
+ * they vectorize. */
+static inline float lw_maxf(float a, float b) { return a > b || a != a ? a : b; }
+static inline float lw_minf(float a, float b) { return a < b || a != a ? a : b; }
+/* ONNX Sign: -1, 0 or 1; NaN stays NaN and zeros keep their sign. */
+static inline float lw_signf(float x) { return x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : x; }
+/* powf(x, 0.5f) without powf: sqrt, except powf's +0 for -0 and +inf for -inf. */
+static inline float lw_pow_half(float x) { return x == -INFINITY ? INFINITY : sqrtf(x) + 0.0f; }
+/* ONNX integer Mod with fmod = 0: the remainder takes the divisor's sign; a zero divisor gives 0 instead of
+ * trapping. A macro: it serves every integer type. */
+#define lw_imod(a, b) \
+    ((b) != 0 ? ((a) % (b) != 0 && (((a) % (b) < 0) != ((b) < 0)) ? (a) % (b) + (b) : (a) % (b)) : 0)

@@ -1,4 +1,4 @@
-/* kernels_ops.c: pooling, softmax, data movement and per-channel scale/shift (cpu target).
+/* kernels_ops.c: pooling, data movement and per-channel scale/shift (cpu target).
  *
  * Elementwise ops are not here: the generator emits one specialised loop per node for them.
  */
@@ -84,74 +84,7 @@ static void lw_global_pool(int nt, const float *x, float *y, long planes, long P
     }
 }
 
-/* Softmax of one contiguous row: vector max and sum accumulators, exp inlined and vectorized. */
-static void lw_softmax_row(const float *x, float *y, long len) {
-    lw_vf vm = lw_splat(-INFINITY), vs = (lw_vf){0};
-    long a = 0;
-    for (; a + LW_VEC <= len; a += LW_VEC) {
-        lw_vf v = lw_load(x + a);
-        lw_vi gt = (lw_vi)(v > vm);
-        vm = (lw_vf)(((lw_vi)v & gt) | ((lw_vi)vm & ~gt));
-    }
-    float m = -INFINITY, s = 0.0f;
-    for (int i = 0; i < LW_VEC; i++) m = vm[i] > m ? vm[i] : m;
-    for (; a < len; a++) m = x[a] > m ? x[a] : m;
-    for (a = 0; a < len; a++) y[a] = lw_expf(x[a] - m);
-    for (a = 0; a + LW_VEC <= len; a += LW_VEC) vs += lw_load(y + a);
-    for (int i = 0; i < LW_VEC; i++) s += vs[i];
-    for (; a < len; a++) s += y[a];
-    for (a = 0; a < len; a++) y[a] = y[a] / s;
-}
-
-#define LW_SOFTMAX_BLOCK 256
-
-/* Softmax along one axis of a tensor viewed as [outer][len][inner]: rows when inner == 1, else blocks of
- * up to LW_SOFTMAX_BLOCK inner positions with every loop running along the contiguous inner axis. */
-static void lw_softmax(int nt, const float *x, float *y, long outer, long len, long inner) {
-    if (inner == 1) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * len > 16384)
-        for (long o = 0; o < outer; o++) lw_softmax_row(x + o * len, y + o * len, len);
-        return;
-    }
-    const long blocks = LW_CDIV(inner, LW_SOFTMAX_BLOCK);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * len * inner > 16384)
-    for (long t = 0; t < outer * blocks; t++) {
-        const long o = t / blocks, i0 = (t % blocks) * LW_SOFTMAX_BLOCK;
-        const long n = LW_MIN(LW_SOFTMAX_BLOCK, inner - i0);
-        const float *xo = x + o * len * inner + i0;
-        float *yo = y + o * len * inner + i0;
-        float m[LW_SOFTMAX_BLOCK], s[LW_SOFTMAX_BLOCK];
-        for (long i = 0; i < n; i++) { m[i] = -INFINITY; s[i] = 0.0f; }
-        for (long a = 0; a < len; a++)
-            for (long i = 0; i < n; i++) m[i] = xo[a * inner + i] > m[i] ? xo[a * inner + i] : m[i];
-        for (long a = 0; a < len; a++)
-            for (long i = 0; i < n; i++) {
-                float e = lw_expf(xo[a * inner + i] - m[i]);
-                yo[a * inner + i] = e;
-                s[i] += e;
-            }
-        for (long a = 0; a < len; a++)
-            for (long i = 0; i < n; i++) yo[a * inner + i] = yo[a * inner + i] / s[i];
-    }
-}
-
-/* Mean over the middle axis of [outer][len][inner] (accumulated in double, like the reference). */
-static void lw_reduce_mean(int nt, const float *x, float *y, long outer, long len, long inner) {
-    const long blocks = LW_CDIV(inner, LW_SOFTMAX_BLOCK);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * len * inner > 65536)
-    for (long t = 0; t < outer * blocks; t++) {
-        const long o = t / blocks, i0 = (t % blocks) * LW_SOFTMAX_BLOCK;
-        const long n = LW_MIN(LW_SOFTMAX_BLOCK, inner - i0);
-        const float *xo = x + o * len * inner + i0;
-        double s[LW_SOFTMAX_BLOCK];
-        for (long i = 0; i < n; i++) s[i] = 0.0;
-        for (long a = 0; a < len; a++)
-            for (long i = 0; i < n; i++) s[i] += xo[a * inner + i];
-        for (long i = 0; i < n; i++) y[o * inner + i0 + i] = (float)(s[i] / (double)len);
-    }
-}
-
-/* y = transpose(x) for elements of esize bytes (1, 4 or any): y's dims are shape[0..rank), and output dim d
+/* y = transpose(x) for elements of esize bytes (1, 4, 8 or any): y's dims are shape[0..rank), and output dim d
  * steps the input by stride[d] elements. */
 static void lw_transpose(int nt, const void *xv, void *yv, int rank, const long *shape, const long *stride,
                          int esize) {
@@ -175,6 +108,7 @@ static void lw_transpose(int nt, const void *xv, void *yv, int rank, const long 
             const float *xf = (const float *)xr;
             for (long j = 0; j < inner; j++) yf[j] = xf[j * last];
         } else if (esize == 1) for (long j = 0; j < inner; j++) yr[j] = xr[j * last];
+        else if (esize == 8) for (long j = 0; j < inner; j++) memcpy(yr + 8 * j, xr + 8 * j * last, 8);
         else for (long j = 0; j < inner; j++) memcpy(yr + j * esize, xr + j * last * esize, (size_t)esize);
     }
 }

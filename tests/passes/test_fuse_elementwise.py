@@ -1,9 +1,9 @@
-"""FuseElementwise: single-use float32 elementwise trees become one FusedElementwise with a register body."""
+"""FuseElementwise: single-use elementwise trees become one FusedElementwise with a typed register body."""
 
 import numpy as np
 import pytest
 
-from lowering.ir import Attr, AttrKind
+from lowering.ir import Attr, AttrKind, DType
 from lowering.opinfo import DOMAIN
 from passes.fusion.fuse_elementwise import FuseElementwise
 from tests.helpers.graphs import GraphBuilder
@@ -83,16 +83,57 @@ def test_graph_output_intermediate_is_not_fused_away():
     assert g.outputs[0] is g.nodes[0].output
 
 
-def test_non_float32_ops_are_not_fused():
+def test_integer_ops_fuse_but_float64_does_not():
     b = GraphBuilder()
     x = b.input("x", (3,), np.int64)
     b.output(b.op("Mul", [b.op("Add", [x, b.const(np.array(1, np.int64))]), x]))
-    g = b.graph
-    assert_parity(g, [FuseElementwise()], expect_modified=False)
+    g = assert_parity(b, [FuseElementwise()], expect_modified=True)
+    assert _ops(g) == [FUSED] and g.nodes[0].output.type.dtype is DType.INT64
     b = GraphBuilder()
     x = b.input("x", (3,), np.float64)
     b.output(b.op("Relu", [b.op("Neg", [x])]))
     assert_parity(b, [FuseElementwise()], expect_modified=False)
+
+
+def test_mask_chain_fuses_with_typed_registers():
+    """Where(Equal(mask, 0), -inf, Add(scores, bias)): int64 and bool registers inside one float loop."""
+    b = GraphBuilder()
+    scores, mask = b.input("scores", (2, 4, 8)), b.input("mask", (2, 1, 8), np.int64)
+    is_pad = b.op("Equal", [mask, b.const(np.array(0, np.int64))])
+    biased = b.op("Add", [scores, b.const(np.linspace(-1, 1, 8, dtype=np.float32))])
+    b.output(b.op("Where", [is_pad, b.const(np.float32(-np.inf)), biased], name="masked"))
+    inputs = {"scores": np.random.default_rng(0).standard_normal((2, 4, 8)).astype(np.float32),
+              "mask": np.random.default_rng(1).integers(0, 2, (2, 1, 8))}
+    g = assert_parity(b, [FuseElementwise()], inputs=inputs, expect_modified=True)
+    assert _ops(g) == [FUSED]
+    ops, args, params = _body(g.nodes[0])
+    assert ops == ("Equal", "Add", "Where") and args == (0, 1, 2, 3, 5, 4, 6) and params == ()
+    assert [v.name for v in g.nodes[0].inputs][:1] == ["mask"]
+
+
+def test_cast_and_comparison_parameters_travel_in_the_body():
+    b = GraphBuilder()
+    x = b.input("x", (4, 5))
+    nan = b.op("IsNaN", [x])
+    inf = b.op("IsInf", [x], {"detect_negative": 0})
+    flag = b.op("Cast", [b.op("Or", [nan, inf])], {"to": 1})
+    b.output(b.op("Mul", [flag, b.op("Pow", [x, b.const(np.float32(2))])]))
+    inputs = {"x": np.array([[np.nan, np.inf, -3, 0, 2]] * 4, np.float32)}
+    g = assert_parity(b, [FuseElementwise()], inputs=inputs, expect_modified=True)
+    ops, _, params = _body(g.nodes[0])
+    assert ops == ("IsNaN", "IsInf", "Or", "Cast", "Pow", "Mul") and params == (1.0, 0.0, 1.0)
+
+
+def test_variadic_min_max_and_mistyped_nodes_stay_alone():
+    b = GraphBuilder()
+    x, y, z = b.input("x", (3,)), b.input("y", (3,)), b.input("z", (3,))
+    b.output(b.op("Neg", [b.op("Max", [x, y, z])]))
+    assert_parity(b, [FuseElementwise()], expect_modified=False)
+    b = GraphBuilder()
+    x = b.input("x", (3,))
+    b.output(b.op("Neg", [b.op("Max", [x, b.op("Abs", [x])])]))
+    g = assert_parity(b, [FuseElementwise()], expect_modified=True)
+    assert _body(g.nodes[0])[0] == ("Abs", "Max", "Neg")
 
 
 def test_clip_with_runtime_bounds_is_not_fused():
