@@ -6,8 +6,10 @@ Every value in the IR has a static type, so:
 - ``Shape`` (with ``start``/``end``) and ``Size`` become int64 constants. The Shape -> Gather -> Concat ->
   Reshape chains that exporters emit for dynamic batch sizes then fold away under ``FoldConstants``.
 - No-op ops are removed (their output's uses move to their input): ``Identity``; ``Reshape``,
-  ``Flatten``, ``Squeeze``, ``Unsqueeze`` and ``Expand`` whose output type equals the input type; ``Cast``
-  to the input's own element type; ``Transpose`` with the identity permutation.
+  ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Expand`` and ``Tile`` whose output type equals the input
+  type; ``Cast`` to the input's own element type; ``Transpose`` with the identity permutation; ``Slice``
+  whose constant parameters select every element in order (``x[:, :T]`` with T the full length, common in
+  exports); ``Pad`` with constant pads that are all zero.
 
 A no-op whose output is a graph output is kept when its input is a graph input or another graph output:
 removing it would make one value serve two signature slots (or an input double as an output), which
@@ -22,7 +24,7 @@ from lowering.ir import Graph, Node, Value
 from lowering.passmanager import Pass, PassContext, PassResult
 from lowering.reference.ops import ONNX_TYPE_CODES
 
-SHAPE_PRESERVING = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand"})
+SHAPE_PRESERVING = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand", "Tile"})
 
 
 def _is_graph_output(graph: Graph, value: Value) -> bool:
@@ -60,7 +62,28 @@ def _is_noop(node: Node) -> bool:
         perm = node.attr("perm")
         identity = tuple(range(source.type.rank))
         return (tuple(perm) if perm is not None else identity[::-1]) == identity
+    if node.op == "Slice":
+        return _is_identity_slice(node)
+    if node.op == "Pad":
+        pads = node.input(1)
+        return pads is not None and pads.is_const and not pads.const.any()
     return False
+
+
+def _is_identity_slice(node: Node) -> bool:
+    """Whether a Slice's constant starts/ends/axes/steps keep every element of its input, in order."""
+    params = [node.input(i) for i in range(1, 5)]
+    if any(p is not None and not p.is_const for p in params) or params[0] is None or params[1] is None:
+        return False
+    shape = node.input(0).type.shape
+    starts, ends = params[0].const.reshape(-1), params[1].const.reshape(-1)
+    axes = params[2].const.reshape(-1) if params[2] is not None else range(len(starts))
+    steps = params[3].const.reshape(-1) if params[3] is not None else [1] * len(starts)
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        n = shape[int(a) % len(shape)]
+        if int(st) == 0 or (n > 1 and slice(int(s), int(e), int(st)).indices(n) != (0, n, 1)):
+            return False
+    return True
 
 
 class FoldShapes(Pass):
