@@ -195,13 +195,16 @@ def _load_inputs(path: Path | None, session, seed: int) -> dict[str, np.ndarray]
         raise LoweringError(f"{path}: cannot read inputs as .npz ({exc})") from None
 
 
-def _random(rng, info) -> np.ndarray:
+def _random(rng, info, index_bound: int | None = None) -> np.ndarray:
+    """A seeded random input: normal floats, random bools; an integer input is drawn in
+    ``[0, index_bound)`` when it indexes a Gather (token ids: the caller passes the gathered axis' size),
+    else in ``[0, 2)``, small and non-negative (attention masks, token types, flags)."""
     dtype = np.dtype(info.dtype)
     if dtype.kind == "f":
         return rng.standard_normal(info.shape).astype(dtype)
     if dtype.kind == "b":
         return rng.integers(0, 2, info.shape).astype(dtype)
-    return rng.integers(0, 10, info.shape).astype(dtype)
+    return rng.integers(0, max(1, index_bound or 2), info.shape).astype(dtype)
 
 
 def _open_session(artifact: Path, target: str | None, threads: int | None):

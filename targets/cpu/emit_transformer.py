@@ -1,3 +1,152 @@
-"""Normalisation and fused transformer kernels for the cpu target (kernels in ``kernels_transformer.c``)."""
+"""Normalisation and fused transformer kernels for the cpu target (kernels in ``kernels_transformer.c``).
+
+- ``LayerNormalization``: rows of the trailing ``axis..rank-1`` elements; a constant scale or bias that
+  broadcasts to that row is expanded into the weights blob, so the kernel always reads full rows.
+- ``lowering::Attention``: Q/K/V rank 4 ([B, H, S, D]); masks broadcast through strides (0 where a
+  mask dimension is 1), so the [B, 1, 1, Sk] padding mask of a BERT never becomes [B, H, Sq, Sk].
+"""
 
 from __future__ import annotations
+
+import numpy as np
+
+from lowering.ir import DType, Node, Value
+from lowering.opinfo import DOMAIN
+
+from .registry import EmitContext, KernelCode, c_float, c_longs, numel, register
+
+#: the scores of one task (LW_MR rows of Sk floats) and a zero-padded [Sk][LW_VEC] panel of V's last
+#: columns live on the stack of the thread running it; this bounds them (at most 384 KiB)
+MAX_KEYS = 4096
+
+
+def _norm_axis(node: Node) -> int:
+    rank = node.input(0).type.rank
+    return node.attr("axis", -1) % rank if rank else 0
+
+
+def _row_param(value: Value | None, cols_shape: tuple[int, ...]) -> str | None:
+    """Why a LayerNormalization scale/bias cannot be read as a full row of the normalised shape."""
+    if value is None:
+        return None
+    shape = value.type.shape
+    if numel(shape) == numel(cols_shape) and shape[-len(cols_shape):] == cols_shape:
+        return None
+    if not value.is_const:
+        return f"'{value.name}' {list(shape)} must have the normalised shape {list(cols_shape)}"
+    try:
+        np.broadcast_to(value.const, cols_shape)
+    except ValueError:
+        return f"'{value.name}' {list(shape)} does not broadcast to the normalised shape {list(cols_shape)}"
+    return None
+
+
+def check_layernorm(node: Node) -> str | None:
+    rank = node.input(0).type.rank
+    axis = node.attr("axis", -1)
+    if rank == 0 or not -rank <= axis < rank:
+        return f"LayerNormalization axis {axis} is out of range for a rank-{rank} input"
+    cols_shape = node.input(0).type.shape[axis % rank:]
+    if numel(cols_shape) == 0:
+        return "LayerNormalization over an empty row"
+    for value in node.inputs[1:3]:
+        reason = _row_param(value, cols_shape)
+        if reason is not None:
+            return f"LayerNormalization {reason}"
+    return None
+
+
+def _row_ptr(ctx: EmitContext, value: Value | None, cols_shape: tuple[int, ...]) -> str:
+    if value is None:
+        return "NULL"
+    if value.is_const and value.const.shape[-len(cols_shape):] != cols_shape:
+        return ctx.weights(np.ascontiguousarray(np.broadcast_to(value.const, cols_shape), np.float32))
+    return ctx.ptr(value)
+
+
+@register("LayerNormalization", check=check_layernorm, data_inputs=3)
+def emit_layernorm(ctx: EmitContext, node: Node) -> KernelCode:
+    shape = node.input(0).type.shape
+    axis = _norm_axis(node)
+    rows, cols = numel(shape[:axis]), numel(shape[axis:])
+    scale = _row_ptr(ctx, node.input(1), shape[axis:])
+    bias = _row_ptr(ctx, node.input(2), shape[axis:])
+    eps = c_float(node.attr("epsilon", 1e-5))
+    body = (f"lw_layernorm(ctx->nt, {ctx.ptr(node.input(0))}, {scale}, {bias}, {ctx.out(node.output)}, "
+            f"{rows}, {cols}, {eps});")
+    return KernelCode(body, flops=8 * numel(shape))
+
+
+# --- attention -------------------------------------------------------------------------------------
+
+def _mask_strides(value: Value | None, out_shape: tuple[int, ...]) -> list[int]:
+    """Element strides of a mask broadcast to ``out_shape`` [B, H, Sq, Sk] (0 along broadcast axes)."""
+    if value is None:
+        return [0, 0, 0, 0]
+    shape = (1,) * (4 - value.type.rank) + tuple(value.type.shape)
+    strides, step = [0] * 4, 1
+    for d in reversed(range(4)):
+        strides[d] = step if shape[d] != 1 else 0
+        step *= shape[d]
+    return strides
+
+
+def _attention_shapes(node: Node):
+    q, k, v = (node.input(i).type.shape for i in range(3))
+    sk = k[-1] if node.attr("k_transposed", 0) else k[-2]
+    kd = k[-2] if node.attr("k_transposed", 0) else k[-1]
+    return q, k, v, sk, kd
+
+
+def check_attention(node: Node) -> str | None:
+    kinds = [DType.FLOAT32] * 4 + [DType.BOOL]
+    for i, value in enumerate(node.inputs):
+        if value is not None and value.type.dtype is not kinds[i]:
+            return f"Attention input {i} '{value.name}' is {value.type.dtype.value}, not {kinds[i].value}"
+    if node.output.type.dtype is not DType.FLOAT32:
+        return "Attention computes float32 only"
+    if any(node.input(i).type.rank != 4 for i in range(3)):
+        return "Attention needs rank-4 Q, K and V ([batch, heads, sequence, head size])"
+    q, k, v, sk, kd = _attention_shapes(node)
+    if k[:2] != q[:2] or v[:2] != q[:2] or kd != q[3] or v[2] != sk:
+        return f"Attention shapes Q {list(q)}, K {list(k)}, V {list(v)} do not agree"
+    if sk == 0 or q[2] == 0:
+        return "Attention over an empty sequence"
+    if sk > MAX_KEYS:
+        return f"Attention over {sk} keys (more than {MAX_KEYS}) is not supported by the cpu target"
+    target = (q[0], q[1], q[2], sk)
+    for value in node.inputs[3:5]:
+        if value is None:
+            continue
+        if value.type.rank > 4:
+            return f"Attention mask '{value.name}' has rank {value.type.rank}, more than 4"
+        padded = (1,) * (4 - value.type.rank) + tuple(value.type.shape)
+        if any(m not in (1, t) for m, t in zip(padded, target)):
+            shape = list(value.type.shape)
+            return f"Attention mask '{value.name}' {shape} does not broadcast to {list(target)}"
+    return None
+
+
+@register(f"{DOMAIN}::Attention", check=check_attention, dtypes=None)
+def emit_attention(ctx: EmitContext, node: Node) -> KernelCode:
+    q, _, v, sk, _ = _attention_shapes(node)
+    target = (q[0], q[1], q[2], sk)
+    mask, bool_mask = node.input(3), node.input(4)
+    fields = [
+        f".B = {q[0]}", f".H = {q[1]}", f".Sq = {q[2]}", f".Sk = {sk}", f".D = {q[3]}", f".Dv = {v[3]}",
+        f".k_transposed = {int(bool(node.attr('k_transposed', 0)))}",
+        f".causal = {int(bool(node.attr('causal', 0)))}",
+        f".nan_to_zero = {int(bool(node.attr('nan_to_zero', 0)))}",
+        f".scale = {c_float(node.attr('scale', 1.0))}",
+        f".mask_fill = {c_float(node.attr('mask_fill', float('-inf')))}",
+        f".mask_stride = {c_longs(_mask_strides(mask, target))}",
+        f".bool_stride = {c_longs(_mask_strides(bool_mask, target))}",
+    ]
+    bool_ptr = "NULL" if bool_mask is None else ctx.ptr(bool_mask)
+    body = (
+        f"static const lw_attention_geom g = {{{', '.join(fields)}}};\n"
+        f"lw_attention(ctx->nt, &g, {ctx.ptr(node.input(0))}, {ctx.ptr(node.input(1))}, "
+        f"{ctx.ptr(node.input(2))}, {ctx.opt_ptr(mask)}, {bool_ptr}, {ctx.out(node.output)});"
+    )
+    b, h, sq = q[0], q[1], q[2]
+    return KernelCode(body, flops=2 * b * h * sq * sk * (q[3] + v[3]) + 5 * b * h * sq * sk)

@@ -28,15 +28,16 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 
-from .models import MODELS
+from .models import MODELS, InputSpec, input_specs
 
 EXPORTERS = ("legacy", "dynamo")
 #: Opsets each exporter produces as asked for every zoo model (see the module docstring).
 NATIVE_OPSETS = {"legacy": range(9, 24), "dynamo": range(18, 24)}
-INPUT_NAME, OUTPUT_NAME, BATCH_SYMBOL = "x", "y", "batch"
+OUTPUT_NAME, BATCH_SYMBOL = "y", "batch"
 
 
 class OpsetMismatch(RuntimeError):
@@ -72,33 +73,40 @@ def export(
 ) -> Path:
     """Export zoo model ``name`` to ``path`` and return the path.
 
-    The graph has one input ``x`` and one output ``y``. ``batch`` replaces the model's example batch size.
-    ``dynamic_batch`` makes dimension 0 of the input symbolic (named ``batch``), so importing the file needs
-    a shape binding; the dynamo exporter traces it with a batch of at least 2 (torch.export specialises
-    size-1 dimensions). ``external_data`` (dynamo only) keeps the weights in a side file ``<path>.data``.
+    The graph's inputs are named as :func:`~tests.zoo.models.input_specs` says (one input ``x`` for the
+    CNNs; ``input_ids``, ``attention_mask``... for the transformers), its outputs as the module's
+    ``output_names`` (default one output ``y``). ``batch`` replaces the model's example batch size.
+    ``dynamic_batch`` makes dimension 0 of every input symbolic (named ``batch``), so importing the file
+    needs a shape binding; the dynamo exporter traces it with a batch of at least 2 (torch.export
+    specialises size-1 dimensions). ``external_data`` (dynamo only) keeps the weights in a side file
+    ``<path>.data``.
     """
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, not {exporter!r}")
     if external_data and exporter != "dynamo":
         raise ValueError("external_data is only offered by the dynamo exporter")
-    module, shape = MODELS[name]()
+    module, _ = MODELS[name]()
+    specs = input_specs(name)
     if dynamic_batch and exporter == "dynamo":
         batch = max(batch, 2)
-    shape = (batch,) + tuple(shape[1:])
-    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    examples = example_inputs(name, batch)
+    args = tuple(torch.from_numpy(examples[spec.name]) for spec in specs)
+    inputs = [spec.name for spec in specs]
+    outputs = list(getattr(module, "output_names", (OUTPUT_NAME,)))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    kwargs: dict = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset}
+    kwargs: dict = {"input_names": inputs, "output_names": outputs, "opset_version": opset}
     if exporter == "legacy":
         kwargs.update(dynamo=False, do_constant_folding=True)
         if dynamic_batch:
-            kwargs["dynamic_axes"] = {INPUT_NAME: {0: BATCH_SYMBOL}, OUTPUT_NAME: {0: BATCH_SYMBOL}}
+            kwargs["dynamic_axes"] = {n: {0: BATCH_SYMBOL} for n in inputs + outputs}
     else:
         kwargs.update(dynamo=True, external_data=external_data, verbose=False)
         if dynamic_batch:
-            kwargs["dynamic_shapes"] = {"x": {0: torch.export.Dim(BATCH_SYMBOL)}}
+            dim = torch.export.Dim(BATCH_SYMBOL)
+            kwargs["dynamic_shapes"] = {n: {0: dim} for n in inputs}
     with quiet(), torch.no_grad():
-        torch.onnx.export(module, (example,), str(path), **kwargs)
+        torch.onnx.export(module, args, str(path), **kwargs)
     got = _opset_of(onnx.load(str(path), load_external_data=False))
     if strict_opset and got != opset:
         raise OpsetMismatch(f"{exporter} exporter asked for opset {opset} wrote opset {got} ({name})")
@@ -110,10 +118,26 @@ def _opset_of(model: onnx.ModelProto) -> int:
 
 
 def example_input(name: str, batch: int | None = None, seed: int = 0):
-    """A seeded float32 numpy input for zoo model ``name`` (``batch`` overrides the example batch)."""
-    import numpy as np
+    """A seeded float32 numpy input for zoo model ``name``, which takes one (``batch`` overrides the
+    example batch)."""
+    specs = input_specs(name)
+    if len(specs) != 1:
+        raise ValueError(f"zoo model {name!r} has {len(specs)} inputs; use example_inputs")
+    return example_inputs(name, batch, seed)[specs[0].name]
 
-    _, shape = MODELS[name]()
-    if batch is not None:
-        shape = (batch,) + tuple(shape[1:])
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+def example_inputs(name: str, batch: int | None = None, seed: int = 0) -> dict:
+    """Seeded numpy inputs for zoo model ``name``, keyed by input name (see ``InputSpec.kind``)."""
+    rng = np.random.default_rng(seed)
+    return {spec.name: _draw(rng, spec, batch) for spec in input_specs(name)}
+
+
+def _draw(rng, spec: InputSpec, batch: int | None):
+    shape = spec.shape if batch is None else (batch,) + tuple(spec.shape[1:])
+    if spec.kind == "ids":
+        return rng.integers(0, spec.high, shape).astype(spec.dtype)
+    if spec.kind == "mask":
+        mask = np.ones(shape, spec.dtype)
+        mask[..., shape[-1] - spec.high:] = 0
+        return mask
+    return rng.standard_normal(shape).astype(spec.dtype)

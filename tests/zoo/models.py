@@ -1,21 +1,51 @@
 """Small torch models covering the op list the compiler accepts.
 
-Every entry of :data:`MODELS` is a zero-argument builder returning ``(module, input_shape)``: the module in
+Every entry of :data:`MODELS` is a zero-argument builder returning ``(module, inputs)``: the module in
 eval mode with seeded weights (BatchNorm running statistics randomised so folding BN actually matters) and
-the fixed example input shape, batch first. The input is always one float32 tensor.
+its example inputs: either one shape tuple, batch first (one float32 input named ``x``; the CNNs), or a
+tuple of :class:`InputSpec` (the transformers: int64 token ids, an attention mask). :func:`input_specs`
+gives the second form for every model.
 
-Each model runs in well under a second at its input shape and exports to tens of KB of ONNX.
+Each small model runs in well under a second at its input shape and exports to tens of KB of ONNX; the
+ImageNet-size and benchmark-size transformers (``resnet18``, ``bert``, ``gpt2``, ``vit``...) take seconds.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-Builder = Callable[[], tuple[nn.Module, tuple[int, ...]]]
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: its name, static shape, element type and how example values are drawn.
+
+    ``kind``: "normal" (float32 standard normal), "ids" (int64 uniform in ``[0, high)``), "mask" (int64
+    ones with the last ``high`` positions of each row zero: padding an attention mask hides).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    kind: str = "normal"
+    high: int = 0
+
+
+Inputs = tuple[int, ...] | tuple[InputSpec, ...]
+Builder = Callable[[], tuple[nn.Module, Inputs]]
 MODELS: dict[str, Builder] = {}
+
+
+def input_specs(name: str) -> tuple[InputSpec, ...]:
+    """The inputs of zoo model ``name`` as :class:`InputSpec` s (a bare shape is one float input ``x``)."""
+    _, inputs = MODELS[name]()
+    if inputs and isinstance(inputs[0], InputSpec):
+        return tuple(inputs)
+    return (InputSpec("x", tuple(inputs)),)
 
 
 def _register(name: str, shape: tuple[int, ...], seed: int):
@@ -345,3 +375,245 @@ class _InvertedResidualT(InvertedResidual):
         super().__init__(cin, cout, stride, expand)
         if expand == 1:
             self.body = nn.Sequential(*list(self.body.children())[2:])
+
+
+# --- transformers (plain torch mirroring HuggingFace's module structure, so they export its patterns) -----
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    seq: int = 16
+    vocab: int = 100
+    image: int = 32
+    patch: int = 8
+    classes: int = 10
+
+
+def _register_transformer(name: str, cls, config: TransformerConfig, seed: int):
+    def build():
+        torch.manual_seed(seed)
+        module = cls(config)
+        randomize_layernorm(module, seed)
+        return module.eval(), module.inputs()
+
+    build.__name__ = f"build_{name}"
+    build.__doc__ = cls.__doc__
+    MODELS[name] = build
+
+
+def randomize_layernorm(module: nn.Module, seed: int) -> None:
+    """Give every LayerNorm non-trivial affine parameters (fresh ones are 1/0, which hide a swapped
+    scale/bias in a fusion)."""
+    gen = torch.Generator().manual_seed(seed + 2)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) * 0.8 + 0.6)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[B, S, H*D] -> [B, H, S, D] (HuggingFace's view + permute)."""
+    return x.view(x.size()[:-1] + (heads, x.size(-1) // heads)).permute(0, 2, 1, 3)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[B, H, S, D] -> [B, S, H*D] (permute + contiguous + view)."""
+    x = x.permute(0, 2, 1, 3).contiguous()
+    return x.view(x.size()[:-2] + (x.size(-2) * x.size(-1),))
+
+
+class BertSelfAttention(nn.Module):
+    def __init__(self, c: TransformerConfig):
+        super().__init__()
+        self.heads, self.head_dim = c.heads, c.hidden // c.heads
+        self.query, self.key, self.value = (nn.Linear(c.hidden, c.hidden) for _ in range(3))
+
+    def forward(self, h, extended_mask):
+        q, k, v = (_split_heads(f(h), self.heads) for f in (self.query, self.key, self.value))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        probs = nn.functional.softmax(scores + extended_mask, dim=-1)
+        return _merge_heads(torch.matmul(probs, v))
+
+
+class BertLayer(nn.Module):
+    def __init__(self, c: TransformerConfig):
+        super().__init__()
+        self.attention = BertSelfAttention(c)
+        self.attention_output = nn.Linear(c.hidden, c.hidden)
+        self.attention_norm = nn.LayerNorm(c.hidden, eps=1e-12)
+        self.intermediate = nn.Linear(c.hidden, c.intermediate)
+        self.output = nn.Linear(c.intermediate, c.hidden)
+        self.output_norm = nn.LayerNorm(c.hidden, eps=1e-12)
+
+    def forward(self, h, extended_mask):
+        h = self.attention_norm(self.attention_output(self.attention(h, extended_mask)) + h)
+        return self.output_norm(self.output(nn.functional.gelu(self.intermediate(h))) + h)
+
+
+class Bert(nn.Module):
+    """BERT encoder (Devlin et al., HuggingFace BertModel's structure): word + position + token-type
+    embeddings and LayerNorm, self-attention layers with an additive mask ``(1 - mask) * finfo.min``, erf
+    GELU feed-forward, post-LN residuals, tanh pooler on the first token. Outputs: sequence, pooled."""
+
+    output_names = ("last_hidden_state", "pooler_output")
+
+    def __init__(self, c: TransformerConfig):
+        super().__init__()
+        self.config = c
+        self.word_embeddings = nn.Embedding(c.vocab, c.hidden)
+        self.position_embeddings = nn.Embedding(c.seq, c.hidden)
+        self.token_type_embeddings = nn.Embedding(2, c.hidden)
+        self.embeddings_norm = nn.LayerNorm(c.hidden, eps=1e-12)
+        self.register_buffer("position_ids", torch.arange(c.seq).unsqueeze(0), persistent=False)
+        self.register_buffer("token_type_ids", torch.zeros(1, c.seq, dtype=torch.long), persistent=False)
+        self.layers = nn.ModuleList(BertLayer(c) for _ in range(c.layers))
+        self.pooler = nn.Linear(c.hidden, c.hidden)
+
+    def inputs(self) -> tuple[InputSpec, ...]:
+        c = self.config
+        return (InputSpec("input_ids", (1, c.seq), "int64", "ids", c.vocab),
+                InputSpec("attention_mask", (1, c.seq), "int64", "mask", max(1, c.seq // 8)))
+
+    def forward(self, input_ids, attention_mask):
+        s = input_ids.size(1)
+        h = (self.word_embeddings(input_ids) + self.token_type_embeddings(self.token_type_ids[:, :s])
+             + self.position_embeddings(self.position_ids[:, :s]))
+        h = self.embeddings_norm(h)
+        extended = attention_mask[:, None, None, :].to(h.dtype)
+        extended = (1.0 - extended) * torch.finfo(h.dtype).min
+        for layer in self.layers:
+            h = layer(h, extended)
+        return h, torch.tanh(self.pooler(h[:, 0]))
+
+
+class Conv1D(nn.Module):
+    """GPT-2's linear layer: weight [in, out], ``addmm(bias, x.view(-1, in), weight)``."""
+
+    def __init__(self, out_features: int, in_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(in_features, out_features) * 0.05)
+        self.bias = nn.Parameter(torch.randn(out_features) * 0.02)
+
+    def forward(self, x):
+        size_out = x.size()[:-1] + (self.weight.size(1),)
+        return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(size_out)
+
+
+def gelu_new(x):
+    """GPT-2's tanh GELU, spelled out as HuggingFace's NewGELUActivation."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+class GPT2Block(nn.Module):
+    def __init__(self, c: TransformerConfig):
+        super().__init__()
+        self.heads, self.hidden = c.heads, c.hidden
+        self.ln_1 = nn.LayerNorm(c.hidden)
+        self.c_attn = Conv1D(3 * c.hidden, c.hidden)
+        self.attn_proj = Conv1D(c.hidden, c.hidden)
+        self.ln_2 = nn.LayerNorm(c.hidden)
+        self.c_fc = Conv1D(c.intermediate, c.hidden)
+        self.mlp_proj = Conv1D(c.hidden, c.intermediate)
+        causal = torch.tril(torch.ones((c.seq, c.seq), dtype=torch.bool)).view(1, 1, c.seq, c.seq)
+        self.register_buffer("bias", causal, persistent=False)
+
+    def attention(self, h):
+        q, k, v = (_split_heads(t, self.heads) for t in self.c_attn(h).split(self.hidden, dim=2))
+        w = torch.matmul(q, k.transpose(-1, -2))
+        w = w / torch.full([], v.size(-1) ** 0.5, dtype=w.dtype)
+        s = q.size(-2)
+        causal = self.bias[:, :, :s, :s]
+        w = torch.where(causal, w, torch.full([], torch.finfo(w.dtype).min, dtype=w.dtype))
+        return self.attn_proj(_merge_heads(torch.matmul(nn.functional.softmax(w, dim=-1), v)))
+
+    def forward(self, h):
+        h = h + self.attention(self.ln_1(h))
+        return h + self.mlp_proj(gelu_new(self.c_fc(self.ln_2(h))))
+
+
+class GPT2(nn.Module):
+    """GPT-2 decoder (Radford et al., HuggingFace GPT2LMHeadModel's structure): token + position
+    embeddings (positions from ``torch.arange``), pre-LN blocks with a fused q/k/v projection split in
+    three, a causal ``torch.where(tril, w, finfo.min)`` mask, tanh GELU, final LayerNorm and an LM head
+    tied to the token embedding."""
+
+    def __init__(self, c: TransformerConfig):
+        super().__init__()
+        self.config = c
+        self.wte = nn.Embedding(c.vocab, c.hidden)
+        self.wpe = nn.Embedding(c.seq, c.hidden)
+        self.h = nn.ModuleList(GPT2Block(c) for _ in range(c.layers))
+        self.ln_f = nn.LayerNorm(c.hidden)
+        with torch.no_grad():
+            self.wte.weight.mul_(0.1)
+
+    def inputs(self) -> tuple[InputSpec, ...]:
+        return (InputSpec("input_ids", (1, self.config.seq), "int64", "ids", self.config.vocab),)
+
+    def forward(self, input_ids):
+        positions = torch.arange(0, input_ids.size(-1), dtype=torch.long).unsqueeze(0)
+        h = self.wte(input_ids) + self.wpe(positions)
+        for block in self.h:
+            h = block(h)
+        return torch.matmul(self.ln_f(h), self.wte.weight.t())
+
+
+class ViTLayer(nn.Module):
+    def __init__(self, c: TransformerConfig):
+        super().__init__()
+        self.heads = c.heads
+        self.layernorm_before = nn.LayerNorm(c.hidden, eps=1e-12)
+        self.query, self.key, self.value = (nn.Linear(c.hidden, c.hidden) for _ in range(3))
+        self.attention_output = nn.Linear(c.hidden, c.hidden)
+        self.layernorm_after = nn.LayerNorm(c.hidden, eps=1e-12)
+        self.intermediate = nn.Linear(c.hidden, c.intermediate)
+        self.output = nn.Linear(c.intermediate, c.hidden)
+
+    def forward(self, h):
+        x = self.layernorm_before(h)
+        q, k, v = (_split_heads(f(x), self.heads) for f in (self.query, self.key, self.value))
+        h = h + self.attention_output(_merge_heads(nn.functional.scaled_dot_product_attention(q, k, v)))
+        return h + self.output(nn.functional.gelu(self.intermediate(self.layernorm_after(h))))
+
+
+class ViT(nn.Module):
+    """Vision Transformer (Dosovitskiy et al., HuggingFace ViTForImageClassification's structure): Conv2d
+    patch embedding, flatten + transpose, a class token, position embeddings, pre-LN blocks through
+    ``scaled_dot_product_attention``, erf GELU, final LayerNorm, classifier on the class token."""
+
+    def __init__(self, c: TransformerConfig):
+        super().__init__()
+        self.config = c
+        patches = (c.image // c.patch) ** 2
+        self.patch_embeddings = nn.Conv2d(3, c.hidden, c.patch, c.patch)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, c.hidden) * 0.02)
+        self.position_embeddings = nn.Parameter(torch.randn(1, patches + 1, c.hidden) * 0.02)
+        self.layers = nn.ModuleList(ViTLayer(c) for _ in range(c.layers))
+        self.layernorm = nn.LayerNorm(c.hidden, eps=1e-12)
+        self.classifier = nn.Linear(c.hidden, c.classes)
+
+    def inputs(self) -> tuple[InputSpec, ...]:
+        return (InputSpec("pixel_values", (1, 3, self.config.image, self.config.image)),)
+
+    def forward(self, pixel_values):
+        h = self.patch_embeddings(pixel_values).flatten(2).transpose(1, 2)
+        h = torch.cat((self.cls_token.expand(h.shape[0], -1, -1), h), dim=1) + self.position_embeddings
+        for layer in self.layers:
+            h = layer(h)
+        return self.classifier(self.layernorm(h)[:, 0, :])
+
+
+TINY = TransformerConfig(hidden=64, layers=2, heads=2, intermediate=128)
+BENCH = TransformerConfig(hidden=256, layers=4, heads=4, intermediate=1024, seq=128, vocab=1000)
+VIT_S16 = TransformerConfig(hidden=384, layers=12, heads=6, intermediate=1536, image=224, patch=16,
+                            classes=1000)
+_register_transformer("bert_tiny", Bert, TINY, seed=21)
+_register_transformer("gpt2_tiny", GPT2, TINY, seed=22)
+_register_transformer("vit_tiny", ViT, TINY, seed=23)
+_register_transformer("bert", Bert, BENCH, seed=24)
+_register_transformer("gpt2", GPT2, BENCH, seed=25)
+_register_transformer("vit", ViT, VIT_S16, seed=26)

@@ -1,0 +1,116 @@
+"""The cpu target's LayerNormalization and fused attention kernels against the reference interpreter (and
+the reference against independent numpy formulas)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lowering.ir import Node, TensorType, Value
+from lowering.opinfo import DOMAIN
+from lowering.reference import evaluate_node
+from targets.cpu.emit_transformer import check_attention, check_layernorm
+
+from .cpu_harness import GraphMaker, check_against_reference
+
+pytestmark = pytest.mark.target_cpu
+
+LAYERNORM_CASES = [  # (input shape, axis, scale shape, bias?)
+    ((4, 7, 64), -1, (64,), True),
+    ((3, 37), -1, (37,), False),  # a row that is not a whole number of vectors
+    ((2, 5, 6, 10), -2, (6, 10), True),  # two normalised axes
+    ((1, 16, 384), 2, (1,), True),  # scalar scale broadcast over the row
+    ((130, 768), -1, (768,), True),  # enough rows to run in parallel
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_layernorm_variants(threads):
+    m = GraphMaker("layernorm")
+    outs = []
+    for shape, axis, scale_shape, has_bias in LAYERNORM_CASES:
+        x = m.input(*shape)
+        scale = m.const((m.rng.random(scale_shape) + 0.5).astype(np.float32))
+        bias = m.weight(*shape[axis % len(shape):], scale=0.1) if has_bias else None
+        outs.append(m.node("LayerNormalization", x, scale, bias, axis=axis, epsilon=1e-5))
+    shifted = m.input(8, 96)  # mean far from zero against the spread: the shifted sums keep the variance
+    m.feeds[shifted.name] = m.feeds[shifted.name] * np.float32(0.01) + np.float32(300.0)
+    outs.append(m.node("LayerNormalization", shifted, m.const(np.ones(96, np.float32)), epsilon=1e-12))
+    check_against_reference(m.output(*outs), threads=threads)
+
+
+def test_layernorm_reference_matches_formula():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4, 10)).astype(np.float32)
+    g, b = rng.standard_normal(10).astype(np.float32), rng.standard_normal(10).astype(np.float32)
+    node = Node("LayerNormalization", [], [Value("y"), Value("mean"), Value("inv")], name="ln")
+    node.set_attr("epsilon", 1e-3)
+    y, mean, inv = evaluate_node(node, [x, g, b])
+    mu = x.mean(-1, keepdims=True)
+    want = (x - mu) / np.sqrt(x.var(-1, keepdims=True) + 1e-3) * g + b
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mean, mu, rtol=1e-6, atol=1e-6)
+    assert inv.shape == (3, 4, 1)
+
+
+def _attention(m: GraphMaker, q, k, v, mask=None, bool_mask=None, **attrs):
+    return m.node("Attention", q, k, v, mask, bool_mask, domain=DOMAIN, **attrs)
+
+
+def test_attention_variants():
+    m = GraphMaker("attention")
+    outs = []
+    q, k, v = m.input(1, 2, 16, 32), m.input(1, 2, 16, 32), m.input(1, 2, 16, 32)
+    outs.append(_attention(m, q, k, v, scale=32 ** -0.5))  # K rows: dot products
+    kt = m.input(2, 3, 20, 37)  # K^T with an odd key count and head size 20
+    q2, v2 = m.input(2, 3, 11, 20), m.input(2, 3, 37, 24)
+    pad = np.zeros((2, 1, 1, 37), np.float32)
+    pad[0, ..., 30:] = np.finfo(np.float32).min  # BERT's additive padding mask, broadcast over heads/rows
+    outs.append(_attention(m, q2, kt, v2, m.const(pad), k_transposed=1, scale=0.2))
+    full = m.input(2, 3, 11, 37)  # a full-size additive mask
+    outs.append(_attention(m, q2, kt, v2, full, k_transposed=1, scale=0.3))
+    kt3 = m.input(1, 2, 32, 16)
+    outs.append(_attention(m, q, kt3, v, k_transposed=1, causal=1, scale=0.25))  # GPT-2's causal mask
+    q4 = m.input(1, 2, 5, 32)  # fewer queries than keys: the causal diagonal shifts right
+    outs.append(_attention(m, q4, k, v, causal=1, scale=0.25))
+    allowed = m.rng.random((1, 1, 16, 16)) < 0.7
+    allowed[0, 0, 3] = False  # a row with every key masked: -inf everywhere, NaN, guarded to 0
+    bool_mask = m.const(allowed)
+    outs.append(_attention(m, q, k, v, None, bool_mask, mask_fill=float("-inf"), nan_to_zero=1, scale=0.5))
+    min_fill = float(np.finfo(np.float32).min)  # a finite fill: the masked-out row becomes uniform
+    outs.append(_attention(m, q, k, v, None, bool_mask, mask_fill=min_fill, scale=0.5))
+    check_against_reference(m.output(*outs), threads=2)
+
+
+def test_attention_reference_matches_formula():
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal((1, 2, 6, 4)).astype(np.float32) for _ in range(3))
+    mask = rng.standard_normal((1, 1, 6, 6)).astype(np.float32)
+    node = Node("Attention", [], [Value("y")], name="attn", domain=DOMAIN)
+    node.set_attr("scale", 0.5)
+    node.set_attr("causal", 1)
+    got = evaluate_node(node, [q, k, v, mask])[0]
+    s = q @ k.transpose(0, 1, 3, 2) * 0.5 + mask
+    s = np.where(np.tril(np.ones((6, 6), bool)), s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    np.testing.assert_allclose(got, (p / p.sum(-1, keepdims=True)) @ v, rtol=1e-5, atol=1e-6)
+
+
+def _typed(name, shape, dtype="float32"):
+    from lowering.ir import DType
+
+    return Value(name, TensorType(DType(dtype), shape))
+
+
+def test_unsupported_cases_are_explained():
+    q = _typed("q", (2, 8, 16))
+    node = Node("Attention", [q, _typed("k", (2, 8, 16)), _typed("v", (2, 8, 16))], [_typed("y", (2, 8, 16))],
+                domain=DOMAIN)
+    assert "rank-4" in check_attention(node)
+    q4 = _typed("q", (1, 2, 8, 16))
+    bad_mask = _typed("m", (1, 3, 8, 8))
+    node = Node("Attention", [q4, _typed("k", (1, 2, 8, 16)), _typed("v", (1, 2, 8, 16)), bad_mask],
+                [_typed("y", (1, 2, 8, 16))], domain=DOMAIN)
+    assert "does not broadcast" in check_attention(node)
+    ln = Node("LayerNormalization", [_typed("x", (4, 8)), _typed("s", (5,))], [_typed("y", (4, 8))])
+    assert "normalised shape" in check_layernorm(ln)
