@@ -9,6 +9,10 @@ Order, and why:
    which these leftovers interrupt, and because they need constant weights and parameters. It iterates
    because each pass exposes work for the others (a folded Shape makes a Reshape's target constant...).
    Its constant folding keeps ``DequantizeLinear`` nodes: quantized weights stay integers for ``fold_qdq``.
+1b. ``fuse_transformer``: decomposed LayerNorm, spelled-out GELU and attention chains become
+   LayerNormalization, Gelu and ``lowering::Attention``: once their scales are folded constants, and
+   before ``reduce_mean_to_pool`` (a rank-3 LayerNorm mean would become a pool) and the fusions below
+   (the epilogue fusion takes a Gelu as a GEMM activation; a MatMul must still be a MatMul to match).
 2. ``reduce_mean_to_pool``: a mean over all spatial axes (the dynamo exporter's global pooling) becomes
    GlobalAveragePool, once folding has made its axes constant, so targets need only the pool kernel.
 3. ``fold_batchnorm`` before ``fuse_epilogue``: it matches the plain Conv/Gemm/MatMul ops, and the Conv it
@@ -24,6 +28,9 @@ Order, and why:
 5. ``fuse_epilogue`` before ``fuse_elementwise``: bias adds, residual adds and activations after a
    Conv/Gemm belong in that kernel's epilogue (no extra pass over memory); were elementwise fusion first,
    it would group ``Add -> Relu`` into a separate kernel.
+5b. ``fold_transpose`` after ``fuse_epilogue``: transpose pairs that compose to the identity cancel, and a
+   transpose of an operand's last two axes folds into the fused GEMM's ``transA``/``transB`` (the flags
+   exist only on the fused ops; ``fuse_transformer`` has already matched ``MatMul(Q, Transpose(K))``).
 6. ``fuse_elementwise``: the remaining chains of elementwise ops.
 7. ``dce``: the fusions remove what they replace; this catches anything left dead (cheap).
 
@@ -40,8 +47,10 @@ from .cleanup.fold_constants import FoldConstants
 from .cleanup.fold_shapes import FoldShapes
 from .cleanup.reduce_mean_to_pool import RewriteReduceMeanAsPool
 from .fusion.fold_batchnorm import FoldBatchNorm
+from .fusion.fold_transpose import FoldTranspose
 from .fusion.fuse_elementwise import FuseElementwise
 from .fusion.fuse_epilogue import FuseEpilogues
+from .fusion.fuse_transformer import FuseTransformerPatterns
 from .quantization.expand_qoperators import ExpandQOperators
 from .quantization.fold_qdq import FoldQDQ
 
@@ -54,12 +63,14 @@ def default_passes() -> list[Pass]:
     return [
         FixedPoint([FoldShapes(), FoldConstants(keep_ops=KEEP_QUANTIZED), EliminateDeadCode()], max_steps=8,
                    name="simplify"),
+        FuseTransformerPatterns(),
         RewriteReduceMeanAsPool(),
         FoldBatchNorm(),
         ExpandQOperators(),
         FoldQDQ(),
         FoldConstants(),
         FuseEpilogues(),
+        FoldTranspose(),
         FuseElementwise(),
         EliminateDeadCode(),
     ]

@@ -2,13 +2,18 @@
 
 First every ``Conv`` becomes ``lowering::FusedConv(X, W, B?, R?)`` (all Conv attributes kept, plus
 ``activation=""`` and ``activation_params=()``), every float ``Gemm`` becomes ``lowering::FusedGemm(A, B,
-C?, R?)`` and every float ``MatMul`` of two rank-2 operands becomes a ``FusedGemm`` too. Then, while the
-fused node's output has exactly one use and is not a graph output, its consumer is absorbed:
+C?, R?)``, every float ``MatMul`` of two rank-2 operands becomes a ``FusedGemm`` too and every other float
+``MatMul`` of operands of rank >= 2 (a transformer's ``[B,S,K] x [K,N]`` linear layer, a batched
+``[B,H,S,D] x [B,H,D,S]`` product) becomes ``lowering::FusedMatMul(A, B, C?, R?){transA, transB, alpha}``
+(numpy broadcasting over the batch axes; ``trans*`` swap an operand's last two axes, which
+``fold_transpose`` uses). Then, while the fused node's output has exactly one use and is not a graph output,
+its consumer is absorbed:
 
 1. ``Add`` of a constant that broadcasts as a bias (per output channel for conv: after left-padding its
    shape with ones to the output's rank, every dimension is 1 except axis 1, which is 1 or C, e.g.
-   ``[C,1,1]``, ``[1,C,1,1]`` or a scalar; per column for gemm: ``[N]``, ``[1,N]`` or a scalar) is summed
-   into the bias input (the existing bias must then be constant; a gemm's ``beta`` is folded in);
+   ``[C,1,1]``, ``[1,C,1,1]`` or a scalar; per column for gemm and matmul: ``[N]``, ``[1,N]``, ``[1,1,N]``
+   or a scalar) is summed into the bias input (the existing bias must then be constant; a gemm's ``beta``
+   is folded in);
 2. ``Add`` of a non-constant tensor of exactly the output's type becomes the residual ``R`` (one only);
 3. one activation in ``EPILOGUE_ACTIVATIONS`` with constant parameters sets ``activation`` and
    ``activation_params``; nothing is absorbed after it (``act(y) + r`` is not ``act(y + r)``).
@@ -31,21 +36,29 @@ from lowering.passmanager import Pass, PassContext, PassResult
 from .rewriting import merged_meta, new_constant, replace_group, sole_use
 
 FLOAT_TYPES = frozenset({DType.FLOAT32, DType.FLOAT16, DType.FLOAT64})
-FUSED_OPS = frozenset({"FusedConv", "FusedGemm"})
+FUSED_OPS = frozenset({"FusedConv", "FusedGemm", "FusedMatMul"})
 BIAS_INPUT, RESIDUAL_INPUT = 2, 3
 GEMM_DEFAULTS = {"transA": 0, "transB": 0, "alpha": 1.0, "beta": 1.0}
+MATMUL_DEFAULTS = {"transA": 0, "transB": 0, "alpha": 1.0}
+
+
+def _matmul_ranks(node: Node) -> tuple[int, ...] | None:
+    ranks = tuple(v.type.rank if v is not None and v.type is not None else -1 for v in node.inputs)
+    return ranks if len(ranks) == 2 and min(ranks) >= 2 else None
 
 
 def _canonical(node: Node) -> Node | None:
-    """The FusedConv/FusedGemm equivalent of a standard Conv/Gemm/MatMul, or None."""
+    """The FusedConv/FusedGemm/FusedMatMul equivalent of a standard Conv/Gemm/MatMul, or None."""
     if node.domain or node.output.type is None or node.output.type.dtype not in FLOAT_TYPES:
         return None
-    is_matrix_product = node.op == "MatMul" and all(v.type is not None and v.type.rank == 2
-                                                    for v in node.inputs)
+    ranks = _matmul_ranks(node) if node.op == "MatMul" else None
+    # attributes explicit: targets need not know defaults
     if node.op == "Conv":
         op, attrs = "FusedConv", dict(node.attrs)
-    elif node.op == "Gemm" or is_matrix_product:  # attributes explicit: targets need not know defaults
+    elif node.op == "Gemm" or ranks == (2, 2):
         op, attrs = "FusedGemm", {k: Attr.infer(node.attr(k, d)) for k, d in GEMM_DEFAULTS.items()}
+    elif ranks is not None:
+        op, attrs = "FusedMatMul", {k: Attr.infer(d) for k, d in MATMUL_DEFAULTS.items()}
     else:
         return None
     attrs["activation"] = Attr(AttrKind.STRING, "")

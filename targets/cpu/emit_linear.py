@@ -6,9 +6,12 @@ All three become calls into the packed GEMM of ``kernels_gemm.c``:
   ``out[co, p] = W[co, :] . col[:, p]``, with im2col writing the packed B panels directly (a plain panel
   copy for 1x1 stride-1 convs); depthwise convs (group == channels) use a direct loop instead. Bias,
   residual and activation run in the GEMM epilogue while the output tile is in cache.
-- Gemm / lowering::FusedGemm and MatMul (N-d, numpy broadcasting): constant operands are prepacked at
-  compile time, runtime operands are packed into the workspace; a MatMul whose B is one matrix runs as a
-  single GEMM over all of A's rows.
+- Gemm / lowering::FusedGemm, MatMul and lowering::FusedMatMul (N-d, numpy broadcasting, bias over the
+  last axis, residual and activation in the epilogue): constant operands are prepacked at compile time, a
+  runtime A is read in place through its strides and a runtime B is packed into the workspace; a MatMul
+  whose B is one matrix runs as a single GEMM over all of A's rows (M = batch * rows). A batch of GEMMs
+  (attention's [B,H,S,D] x [B,H,D,S] when unfused) runs as one ``lw_gemm`` call whose tasks span the
+  batch items, so a small M still keeps every thread busy.
 """
 
 from __future__ import annotations
@@ -171,25 +174,35 @@ def emit_gemm_batch(
     epi: str,
     bias: str = "NULL",
     res: str = "NULL",
+    res_step: int = 0,
 ) -> KernelCode:
-    """C = epilogue(A[a_index[i]] . B[b_index[i]]) for every output matrix i (stored back to back)."""
+    """C = epilogue(A[a_index[i]] . B[b_index[i]]) for every output matrix i (stored back to back); batch
+    item i reads the residual at ``res + i * res_step``.
+
+    Constant operands are prepacked into the weights. A runtime A is read in place through its strides (no
+    packing pass, see kernels_gemm.c); a runtime B is packed into the workspace first (its panels are
+    reused by every row panel)."""
     m, k, n, count = a.rows, a.cols, b.cols, len(a_index)
     a_size, b_size = packed_a_floats(m, k, ctx.isa.mr), packed_b_floats(k, n, ctx.isa.nr)
     lines = ["lw_gemm_item *items = (lw_gemm_item *)ctx->ws;"]
     workspace = align(count * ITEM_BYTES)
-    for name, op, size, pack, rows, cols in (("a", a, a_size, pack_a, m, k), ("b", b, b_size, pack_b, k, n)):
-        tile = ctx.isa.mr if name == "a" else ctx.isa.nr
-        if op.value.is_const:
-            packed = np.concatenate([pack(mat, tile).reshape(-1) for mat in op.matrices()])
-            lines.append(f"const float *{name}pk = {ctx.weights(packed)};")
-            continue
-        rs, cs = op.strides
-        lines.append(f"float *{name}pk = (float *)(ctx->ws + {workspace});")
+    if a.value.is_const:
+        packed = np.concatenate([pack_a(mat, ctx.isa.mr).reshape(-1) for mat in a.matrices()])
+        lines.append(f"const float *apk = {ctx.weights(packed)};")
+        a_strides = (0, 0)
+    else:
+        lines.append(f"const float *apk = {ctx.ptr(a.value)};")
+        a_size, a_strides = m * k, a.strides
+    if b.value.is_const:
+        packed = np.concatenate([pack_b(mat, ctx.isa.nr).reshape(-1) for mat in b.matrices()])
+        lines.append(f"const float *bpk = {ctx.weights(packed)};")
+    else:
+        rs, cs = b.strides
+        lines.append(f"float *bpk = (float *)(ctx->ws + {workspace});")
         lines.append(
-            f"lw_pack_{name}(ctx->nt, {ctx.ptr(op.value)}, {rows * cols}, {op.count}, {rs}, {cs}, "
-            f"{rows}, {cols}, {name}pk);"
+            f"lw_pack_b(ctx->nt, {ctx.ptr(b.value)}, {k * n}, {b.count}, {rs}, {cs}, {k}, {n}, bpk);"
         )
-        workspace += align(op.count * size * 4)
+        workspace += align(b.count * b_size * 4)
     lines.append(f"float *y = {ctx.out(node.output)};")
     index = batch_index(lines, count, {"a": list(a_index), "b": list(b_index)})
     lines += [
@@ -198,9 +211,9 @@ def emit_gemm_batch(
         f"    items[i].b = bpk + {index['b']} * {b_size};",
         f"    items[i].c = y + i * {m * n};",
         f"    items[i].bias = {bias};",
-        f"    items[i].res = {res};",
+        f"    items[i].res = {res if res == 'NULL' or not res_step else f'{res} + i * {res_step}'};",
         "}",
-        f"static const lw_gemm_shape s = {{{m}, {n}, {k}, {n}, {epi}}};",
+        f"static const lw_gemm_shape s = {{{m}, {n}, {k}, {n}, {epi}, {a_strides[0]}, {a_strides[1]}}};",
         f"lw_gemm(ctx->nt, &s, items, {count});",
     ]
     return KernelCode("\n".join(lines), flops=2 * count * m * n * k, workspace=workspace)
@@ -237,31 +250,56 @@ def emit_gemm(ctx: EmitContext, node: Node) -> KernelCode:
 
 
 def check_matmul(node: Node) -> str | None:
-    if node.input(0).type.rank < 1 or node.input(1).type.rank < 1:
-        return "MatMul needs operands of rank 1 or more"
-    return None
-
-
-@register("MatMul", check=check_matmul)
-def emit_matmul(ctx: EmitContext, node: Node) -> KernelCode:
     a, b = node.input(0), node.input(1)
+    if a.type.rank < 1 or b.type.rank < 1:
+        return "MatMul needs operands of rank 1 or more"
+    if node.domain != DOMAIN:
+        return None
+    if a.type.rank < 2 or b.type.rank < 2:
+        return "FusedMatMul needs operands of rank 2 or more"
+    n = node.output.type.shape[-1]
+    c, r = node.input(2), node.input(3)
+    if c is not None and (numel(c.type.shape) not in (1, n) or c.type.shape[-1:] not in ((), (1,), (n,))):
+        return f"FusedMatMul bias of shape {c.type.shape} is not a vector over the last axis ({n})"
+    if r is not None and r.type != node.output.type:
+        return f"FusedMatMul residual {r.type} does not have the output's type {node.output.type}"
+    return check_activation(node)
+
+
+def matmul_operands(node: Node) -> tuple[GemmOperand, GemmOperand, list[int], list[int]]:
+    """The GEMM batch of a (Fused)MatMul: both operands as stacks of matrices and, per output matrix, the
+    A and B matrix it multiplies (numpy broadcasting of the batch axes). A rank-1 A is one row, a rank-1 B
+    one column. When B is a single matrix and A is not transposed, A's rows from every batch item form one
+    GEMM (M = B * S for a [B, S, K] activation): one call, no per-batch loop, the weights packed once."""
+    a, b = node.input(0), node.input(1)
+    trans_a, trans_b = bool(node.attr("transA", 0)), bool(node.attr("transB", 0))
     sa = (1,) + a.type.shape if a.type.rank == 1 else a.type.shape
     sb = b.type.shape + (1,) if b.type.rank == 1 else b.type.shape
-    m, k, n = sa[-2], sa[-1], sb[-1]
+    m, k = (sa[-1], sa[-2]) if trans_a else (sa[-2], sa[-1])
+    n = sb[-2] if trans_b else sb[-1]
     batch_a, batch_b = sa[:-2], sb[:-2]
-    epi = epilogue(node)
-    if numel(batch_b) == 1:  # one B matrix: all of A's rows form one GEMM
+    if numel(batch_b) == 1 and not trans_a:
         rows = numel(batch_a) * m
-        return emit_gemm_batch(ctx, node, GemmOperand(a, 1, rows, k), GemmOperand(b, 1, k, n), [0], [0], epi)
+        return GemmOperand(a, 1, rows, k), GemmOperand(b, 1, k, n, trans_b), [0], [0]
     out_batch = np.broadcast_shapes(batch_a, batch_b)
     a_index = np.broadcast_to(np.arange(numel(batch_a)).reshape(batch_a), out_batch).reshape(-1)
     b_index = np.broadcast_to(np.arange(numel(batch_b)).reshape(batch_b), out_batch).reshape(-1)
-    return emit_gemm_batch(
-        ctx,
-        node,
-        GemmOperand(a, numel(batch_a), m, k),
-        GemmOperand(b, numel(batch_b), k, n),
+    return (
+        GemmOperand(a, numel(batch_a), m, k, trans_a),
+        GemmOperand(b, numel(batch_b), k, n, trans_b),
         a_index.tolist(),
         b_index.tolist(),
-        epi,
     )
+
+
+@register("MatMul", f"{DOMAIN}::FusedMatMul", check=check_matmul)
+def emit_matmul(ctx: EmitContext, node: Node) -> KernelCode:
+    a_op, b_op, a_index, b_index = matmul_operands(node)
+    fused = node.domain == DOMAIN
+    c, r = (node.input(2), node.input(3)) if fused else (None, None)
+    n = b_op.cols
+    bias_cs = 0 if c is None or numel(c.type.shape) == 1 else 1
+    epi = epilogue(node, alpha=node.attr("alpha", 1.0) if fused else 1.0, bias=(0, bias_cs),
+                   res=(n, 1) if r is not None else (0, 0))
+    return emit_gemm_batch(ctx, node, a_op, b_op, a_index, b_index, epi, ctx.opt_ptr(c), ctx.opt_ptr(r),
+                           res_step=a_op.rows * n)

@@ -22,6 +22,9 @@ def test_bench_json(tiny_dir, tiny_artifact, tmp_path, capsys):
         assert result[side]["p90_ms"] >= result[side]["median_ms"]
     assert result["speedup"] == pytest.approx(
         result["onnxruntime"]["median_ms"] / result["lowering"]["median_ms"])
+    assert result["speedup_p90"] == pytest.approx(
+        result["onnxruntime"]["p90_ms"] / result["lowering"]["p90_ms"])
+    assert "(p90: " in stdout
 
 
 def test_bench_rejects_bad_thread_count(tiny_dir, tiny_artifact, capsys):

@@ -113,10 +113,38 @@ def test_matmul_of_matrices_becomes_gemm_with_clip():
     assert g.nodes[0].attr("activation_params") == (0.0, FLOAT_MAX)
 
 
-def test_batched_matmul_is_left_alone():
+def test_transformer_linear_layer_becomes_one_fused_matmul():
+    """[B,S,K] x W[K,N] + b[N] -> Gelu: the MatMul, bias Add and activation are one FusedMatMul."""
     b = GraphBuilder()
-    a = b.input("a", (2, 3, 4))
-    b.output(b.op("Relu", [b.op("MatMul", [a, b.const(_rand(4, 5))])]))
+    x = b.input("x", (2, 3, 4))
+    mm = b.op("MatMul", [x, b.const(_rand(4, 5))], name="fc")
+    biased = b.op("Add", [b.const(_rand(1, 1, 5)), mm], name="bias")
+    b.output(b.op("Gelu", [biased], {"approximate": "tanh"}, name="gelu"))
+    g = assert_parity(b, [FuseEpilogues()], rtol=1e-5, atol=1e-5, expect_modified=True)
+    node = g.nodes[0]
+    assert _ops(g) == [f"{DOMAIN}::FusedMatMul"] and node.meta.sources == ("fc", "bias", "gelu")
+    assert node.input(2).const.shape == (5,) and node.input(3) is None
+    assert node.attr("transA") == 0 and node.attr("transB") == 0 and node.attr("alpha") == 1.0
+    assert node.attr("activation") == "Gelu" and node.attr("activation_params") == (1.0,)
+
+
+def test_batched_matmul_takes_a_residual_but_not_a_broadcasting_add():
+    b = GraphBuilder()
+    q, k = b.input("q", (2, 3, 4, 6)), b.input("k", (1, 3, 6, 4))
+    r = b.input("r", (2, 3, 4, 4))
+    scores = b.op("Add", [b.op("MatMul", [q, k], name="mm"), r], name="res")
+    mask = b.input("mask", (2, 1, 1, 4))
+    b.output(b.op("Add", [scores, mask], name="mask_add"))
+    messages = []
+    g = assert_parity(b, [FuseEpilogues()], log=messages.append, expect_modified=True)
+    assert _ops(g) == [f"{DOMAIN}::FusedMatMul", "Add"]
+    assert g.nodes[0].input(3) is r
+    assert any("'mask_add'" in m and "already has a residual" in m for m in messages)
+
+
+def test_matmul_with_a_vector_operand_stays_a_matmul():
+    b = GraphBuilder()
+    b.output(b.op("Relu", [b.op("MatMul", [b.input("a", (2, 3, 4)), b.const(_rand(4))])]))
     assert_parity(b, [FuseEpilogues()], expect_modified=False)
 
 

@@ -26,8 +26,9 @@ def _names(passes):
 
 def test_every_pass_has_a_name_to_disable():
     assert _names(default_passes()) == [
-        "simplify", "fold_shapes", "fold_constants", "dce", "reduce_mean_to_pool", "fold_batchnorm",
-        "expand_qoperators", "fold_qdq", "fold_constants", "fuse_epilogue", "fuse_elementwise", "dce"]
+        "simplify", "fold_shapes", "fold_constants", "dce", "fuse_transformer", "reduce_mean_to_pool",
+        "fold_batchnorm", "expand_qoperators", "fold_qdq", "fold_constants", "fuse_epilogue",
+        "fold_transpose", "fuse_elementwise", "dce"]
 
 
 def test_disabled_passes_do_not_run():

@@ -1,23 +1,55 @@
 """Kernel benchmarks of the cpu target against numpy (BLAS) and ONNX Runtime. Not collected by pytest.
 
     python -m tests.targets.bench_cpu [--threads 1 2] [--repeat 20]
+    python -m tests.targets.bench_cpu --peak [--threads 1 2]
+    python -m tests.targets.bench_cpu --transformer [--threads 1 2]
 
-Prints GFLOP/s (best of ``repeat`` runs, after a warm-up) for GEMMs and ResNet/MobileNet-like convolutions,
-and times a few memory-bound ops. ONNX Runtime runs with ``intra_op_num_threads`` set to the same count;
+Default: GFLOP/s (best of ``repeat`` runs, after a warm-up) for GEMMs and ResNet/MobileNet-like convolutions,
+and times of a few memory-bound ops. ONNX Runtime runs with ``intra_op_num_threads`` set to the same count;
 numpy's BLAS uses its own thread count (set OPENBLAS_NUM_THREADS before starting to pin it).
+
+``--peak``: the machine's fp32 FMA throughput per thread count (a register-only loop of independent FMA
+chains on the widest vectors of the build's ISA level, compiled with the target's compiler and flags), the
+number every GEMM efficiency is quoted against, and numpy's sgemm at 1024^3 with OPENBLAS_NUM_THREADS pinned
+(in a subprocess: the BLAS reads it once, at import).
+
+``--transformer``: the linear layers of the zoo's transformers (BERT/GPT-2 hidden 256 at sequence 128,
+ViT-S/16 at 197 tokens: M = tokens, weights constant) and the ResNet GEMMs, with bias in the epilogue, as
+GFLOP/s and percent of the measured peak, against ONNX Runtime's MatMul+Add.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 from lowering.opinfo import DOMAIN
+from targets.cpu.build import build_flags, choose_isa, compile_shared, find_compiler
 
 from .cpu_harness import GraphMaker, build_cpu
 
+#: (label, M, K, N): the transformer zoo's linear layers (M = tokens) and ResNet's GEMM-bound convolutions
+TRANSFORMER_GEMMS = [
+    ("bert/gpt2 qkv-sized 256->256", 128, 256, 256),
+    ("gpt2 fused qkv 256->768", 128, 256, 768),
+    ("bert/gpt2 ffn up 256->1024", 128, 256, 1024),
+    ("bert/gpt2 ffn down 1024->256", 128, 1024, 256),
+    ("vit proj 384->384", 197, 384, 384),
+    ("vit qkv 384->1152", 197, 384, 1152),
+    ("vit mlp up 384->1536", 197, 384, 1536),
+    ("vit mlp down 1536->384", 197, 1536, 384),
+    ("resnet 3x3 64@56 as gemm", 64, 576, 3136),
+    ("resnet 3x3 256@14 as gemm", 256, 2304, 196),
+    ("resnet 3x3 512@7 as gemm", 512, 4608, 49),
+]
 GEMMS = [(512, 512, 512), (1024, 1024, 1024), (64, 3136, 576), (256, 784, 2304), (1, 1000, 2048)]
 CONVS = [  # name, input shape, weight shape, attrs
     ("resnet conv1 7x7/2", (1, 3, 224, 224), (64, 3, 7, 7), {"strides": (2, 2), "pads": (3, 3, 3, 3)}),
@@ -107,11 +139,124 @@ def onnxruntime_time(maker: GraphMaker, threads: int, repeat: int) -> float | No
     return best_time(lambda: session.run(None, maker.feeds), repeat)
 
 
+PEAK_SOURCE = r"""
+#include <omp.h>
+typedef float lw_vf __attribute__((vector_size(VEC * 4)));
+/* Each thread runs CHAINS independent FMA chains for iters steps (enough chains to cover FMA latency
+ * times the FMA ports); the asm barrier keeps gcc from hoisting the loop-invariant operands. */
+__attribute__((visibility("default"))) double lw_peak(int nt, long iters) {
+    double total = 0.0;
+#pragma omp parallel num_threads(nt) reduction(+ : total)
+    {
+        lw_vf acc[CHAINS], x = (lw_vf){0} + 1.0001f, y = (lw_vf){0} + 0.9999f;
+        for (int i = 0; i < CHAINS; i++) acc[i] = (lw_vf){0} + (float)i * 1e-3f;
+        for (long it = 0; it < iters; it++) {
+            __asm__ volatile("" : "+x"(x), "+x"(y));
+#pragma GCC unroll 32
+            for (int i = 0; i < CHAINS; i++) acc[i] = acc[i] * x + y;
+        }
+        float s = 0.0f;
+        for (int i = 0; i < CHAINS; i++) s += acc[i][0];
+        total += s;
+    }
+    return total;
+}
+"""
+PEAK_CHAINS = 16
+NUMPY_SGEMM = """
+import time
+import numpy as np
+a, b = (np.random.default_rng(0).random((1024, 1024), np.float32) for _ in range(2))
+a @ b
+best = float("inf")
+for _ in range(REPEAT):
+    start = time.perf_counter()
+    a @ b
+    best = min(best, time.perf_counter() - start)
+print(2 * 1024 ** 3 / best * 1e-9)
+"""
+
+
+def fma_peak(threads: int, repeat: int, seconds: float = 0.2) -> float:
+    """Best-of-``repeat`` GFLOP/s of the FMA loop on ``threads`` threads (register-only: the compute peak)."""
+    isa = choose_isa()
+    source = PEAK_SOURCE.replace("VEC", str(isa.vec)).replace("CHAINS", str(PEAK_CHAINS))
+    flags = [f for f in build_flags(isa) if f != "-fvisibility=hidden"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "peak.so")
+        path.write_bytes(compile_shared(source, find_compiler({}), flags))
+        lib = ctypes.CDLL(str(path))
+    lib.lw_peak.restype = ctypes.c_double
+    lib.lw_peak.argtypes = [ctypes.c_int, ctypes.c_long]
+    flops_per_iter = threads * PEAK_CHAINS * isa.vec * 2
+    iters = int(seconds * 200e9 / flops_per_iter * threads)  # about ``seconds`` at 200 GFLOP/s per thread
+    best = best_time(lambda: lib.lw_peak(threads, iters), repeat)
+    return flops_per_iter * iters / best * 1e-9
+
+
+def numpy_sgemm(threads: int, repeat: int) -> float:
+    """numpy's 1024^3 sgemm GFLOP/s with its BLAS pinned to ``threads`` threads (fresh interpreter)."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    code = NUMPY_SGEMM.replace("REPEAT", str(repeat))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def peak_main(args) -> dict[int, float]:
+    isa = choose_isa()
+    peaks = {}
+    for threads in args.threads:
+        peaks[threads] = fma_peak(threads, max(5, args.repeat // 4))
+        print(
+            f"{threads} thread(s), {isa.name}: FMA peak {peaks[threads]:7.1f} GFLOP/s "
+            f"({peaks[threads] / threads:6.1f} per thread), "
+            f"numpy sgemm 1024^3 {numpy_sgemm(threads, args.repeat):7.1f} GFLOP/s"
+        )
+    return peaks
+
+
+def _linear(m: int, k: int, n: int, fused: bool) -> GraphMaker:
+    """y = x . W + b: our FusedGemm (bias in the epilogue) or the standard MatMul + Add for ONNX Runtime."""
+    maker = GraphMaker("linear")
+    x, w, b = maker.input(m, k), maker.weight(k, n, scale=0.05), maker.weight(n)
+    if fused:
+        y = maker.node("FusedGemm", x, w, b, domain=DOMAIN, transA=0, transB=0, alpha=1.0, beta=1.0,
+                       activation="", activation_params=())
+    else:
+        y = maker.node("Add", maker.node("MatMul", x, w), b)
+    return maker.output(y)
+
+
+def transformer_main(args) -> None:
+    peaks = {t: fma_peak(t, 5) for t in args.threads}
+    for threads in args.threads:
+        print(f"== {threads} thread(s), FMA peak {peaks[threads]:.1f} GFLOP/s ==")
+        for label, m, k, n in TRANSFORMER_GEMMS:
+            flops = 2 * m * n * k
+            t_ours = ours(_linear(m, k, n, True), threads, args.repeat)
+            t_ort = onnxruntime_time(_linear(m, k, n, False), threads, args.repeat)
+            g_ours = flops / t_ours * 1e-9
+            print(
+                f"{label:30s} M={m:4d} K={k:5d} N={n:5d}: ours {g_ours:7.1f} GFLOP/s "
+                f"({100 * g_ours / peaks[threads]:5.1f}% of peak, {t_ours * 1e6:8.1f} us), "
+                f"onnxruntime {flops / t_ort * 1e-9:7.1f} ({t_ort * 1e6:8.1f} us)"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--peak", action="store_true", help="measure the fp32 FMA peak and numpy's sgemm")
+    parser.add_argument("--transformer", action="store_true", help="transformer linear-layer GEMMs")
     args = parser.parse_args()
+    if args.peak:
+        peak_main(args)
+        return
+    if args.transformer:
+        transformer_main(args)
+        return
     for threads in args.threads:
         print(f"== {threads} thread(s) ==")
         for m, n, k in GEMMS:
