@@ -22,6 +22,7 @@ import numpy as np
 
 from . import __version__
 from .errors import LoweringError
+from .inputs import index_bounds, random_input
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
 _QUANT_METHODS = ("minmax", "percentile", "entropy")  # lowering.quantize.METHODS, without importing it
@@ -187,7 +188,8 @@ def _quantize_options(quantize, calibration, method):
 def _load_inputs(path: Path | None, session, seed: int) -> dict[str, np.ndarray]:
     if path is None:
         rng = np.random.default_rng(seed)
-        return {i.name: _random(rng, i) for i in session.inputs}
+        bounds = _index_bounds(session)
+        return {i.name: random_input(rng, i.dtype, i.shape, bounds.get(i.name)) for i in session.inputs}
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
@@ -195,16 +197,18 @@ def _load_inputs(path: Path | None, session, seed: int) -> dict[str, np.ndarray]
         raise LoweringError(f"{path}: cannot read inputs as .npz ({exc})") from None
 
 
-def _random(rng, info, index_bound: int | None = None) -> np.ndarray:
-    """A seeded random input: normal floats, random bools; an integer input is drawn in
-    ``[0, index_bound)`` when it indexes a Gather (token ids: the caller passes the gathered axis' size),
-    else in ``[0, 2)``, small and non-negative (attention masks, token types, flags)."""
-    dtype = np.dtype(info.dtype)
-    if dtype.kind == "f":
-        return rng.standard_normal(info.shape).astype(dtype)
-    if dtype.kind == "b":
-        return rng.integers(0, 2, info.shape).astype(dtype)
-    return rng.integers(0, max(1, index_bound or 2), info.shape).astype(dtype)
+def _index_bounds(session) -> dict[str, int]:
+    """Gather-index inputs and their bounds (:func:`lowering.inputs.index_bounds`), read from the artifact's
+    optimized graph; empty if it has none or cannot be read."""
+    import onnx
+
+    from .onnx.importer import import_model
+
+    try:
+        graph = import_model(onnx.load_from_string(session.artifact.read("graph.onnx")), name="graph.onnx")
+    except Exception:  # an artifact without a readable graph: plain small integers
+        return {}
+    return index_bounds(graph)
 
 
 def _open_session(artifact: Path, target: str | None, threads: int | None):

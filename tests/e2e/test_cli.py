@@ -184,3 +184,27 @@ def test_same_model_and_options_give_a_byte_identical_artifact(tiny_dir, tmp_pat
     for name in ("a.lwr", "b.lwr"):
         assert run_cli([tiny_dir / "tiny_static.onnx", "-o", tmp_path / name], capsys)[0] == 0
     assert (tmp_path / "a.lwr").read_bytes() == (tmp_path / "b.lwr").read_bytes()
+
+
+def test_random_token_ids_stay_inside_the_embedding(tmp_path, capsys):
+    """Without --inputs, an int64 input that indexes a Gather is drawn across the gathered axis (not just
+    0/1), and never out of range; `lower run` succeeds."""
+    from lowering.cli import _load_inputs
+
+    table = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    nodes = [helper.make_node("Reshape", ["ids", "shape"], ["flat"]),
+             helper.make_node("Gather", ["table", "flat"], ["y"])]
+    ids_info = helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 64])
+    graph = helper.make_graph(nodes, "emb", [ids_info],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 4])],
+                              [onnx.numpy_helper.from_array(table, "table"),
+                               onnx.numpy_helper.from_array(np.array([64], np.int64), "shape")])
+    path = tmp_path / "emb.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    code, _, err = run_cli([path, "-o", tmp_path / "emb.lwr"], capsys)
+    assert code == 0, err
+    import runtime
+    ids = _load_inputs(None, runtime.load(tmp_path / "emb.lwr"), seed=0)["ids"]
+    assert ids.dtype == np.int64 and 2 <= ids.max() < 50 and ids.min() >= 0
+    code, out, err = run_cli(["run", tmp_path / "emb.lwr"], capsys)
+    assert code == 0, err

@@ -12,36 +12,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from lowering.inputs import index_bounds, random_input
 from lowering.ir import Graph, print_graph
 from lowering.passmanager import Pass, PassContext, PassManager
 from lowering.reference import run_graph
 
 from .graphs import GraphBuilder
-
-#: ops an index tensor passes through unchanged in value on its way to a Gather
-INDEX_PRESERVING = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Cast"})
-
-
-def index_bounds(graph: Graph) -> dict[str, int]:
-    """For each integer graph input that is (perhaps through reshapes and casts) the indices of a Gather,
-    the size of the gathered axis; the smallest one when it indexes several."""
-    bounds: dict[str, int] = {}
-    for v in graph.inputs:
-        if not np.issubdtype(v.type.dtype.numpy, np.integer):
-            continue
-        pending, seen = [v], set()
-        while pending:
-            value = pending.pop()
-            for use in value.uses():
-                node = use.node
-                if node.op in INDEX_PRESERVING and use.index == 0 and id(node) not in seen:
-                    seen.add(id(node))
-                    pending.append(node.output)
-                elif node.op == "Gather" and use.index == 1 and node.input(0).type is not None:
-                    data = node.input(0).type
-                    size = data.shape[node.attr("axis", 0) % data.rank]
-                    bounds[v.name] = min(bounds.get(v.name, size), size)
-    return bounds
 
 
 def random_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
@@ -49,15 +25,8 @@ def random_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     :func:`index_bounds`) and other ints small and non-negative."""
     rng = np.random.default_rng(seed)
     bounds = index_bounds(graph)
-    feeds = {}
-    for v in graph.inputs:
-        dtype, shape = v.type.dtype.numpy, v.type.shape
-        if np.issubdtype(dtype, np.floating):
-            feeds[v.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == np.bool_:
-            feeds[v.name] = rng.random(shape) < 0.5
-        else:
-            feeds[v.name] = rng.integers(0, max(1, bounds.get(v.name, 4)), shape).astype(dtype)
+    feeds = {v.name: random_input(rng, v.type.dtype.numpy, v.type.shape, bounds.get(v.name), small=4)
+             for v in graph.inputs}
     return feeds
 
 
