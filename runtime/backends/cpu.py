@@ -8,7 +8,7 @@ input/output signature. The library's C ABI (version 1):
     long long lw_arena_bytes(void), lw_weights_bytes(void);
     int       lw_num_inputs(void), lw_num_outputs(void);
     int       lw_run(const void *const *inputs, void *const *outputs, const void *weights, void *arena,
-                     int threads);   /* threads <= 0: OpenMP default */
+                     int threads);   /* threads <= 0: OpenMP default; returns 0, or a status in RUN_STATUS */
 
 Everything that could make the native call misbehave is checked in Python first: CPU flags before the
 library is loaded (a missing flag is a message, never a SIGILL), ABI version, arena and weights sizes and
@@ -31,6 +31,10 @@ from ..errors import RuntimeLoadError, TargetUnavailableError
 
 ABI_VERSION = 1
 ALIGN = 64
+# lw_run's nonzero results (set by the generated kernels: targets/cpu/kernels_index.c)
+RUN_STATUS = {
+    3: "an index was out of range (a Gather, GatherElements or GatherND index outside its axis)",
+}
 
 
 def cpu_flags() -> set[str] | None:
@@ -203,7 +207,8 @@ class CpuExecutor:
             self.threads,
         )
         if rc != 0:
-            raise RuntimeError(f"cpu target: lw_run failed with status {rc}")
+            reason = f": {RUN_STATUS[rc]}" if rc in RUN_STATUS else ""
+            raise RuntimeError(f"cpu target: lw_run failed with status {rc}{reason}")
 
     @staticmethod
     def _pointers(arrays, sizes: list[int], role: str, writable: bool) -> list[int]:

@@ -10,7 +10,8 @@ input), and the exported ABI:
     long long lw_weights_bytes(void);        // size of cpu/weights.bin
     int       lw_num_inputs(void), lw_num_outputs(void);
     int       lw_run(const void *const *inputs, void *const *outputs, const void *weights, void *arena,
-                     int threads);           // runs every node in order; threads <= 0: OpenMP default
+                     int threads);           // runs every node in order; threads <= 0: OpenMP default;
+                                             // returns 0, or 3 if a gather index was out of range
 
 The source is a pure function of the graph, the memory plan and the ISA level (no paths, no times).
 """
@@ -122,10 +123,12 @@ LW_EXPORT int lw_num_outputs(void) {{ return {len(graph.outputs)}; }}
 
 LW_EXPORT int lw_run(const void *const *inputs, void *const *outputs, const void *weights, void *arena,
                      int threads) {{
+    int status = 0; /* 3: a gather index was out of range (those elements were written as zeros) */
     const lw_ctx c = {{inputs, outputs, (const unsigned char *)weights, (unsigned char *)arena,
-                      (unsigned char *)arena + {ws_offset}, threads > 0 ? threads : omp_get_max_threads()}};
+                      (unsigned char *)arena + {ws_offset}, threads > 0 ? threads : omp_get_max_threads(),
+                      &status}};
 {chr(10).join(calls)}
-    return 0;
+    return status;
 }}
 """
     source = (

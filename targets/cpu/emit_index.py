@@ -6,8 +6,10 @@ geometry (start offsets, steps of any sign, broadcast and repeat strides of 0) i
 time, from the static types and the constant parameters. Resize reads source-index and weight tables that
 ``lowering.reference.ops_data.resize_axis`` computes, the same function the reference interpreter uses.
 
-Gather-style kernels write zeros for an out-of-range index instead of reading outside the data (ONNX
-Runtime fails such a run; ``lw_run`` has no per-kernel status to report it): see ``kernels_index.c``.
+Gather-style kernels never read outside the data: an element whose index is out of range is written as
+zeros and the kernel sets ``*ctx->status`` (passed to them as their last argument), so ``lw_run`` returns
+3 and the runtime raises an "index was out of range" error, as ONNX Runtime fails such a run: see
+``kernels_index.c``.
 """
 
 from __future__ import annotations
@@ -190,7 +192,8 @@ def emit_gather(ctx: EmitContext, node: Node) -> KernelCode:
     chunk = numel(shape[axis + 1:]) * x.type.dtype.itemsize
     body = (
         f"lw_gather(ctx->nt, {ctx.ptr(x)}, {ctx.ptr(idx)}, {int(idx.type.dtype is DType.INT64)}, "
-        f"{ctx.out(node.output)}, {numel(shape[:axis])}, {shape[axis]}, {numel(idx.type.shape)}, {chunk});"
+        f"{ctx.out(node.output)}, {numel(shape[:axis])}, {shape[axis]}, {numel(idx.type.shape)}, {chunk}, "
+        "ctx->status);"
     )
     return KernelCode(body)
 
@@ -209,7 +212,7 @@ def emit_gather_elements(ctx: EmitContext, node: Node) -> KernelCode:
         f"static const long xstride[{rank}] = {c_longs(strides_of(x.type.shape))};\n"
         f"lw_gather_elements(ctx->nt, {ctx.ptr(x)}, {ctx.ptr(idx)}, {int(idx.type.dtype is DType.INT64)}, "
         f"{ctx.out(node.output)}, {rank}, ishape, xstride, {axis}, {x.type.shape[axis]}, "
-        f"{x.type.dtype.itemsize});"
+        f"{x.type.dtype.itemsize}, ctx->status);"
     )
     return KernelCode(body)
 
@@ -234,7 +237,8 @@ def emit_gather_nd(ctx: EmitContext, node: Node) -> KernelCode:
         f"static const long dims[{len(dims)}] = {c_longs(dims)};\n"
         f"static const long steps[{len(steps)}] = {c_longs(steps)};\n"
         f"lw_gather_nd(ctx->nt, {ctx.ptr(x)}, {ctx.ptr(idx)}, {ctx.out(node.output)}, {numel(shape[:b])}, "
-        f"{numel(ishape[b:-1])}, {k}, dims, steps, {numel(shape[b:]) * esize}, {chunk * esize});"
+        f"{numel(ishape[b:-1])}, {k}, dims, steps, {numel(shape[b:]) * esize}, {chunk * esize}, "
+        "ctx->status);"
     )
     return KernelCode(body)
 

@@ -60,7 +60,8 @@ static inline lw_vf lw_vselect(lw_vi mask, lw_vf a, lw_vf b) {
 /* Broadcast a scalar (x - 0 folds to a plain broadcast; x + 0 would not, because of -0.0). */
 static inline lw_vf lw_splat(float x) { return x - (lw_vf){0}; }
 
-/* Everything a node's kernel needs: caller buffers, the weights blob, the arena and the thread count. */
+/* Everything a node's kernel needs: caller buffers, the weights blob, the arena, the thread count and
+ * lw_run's status (a kernel that meets an out-of-range index sets it to 3; lw_run returns it). */
 typedef struct {
     const void *const *in;   /* graph inputs, in signature order */
     void *const *out;        /* graph outputs, in signature order */
@@ -68,6 +69,7 @@ typedef struct {
     unsigned char *arena;    /* planned intermediates */
     unsigned char *ws;       /* scratch (im2col, packed operands), after the planned arena */
     int nt;                  /* OpenMP threads for every parallel region */
+    int *status;             /* lw_run's result: 0, or nonzero once a kernel met an out-of-range index */
 } lw_ctx;
 
 /* Activations of Conv/Gemm epilogues and of elementwise bodies. */

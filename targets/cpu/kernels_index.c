@@ -3,12 +3,16 @@
  * Every kernel here moves elements of `esize` bytes without looking at them (any stored type: float32,
  * int8/uint8/bool, int32, int64), except TopK (compares) and linear Resize (float32 arithmetic).
  *
- * Out-of-range indices (Gather, GatherElements, GatherND): ONNX Runtime fails the run. The kernels cannot
- * report a status (lw_run has none per kernel), so they never read outside the data: an element whose
- * index is out of range is written as zero bytes (0, 0.0f, false) and the rest of the output is computed
- * normally. Indices in [-n, 0) count from the end, as ONNX says.
+ * Out-of-range indices (Gather, GatherElements, GatherND): ONNX Runtime fails the run, and so does lw_run:
+ * the kernel sets *status (lw_ctx.status) to LW_STATUS_INDEX_RANGE, which lw_run returns and the runtime
+ * raises as an error. The kernels never read outside the data: an element whose index is out of range is
+ * written as zero bytes (0, 0.0f, false) and the rest of the output (and of the run) is computed normally.
+ * Indices in [-n, 0) count from the end, as ONNX says.
  */
 #include <stdlib.h>
+
+/* lw_run's result when a gather met an out-of-range index (runtime/backends/cpu.py names it). */
+#define LW_STATUS_INDEX_RANGE 3
 
 /* Copy one element of esize bytes; the common sizes compile to single moves. */
 static inline void lw_elem_copy(unsigned char *dst, const unsigned char *src, int esize) {
@@ -92,15 +96,18 @@ static void lw_split(int nt, const void *xv, void *const *ys, const long *chunk,
 
 /* Gather along an axis: x is [outer][n][chunk bytes], y is [outer][k][chunk bytes], y[o][j] = x[o][idx[j]]. */
 static void lw_gather(int nt, const void *xv, const void *idx, int idx64, void *yv, long outer, long n,
-                      long k, long chunk) {
+                      long k, long chunk, int *status) {
     const unsigned char *x = (const unsigned char *)xv;
     unsigned char *y = (unsigned char *)yv;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * k * chunk > 262144)
     for (long t = 0; t < outer * k; t++) {
         const long o = t / k, i = lw_index_at(idx, idx64, t % k, n);
         unsigned char *dst = y + t * chunk;
-        if (i < 0) memset(dst, 0, (size_t)chunk);
-        else if (chunk == 4) memcpy(dst, x + (o * n + i) * 4, 4);
+        if (i < 0) {
+            memset(dst, 0, (size_t)chunk);
+#pragma omp atomic write
+            *status = LW_STATUS_INDEX_RANGE;
+        } else if (chunk == 4) memcpy(dst, x + (o * n + i) * 4, 4);
         else memcpy(dst, x + (o * n + i) * chunk, (size_t)chunk);
     }
 }
@@ -108,7 +115,8 @@ static void lw_gather(int nt, const void *xv, const void *idx, int idx64, void *
 /* GatherElements: y has the indices' shape ishape[0..rank); y[p] = x[p with p[axis] = idx[p]], x's dim d
  * stepping xstride[d] elements (the indices may be smaller than x along the other axes). */
 static void lw_gather_elements(int nt, const void *xv, const void *idx, int idx64, void *yv, int rank,
-                               const long *ishape, const long *xstride, int axis, long n, int esize) {
+                               const long *ishape, const long *xstride, int axis, long n, int esize,
+                               int *status) {
     const unsigned char *x = (const unsigned char *)xv;
     unsigned char *y = (unsigned char *)yv;
     const long inner = ishape[rank - 1];
@@ -125,8 +133,11 @@ static void lw_gather_elements(int nt, const void *xv, const void *idx, int idx6
         unsigned char *yr = y + r * inner * esize;
         for (long j = 0; j < inner; j++) {
             const long i = lw_index_at(idx, idx64, r * inner + j, n);
-            if (i < 0) memset(yr + j * esize, 0, (size_t)esize);
-            else lw_elem_copy(yr + j * esize, x + (base + j * jstep + i * xstride[axis]) * esize, esize);
+            if (i < 0) {
+                memset(yr + j * esize, 0, (size_t)esize);
+#pragma omp atomic write
+                *status = LW_STATUS_INDEX_RANGE;
+            } else lw_elem_copy(yr + j * esize, x + (base + j * jstep + i * xstride[axis]) * esize, esize);
         }
     }
 }
@@ -135,7 +146,7 @@ static void lw_gather_elements(int nt, const void *xv, const void *idx, int idx6
  * tuples of k int64 indices, copy the chunk-byte slice x[batch][i0]...[ik-1]; dim j has size dims[j] and
  * steps steps[j] chunks. */
 static void lw_gather_nd(int nt, const void *xv, const int64_t *idx, void *yv, long batches, long tuples,
-                         int k, const long *dims, const long *steps, long xbatch, long chunk) {
+                         int k, const long *dims, const long *steps, long xbatch, long chunk, int *status) {
     const unsigned char *x = (const unsigned char *)xv;
     unsigned char *y = (unsigned char *)yv;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && batches * tuples * chunk > 262144)
@@ -149,7 +160,11 @@ static void lw_gather_nd(int nt, const void *xv, const int64_t *idx, void *yv, l
         }
         unsigned char *dst = y + t * chunk;
         if (valid) memcpy(dst, x + (t / tuples) * xbatch + off * chunk, (size_t)chunk);
-        else memset(dst, 0, (size_t)chunk);
+        else {
+            memset(dst, 0, (size_t)chunk);
+#pragma omp atomic write
+            *status = LW_STATUS_INDEX_RANGE;
+        }
     }
 }
 

@@ -126,22 +126,64 @@ def test_topk_unsorted_and_big_tensors_across_threads():
             assert_matches(case, [got[n] for n in outs], [want[n] for n in outs])
 
 
-def test_out_of_range_gather_indices_write_zeros():
-    """ONNX Runtime fails such a run; the kernels must not read outside the data: those elements are 0."""
-    m = GraphMaker("oob")
-    w = m.weight(6, 4)
-    ids = m.qinput(5, dtype=np.int32, low=0, high=5)
-    x = m.input(3, 4)
-    rows = m.qinput(2, 4, dtype=np.int32, low=0, high=2)
-    built = build_cpu(m.output(m.node("Gather", w, ids), m.node("GatherElements", x, rows, axis=0)).graph)
-    feeds = dict(m.feeds)
-    feeds[ids.name] = np.array([0, 6, -7, 5, -1], np.int32)
-    feeds[rows.name] = np.array([[0, 3, -4, 2], [9, -1, 1, 0]], np.int32)
-    got = list(built.run(feeds).values())
-    table, zero, xd = w.const, np.zeros(4, np.float32), feeds[x.name]
-    np.testing.assert_array_equal(got[0], np.stack([table[0], zero, zero, table[5], table[5]]))
-    want = np.array([[xd[0, 0], 0, 0, xd[2, 3]], [0, xd[2, 1], xd[1, 2], xd[0, 3]]], np.float32)
-    np.testing.assert_array_equal(got[1], want)
+def _out_of_range_case(op: str, big: bool):
+    """A one-node graph of ``op`` built with in-range indices, the feeds that put some out of range, and
+    the output expected with the out-of-range elements as zeros (``big``: large enough that the OpenMP
+    loops split at 2 threads)."""
+    m = GraphMaker(f"oob_{op}")
+    if op == "Gather":
+        rows = 3000 if big else 6
+        w = m.weight(rows, 96 if big else 4)
+        ids = m.qinput(*((4, 256) if big else (5,)), dtype=np.int32, low=0, high=rows - 1)
+        m.output(m.node("Gather", w, ids))
+        bad = m.feeds[ids.name].copy().reshape(-1)
+        bad[[1, 2, -1]] = [rows, -rows - 1, 1 << 30]  # -rows - 1 and 1 << 30 too
+        bad = bad.reshape(m.feeds[ids.name].shape)
+        want = w.const[np.clip(bad, -rows, rows - 1)]
+        want[(bad >= rows) | (bad < -rows)] = 0
+        return m, {ids.name: bad}, want
+    if op == "GatherElements":
+        x = m.input(*((300, 400) if big else (3, 4)))
+        n = x.type.shape[0]
+        rows = m.qinput(*((256, 400) if big else (2, 4)), dtype=np.int64, low=-n, high=n - 1)
+        m.output(m.node("GatherElements", x, rows, axis=0))
+        bad = m.feeds[rows.name].copy()
+        bad[0, 1], bad[1, 0], bad[-1, -1] = n, -n - 1, 1 << 40
+        xd = m.feeds[x.name]
+        want = np.take_along_axis(xd, np.clip(bad, -n, n - 1) % n, axis=0)
+        want[(bad >= n) | (bad < -n)] = 0
+        return m, {rows.name: bad}, want
+    x = m.input(*((64, 64, 256) if big else (3, 4, 2)))
+    a, b = x.type.shape[:2]
+    tuples = m.qinput(*((512, 2) if big else (5, 2)), dtype=np.int64, low=0, high=min(a, b) - 1)
+    m.output(m.node("GatherND", x, tuples))
+    bad = m.feeds[tuples.name].copy()
+    bad[1] = [a, 0]
+    bad[2] = [0, -b - 1]
+    bad[-1] = [-1, -1]  # in range: counts from the end
+    xd = m.feeds[x.name]
+    ok = (bad[:, 0] >= -a) & (bad[:, 0] < a) & (bad[:, 1] >= -b) & (bad[:, 1] < b)
+    want = np.where(ok[:, None], xd[bad[:, 0] % a * ok, bad[:, 1] % b * ok], 0).astype(np.float32)
+    return m, {tuples.name: bad}, want
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["small", "big"])
+@pytest.mark.parametrize("op", ["Gather", "GatherElements", "GatherND"])
+def test_out_of_range_gather_indices_fail_the_run(op, big):
+    """ONNX Runtime fails such a run; so does lw_run (the runtime raises, the process lives on). The
+    kernels still never read outside the data: the out-of-range elements are written as zeros, the rest
+    normally. The next run with in-range indices succeeds (the status is per run)."""
+    m, bad_feeds, want = _out_of_range_case(op, big)
+    built = build_cpu(m.graph)
+    feeds = {**m.feeds, **bad_feeds}
+    for threads in (1, 2):
+        executor = built.executor(threads)
+        out = np.full(want.shape, np.nan, np.float32)
+        with pytest.raises(RuntimeError, match=r"lw_run failed with status 3: an index was out of range"):
+            executor.run([np.ascontiguousarray(feeds[v.name]) for v in m.graph.inputs], [out])
+        np.testing.assert_array_equal(out, want)
+        got = built.run(m.feeds, threads)  # the graph's own (in-range) indices: no error
+        np.testing.assert_array_equal(next(iter(got.values())), m._env[id(m.graph.outputs[0])])
 
 
 def _node(op, inputs, attrs=None, out_type=None):
