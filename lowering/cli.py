@@ -200,12 +200,10 @@ def _load_inputs(path: Path | None, session, seed: int) -> dict[str, np.ndarray]
 def _index_bounds(session) -> dict[str, int]:
     """Gather-index inputs and their bounds (:func:`lowering.inputs.index_bounds`), read from the artifact's
     optimized graph; empty if it has none or cannot be read."""
-    import onnx
-
-    from .onnx.importer import import_model
+    from .onnx.importer import import_model, load_model_bytes
 
     try:
-        graph = import_model(onnx.load_from_string(session.artifact.read("graph.onnx")), name="graph.onnx")
+        graph = import_model(load_model_bytes(session.artifact.read("graph.onnx")), name="graph.onnx")
     except Exception:  # an artifact without a readable graph: plain small integers
         return {}
     return index_bounds(graph)

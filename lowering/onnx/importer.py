@@ -55,6 +55,11 @@ def load_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
     return model
 
 
+def load_model_bytes(data: bytes) -> onnx.ModelProto:
+    """A ModelProto from serialized bytes (an artifact's ``graph.onnx`` member)."""
+    return onnx.load_from_string(data)
+
+
 def import_model(
     model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None, name: str = "model"
 ) -> Graph:
