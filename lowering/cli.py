@@ -228,13 +228,23 @@ def _open_session(artifact: Path, target: str | None, threads: int | None):
                    "and totals).")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a Chrome trace (chrome://tracing, Perfetto) of the NPU-1 segments (custom target).")
-def run_command(artifact, inputs, output, target, threads, seed, report_path, trace_path):
+@click.option("--profile", "profile_runs", type=int, default=None, metavar="RUNS",
+              help="cpu target: time every kernel over RUNS inferences and print them, slowest first, with "
+                   "GFLOP/s and GB/s (add --json-profile FILE for all of them).")
+@click.option("--json-profile", "profile_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --profile: write the per-kernel table as JSON.")
+def run_command(artifact, inputs, output, target, threads, seed, report_path, trace_path, profile_runs,
+                profile_path):
     """Run ARTIFACT on inputs (or random data) and print its outputs.
 
     The simulated accelerator (target custom) runs only when asked for with --target custom; it then
     prints a summary of the simulation (cycles, MAC utilisation, DRAM traffic, energy)."""
     sess = _open_session(artifact, target, threads)
     feed = _load_inputs(inputs, sess, seed)
+    if profile_path is not None and profile_runs is None:
+        raise LoweringError("--json-profile needs --profile RUNS")
+    if profile_runs is not None:
+        _print_profile(sess, feed, profile_runs, profile_path)
     outs = sess.run(None, feed)
     click.echo(f"target: {sess.target}")
     report = sess.last_report
@@ -260,6 +270,42 @@ def run_command(artifact, inputs, output, target, threads, seed, report_path, tr
             raise LoweringError(f"--trace: target {sess.target} records no trace (try --target custom)")
         _write_json(trace_path, trace, indent=None)
         click.echo(f"wrote {trace_path}")
+
+
+def _print_profile(sess, feed, runs: int, path: Path | None) -> None:
+    """``lower run --profile``: per-kernel times joined with the report's kernel records."""
+    from runtime.errors import TargetUnavailableError
+
+    if runs < 1:
+        raise LoweringError(f"--profile must be >= 1, got {runs}")
+    try:
+        rows = sess.profile(feed, runs=runs)
+    except TargetUnavailableError as exc:
+        raise LoweringError(f"--profile: {exc}") from None
+    artifact = sess.artifact
+    report = json.loads(artifact.read("report.json")) if "report.json" in artifact.manifest["members"] else {}
+    records = {k["name"]: k for k in report.get("targets", {}).get(sess.target, {}).get("kernels", [])}
+    total = sum(r["ms"] for r in rows) or 1e-12
+    for r in rows:
+        k = records.get(r["kernel"], {})
+        seconds = r["ms"] / 1e3
+        moved = k.get("bytes_read", 0) + k.get("bytes_written", 0)
+        r.update(op=k.get("op", "?"), sources=k.get("sources", []), flops=k.get("flops", 0), bytes=moved,
+                 share=r["ms"] / total, gflops=k.get("flops", 0) / seconds / 1e9 if seconds > 0 else 0.0,
+                 gbytes=moved / seconds / 1e9 if seconds > 0 else 0.0)
+    click.echo(f"profile: {sess.target}, {runs} run(s), {total:.3f} ms in {len(rows)} kernels "
+               f"(mean per inference; slowest first)")
+    click.echo(f"  {'kernel':<34} {'op':<26} {'ms':>8} {'share':>6} {'GFLOP/s':>8} {'GB/s':>7}")
+    slowest = sorted(rows, key=lambda r: -r["ms"])
+    for r in slowest[:25]:
+        click.echo(f"  {r['kernel'][:34]:<34} {r['op'][:26]:<26} {r['ms']:8.3f} {100 * r['share']:5.1f}% "
+                   f"{r['gflops']:8.1f} {r['gbytes']:7.1f}")
+    if len(rows) > 25:
+        click.echo(f"  ... {len(rows) - 25} more ({sum(r['ms'] for r in slowest[25:]):.3f} ms)")
+    if path is not None:
+        _write_json(path, {"target": sess.target, "runs": runs, "threads": sess._executor.threads or None,
+                           "total_ms": total, "kernels": rows})
+        click.echo(f"wrote {path}")
 
 
 def _json_default(value):

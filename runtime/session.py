@@ -120,6 +120,30 @@ class Session:
             self._executor.run(arrays, results)
         return [results[by_name[name]] for name in wanted]
 
+    def profile(self, input_feed: dict, runs: int = 10, warmup: int = 2) -> list[dict]:
+        """Per-kernel wall time over ``runs`` inferences after ``warmup`` (targets whose executor can time
+        kernels: cpu). Returns ``[{"kernel", "ms"}]`` in run order, ``ms`` the mean per inference; the
+        kernel names are those of the artifact report's kernel records."""
+        if runs < 1 or warmup < 0:
+            raise ValueError("profile: runs must be >= 1 and warmup >= 0")
+        names_of = getattr(self._executor, "kernel_names", None)
+        if names_of is None:
+            raise _profile_unsupported(self.target)
+        arrays = self._prepare(input_feed)
+        results = [np.empty(o.shape, dtype=o.dtype) for o in self.outputs]
+        with self._lock:
+            names = names_of()
+            for _ in range(warmup):
+                self._executor.run(arrays, results)
+            seconds = np.zeros(len(names), np.float64)
+            for _ in range(runs):
+                self._executor.run(arrays, results, seconds=seconds)
+        return [{"kernel": n, "ms": float(s) * 1e3 / runs} for n, s in zip(names, seconds)]
+
+
+def _profile_unsupported(target: str) -> TargetUnavailableError:
+    return TargetUnavailableError(f"target '{target}' does not support per-kernel profiling")
+
 
 def load(path, target: str | None = None, targets=None, threads: int | None = None) -> Session:
     """Load an artifact. ``target`` forces one target; ``targets`` is an order of preference; by default

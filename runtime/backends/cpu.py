@@ -9,6 +9,8 @@ input/output signature. The library's C ABI (version 1):
     int       lw_num_inputs(void), lw_num_outputs(void);
     int       lw_run(const void *const *inputs, void *const *outputs, const void *weights, void *arena,
                      int threads);   /* threads <= 0: OpenMP default; returns 0, or a status in RUN_STATUS */
+    int       lw_num_kernels(void); const char *lw_kernel_name(int);     /* optional: profiling */
+    int       lw_run_profiled(<lw_run's arguments>, double *seconds); /* adds kernel i's time to seconds[i] */
 
 Everything that could make the native call misbehave is checked in Python first: CPU flags before the
 library is loaded (a missing flag is a message, never a SIGILL), ABI version, arena and weights sizes and
@@ -178,6 +180,12 @@ class CpuExecutor:
             ctypes.c_void_p,
             ctypes.c_int,
         ]
+        if hasattr(lib, "lw_run_profiled"):  # libraries built before profiling existed lack it
+            lib.lw_num_kernels.restype = ctypes.c_int
+            lib.lw_kernel_name.restype = ctypes.c_char_p
+            lib.lw_kernel_name.argtypes = [ctypes.c_int]
+            lib.lw_run_profiled.restype = ctypes.c_int
+            lib.lw_run_profiled.argtypes = lib.lw_run.argtypes + [ctypes.c_void_p]
         return lib
 
     def _validate(self, entry: dict, weights_size: int) -> None:
@@ -195,20 +203,31 @@ class CpuExecutor:
                     f"cpu target: the library's {what} is {library} but the manifest says {expected}"
                 )
 
-    def run(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
-        """Run one inference: read ``inputs``, fill the preallocated ``outputs`` (C-contiguous)."""
+    def run(self, inputs: list[np.ndarray], outputs: list[np.ndarray],
+            seconds: np.ndarray | None = None) -> None:
+        """Run one inference: read ``inputs``, fill the preallocated ``outputs`` (C-contiguous). With
+        ``seconds`` (float64, one per kernel, see ``kernel_names``) each kernel's wall time is added to it."""
         in_ptrs = self._pointers(inputs, self._in_bytes, "input", writable=False)
         out_ptrs = self._pointers(outputs, self._out_bytes, "output", writable=True)
-        rc = self._lib.lw_run(
-            self._in_array(*in_ptrs),
-            self._out_array(*out_ptrs),
-            self._weights.ctypes.data,
-            self._arena.ctypes.data,
-            self.threads,
-        )
+        args = (self._in_array(*in_ptrs), self._out_array(*out_ptrs), self._weights.ctypes.data,
+                self._arena.ctypes.data, self.threads)
+        if seconds is None:
+            rc = self._lib.lw_run(*args)
+        else:
+            names = self.kernel_names()
+            shape_ok = seconds.shape == (len(names),) and seconds.flags.c_contiguous
+            if seconds.dtype != np.float64 or not shape_ok:
+                raise ValueError(f"cpu target: seconds must be a contiguous float64 array of {len(names)}")
+            rc = self._lib.lw_run_profiled(*args, seconds.ctypes.data)
         if rc != 0:
             reason = f": {RUN_STATUS[rc]}" if rc in RUN_STATUS else ""
             raise RuntimeError(f"cpu target: lw_run failed with status {rc}{reason}")
+
+    def kernel_names(self) -> list[str]:
+        """The library's kernels in run order (the report's kernel records use the same names)."""
+        if not hasattr(self._lib, "lw_run_profiled"):
+            raise RuntimeLoadError("cpu target: this library was built without profiling (rebuild it)")
+        return [self._lib.lw_kernel_name(i).decode() for i in range(self._lib.lw_num_kernels())]
 
     @staticmethod
     def _pointers(arrays, sizes: list[int], role: str, writable: bool) -> list[int]:

@@ -12,6 +12,10 @@ input), and the exported ABI:
     int       lw_run(const void *const *inputs, void *const *outputs, const void *weights, void *arena,
                      int threads);           // runs every node in order; threads <= 0: OpenMP default;
                                              // returns 0, or 3 if a gather index was out of range
+    int       lw_num_kernels(void);          // (optional in the ABI: profiling)
+    const char *lw_kernel_name(int i);       // kernel i's function name, as in the report's kernel records
+    int       lw_run_profiled(..., int threads, double *seconds);  // lw_run, adding kernel i's wall time
+                                             // to seconds[i]
 
 The source is a pure function of the graph, the memory plan and the ISA level (no paths, no times).
 """
@@ -43,7 +47,7 @@ from .registry import LOWERINGS, EmitContext, align, numel
 
 ABI_VERSION = 1
 LIBRARY_FILES = (
-    "kernels_common.h", "kernels_gemm.c", "kernels_ops.c", "kernels_quant.c",
+    "kernels_common.h", "kernels_gemm.c", "kernels_conv.c", "kernels_ops.c", "kernels_quant.c",
     "kernels_math.c", "kernels_index.c", "kernels_transformer.c",
 )
 
@@ -105,9 +109,10 @@ def generate(graph: Graph, offsets: dict[str, int], arena_size: int, isa: IsaLev
             + "".join(f"    {line}\n" if line else "\n" for line in body.splitlines())
             + "}\n"
         )
-        calls.append(f"    {name}(&c);")
+        calls.append(f"    LW_STEP({len(calls)}, {name});")
         kernels.append(_kernel_record(node, name, code.flops if code else 0))
     ws_offset = align(arena_size)
+    names = ", ".join(f'"{k["name"]}"' for k in kernels) or "0"
     arena_bytes = ws_offset + align(workspace)
     weights = ctx.blob.tobytes()
     header = (
@@ -121,14 +126,40 @@ LW_EXPORT long long lw_weights_bytes(void) {{ return {len(weights)}LL; }}
 LW_EXPORT int lw_num_inputs(void) {{ return {len(graph.inputs)}; }}
 LW_EXPORT int lw_num_outputs(void) {{ return {len(graph.outputs)}; }}
 
-LW_EXPORT int lw_run(const void *const *inputs, void *const *outputs, const void *weights, void *arena,
-                     int threads) {{
+LW_EXPORT int lw_num_kernels(void) {{ return {len(calls)}; }}
+
+static const char *const lw_kernel_names[] = {{{names}}};
+
+LW_EXPORT const char *lw_kernel_name(int i) {{
+    return i >= 0 && i < {len(calls)} ? lw_kernel_names[i] : (const char *)0;
+}}
+
+/* Each step is timed only when seconds is given (lw_run_profiled): one predictable branch otherwise. */
+#define LW_STEP(i, fn)                                                                                    \
+    do {{                                                                                                  \
+        double t0_ = seconds ? omp_get_wtime() : 0.0;                                                     \
+        fn(&c);                                                                                           \
+        if (seconds) seconds[i] += omp_get_wtime() - t0_;                                                 \
+    }} while (0)
+
+static int lw_run_steps(const void *const *inputs, void *const *outputs, const void *weights, void *arena,
+                        int threads, double *seconds) {{
     int status = 0; /* 3: a gather index was out of range (those elements were written as zeros) */
     const lw_ctx c = {{inputs, outputs, (const unsigned char *)weights, (unsigned char *)arena,
                       (unsigned char *)arena + {ws_offset}, threads > 0 ? threads : omp_get_max_threads(),
                       &status}};
 {chr(10).join(calls)}
     return status;
+}}
+
+LW_EXPORT int lw_run(const void *const *inputs, void *const *outputs, const void *weights, void *arena,
+                     int threads) {{
+    return lw_run_steps(inputs, outputs, weights, arena, threads, (double *)0);
+}}
+
+LW_EXPORT int lw_run_profiled(const void *const *inputs, void *const *outputs, const void *weights,
+                              void *arena, int threads, double *seconds) {{
+    return lw_run_steps(inputs, outputs, weights, arena, threads, seconds);
 }}
 """
     source = (

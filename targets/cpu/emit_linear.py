@@ -106,7 +106,7 @@ def conv_geometry(node: Node) -> tuple[dict, int]:
 
 def depthwise_plane_floats(g: dict, vec: int) -> int:
     """Workspace floats per output plane of lw_depthwise2d: its zero-padded input plane plus 2 vectors of
-    slack, rounded to 16 floats (the padded-plane sizes computed as in kernels_gemm.c)."""
+    slack, rounded to 16 floats (the padded-plane sizes computed as in kernels_conv.c)."""
     hp = (g["OH"] - 1) * g["SH"] + (g["KH"] - 1) * g["DH"] + 1
     wp = max(g["PW"] + g["W"], (g["OW"] - 1) * g["SW"] + (g["KW"] - 1) * g["DW"] + 1)
     return align(hp * wp + 2 * vec, 16)

@@ -208,3 +208,37 @@ def test_random_token_ids_stay_inside_the_embedding(tmp_path, capsys):
     assert ids.dtype == np.int64 and 2 <= ids.max() < 50 and ids.min() >= 0
     code, out, err = run_cli(["run", tmp_path / "emb.lwr"], capsys)
     assert code == 0, err
+
+
+def test_run_profile_times_every_kernel(tiny_artifact, capsys, tmp_path):
+    profile = tmp_path / "profile.json"
+    code, stdout, _ = run_cli(["run", tiny_artifact, "--profile", 3, "--json-profile", profile], capsys)
+    assert code == 0 and "profile: cpu, 3 run(s)" in stdout
+    data = json.loads(profile.read_text())
+    report = json.loads(__import__("runtime").load(tiny_artifact).artifact.read("report.json"))
+    records = report["targets"]["cpu"]["kernels"]
+    # every kernel of the report, in run order, each timed (a kernel that ran took some time)
+    assert [k["kernel"] for k in data["kernels"]] == [r["name"] for r in records]
+    assert all(k["ms"] > 0 for k in data["kernels"])
+    assert abs(sum(k["share"] for k in data["kernels"]) - 1) < 1e-9
+    conv = next(k for k in data["kernels"] if k["op"] == "lowering::FusedConv")
+    assert conv["flops"] > 0 and conv["gflops"] > 0 and "conv" in conv["sources"]
+
+
+def test_profile_needs_runs_and_a_profiling_target(tiny_artifact, capsys, tmp_path):
+    code, _, err = run_cli(["run", tiny_artifact, "--json-profile", tmp_path / "p.json"], capsys)
+    assert code == 2 and "--json-profile needs --profile" in err
+    code, _, err = run_cli(["run", tiny_artifact, "--profile", 0], capsys)
+    assert code == 2 and "--profile must be >= 1" in err
+
+
+def test_profiled_run_gives_the_same_outputs(tiny_artifact):
+    import runtime
+
+    sess = runtime.load(tiny_artifact)
+    x = np.random.default_rng(5).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    (plain,) = sess.run(None, {"x": x})
+    rows = sess.profile({"x": x}, runs=2, warmup=0)
+    assert len(rows) == len(sess._executor.kernel_names()) and all(r["ms"] >= 0 for r in rows)
+    (again,) = sess.run(None, {"x": x})
+    assert np.array_equal(plain, again)
