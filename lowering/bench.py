@@ -1,12 +1,20 @@
 """``lower bench``: an artifact against ONNX Runtime on the same inputs, in the same process, interleaved.
 
 Both sides get the same intra-op thread count (ONNX Runtime: ``intra_op_num_threads``, sequential
-execution, ORT_ENABLE_ALL; the artifact: ``runtime.load(threads=N)``). After a warm-up, runs alternate
-(artifact, ONNX Runtime, artifact, ...) so drifting machine load hits both alike, until each side has at
-least ``min_repeats`` runs and ``min_seconds`` of measurements (or ``max_repeats``). Reported: median, p90,
-mean and spread per side, and the speed-up (ONNX Runtime median / artifact median; > 1 means faster) and
-the same ratio of the p90s (the tail). Nothing on the artifact's side uses numpy's BLAS: every kernel runs
-in the library, its OpenMP regions on exactly ``threads`` threads (``lw_run``'s thread count).
+execution, ORT_ENABLE_ALL; the artifact: ``runtime.load(threads=N)``). After a warm-up, the sides alternate
+so drifting machine load hits both alike, until each side has at least ``min_repeats`` runs and
+``min_seconds`` of measurements (or ``max_repeats``). Reported: median, p90, mean and spread per side, and
+the speed-up (ONNX Runtime median / artifact median; > 1 means faster) and the same ratio of the p90s (the
+tail). Nothing on the artifact's side uses numpy's BLAS: every kernel runs in the library, its OpenMP
+regions on exactly ``threads`` threads (``lw_run``'s thread count).
+
+How the sides alternate (``interleave``): ``block`` (default) runs a block of about ``block_seconds`` of one
+side, then of the other, and times a block's runs only after ``settle_seconds`` of untimed runs. Both
+runtimes keep their idle worker threads spinning for a while after a parallel region (libgomp's
+``GOMP_SPINCOUNT``, ONNX Runtime's thread-pool spinning), which is what a serving process running one of
+them wants; with more than one thread, alternating every run makes each side's spinning threads take cores
+from the other's next run, a contention no application running one of them sees (measured on 2 cores: up
+to 2x slower runs on both sides). ``run`` alternates every run (fine at one thread).
 """
 
 from __future__ import annotations
@@ -29,8 +37,13 @@ class BenchConfig:
     min_repeats: int = 10
     max_repeats: int = 1000
     min_seconds: float = 2.0
+    interleave: str = "block"  # "block" | "run"
+    block_seconds: float = 0.25
+    settle_seconds: float = 0.03
 
     def __post_init__(self):
+        if self.interleave not in ("block", "run"):
+            raise LoweringError(f"--interleave must be block or run, got {self.interleave!r}")
         if self.threads < 1:
             raise LoweringError(f"--threads must be >= 1, got {self.threads}")
         if self.min_repeats < 1 or self.max_repeats < self.min_repeats:
@@ -68,17 +81,32 @@ def benchmark(session, model: Path, feed: dict, config: BenchConfig) -> dict:
     except Exception as exc:  # ORT raises its own exception types for unreadable models
         raise LoweringError(f"{model}: ONNX Runtime could not load it: {str(exc).strip()}") from None
     sides = {"lowering": lambda: session.run(None, feed), "onnxruntime": lambda: reference.run(None, feed)}
-    for run in sides.values():
+    estimate = {}
+    for name, run in sides.items():
+        t0 = time.perf_counter()
         for _ in range(config.warmup):
             run()
+        estimate[name] = (time.perf_counter() - t0) / max(config.warmup, 1)
     samples: dict[str, list[float]] = {name: [] for name in sides}
+    if config.interleave == "run":
+        per_block = {name: 1 for name in sides}
+        settle = {name: 0.0 for name in sides}
+    else:  # equal wall time per block for both sides, at least one timed run each
+        cap = max(1, config.max_repeats // 10)  # at least ten rounds before max_repeats
+        per_block = {name: min(cap, max(1, int(config.block_seconds / max(t, 1e-7))))
+                     for name, t in estimate.items()}
+        settle = {name: config.settle_seconds for name in sides}
     started = time.perf_counter()
     while True:
         for name, run in sides.items():
-            t0 = time.perf_counter()
-            run()
-            samples[name].append(time.perf_counter() - t0)
-        count = len(samples["lowering"])
+            t_settle = time.perf_counter()
+            while time.perf_counter() - t_settle < settle[name]:  # the other side's threads go quiet
+                run()
+            for _ in range(per_block[name]):
+                t0 = time.perf_counter()
+                run()
+                samples[name].append(time.perf_counter() - t0)
+        count = min(len(s) for s in samples.values())
         if count >= config.max_repeats:
             break
         if count >= config.min_repeats and time.perf_counter() - started >= 2 * config.min_seconds:
@@ -86,6 +114,7 @@ def benchmark(session, model: Path, feed: dict, config: BenchConfig) -> dict:
     result = {name: _stats(s) for name, s in samples.items()}
     return {
         "model": str(model), "target": session.target, "threads": config.threads,
+        "interleave": config.interleave,
         "inputs": {i.name: list(i.shape) for i in session.inputs},
         "lowering": result["lowering"], "onnxruntime": result["onnxruntime"],
         "speedup": result["onnxruntime"]["median_ms"] / result["lowering"]["median_ms"],

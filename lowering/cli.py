@@ -445,10 +445,13 @@ def disasm_command(artifact, steps):
 @click.option("--min-seconds", type=float, default=2.0, show_default=True,
               help="Minimum measured time per side.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--interleave", type=click.Choice(["block", "run"]), default="block", show_default=True,
+              help="Alternate the sides in blocks of ~0.25 s, each timed after 30 ms of untimed runs (both "
+                   "runtimes' idle threads spin for a while after a run), or every run.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the result as JSON to this file.")
 def bench_command(artifact, model, baseline, threads, inputs, target, warmup, repeats, min_seconds, seed,
-                  json_path):
+                  interleave, json_path):
     """Time ARTIFACT against ONNX Runtime on the same inputs, interleaved, same thread count.
 
     With --baseline (custom target): the simulated cycles, DRAM traffic and energy of ARTIFACT and
@@ -470,7 +473,7 @@ def bench_command(artifact, model, baseline, threads, inputs, target, warmup, re
         raise LoweringError("lower bench needs --model (the ONNX model ONNX Runtime runs), or --baseline "
                             "for a simulated side-by-side of two custom-target artifacts")
     config = BenchConfig(threads=threads, warmup=warmup, min_repeats=repeats,
-                         max_repeats=max(repeats, 1000), min_seconds=min_seconds)
+                         max_repeats=max(repeats, 1000), min_seconds=min_seconds, interleave=interleave)
     sess = _open_session(artifact, target, threads)
     result = benchmark(sess, model, _load_inputs(inputs, sess, seed), config)
     click.echo(format_result(result))

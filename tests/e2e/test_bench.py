@@ -30,3 +30,14 @@ def test_bench_json(tiny_dir, tiny_artifact, tmp_path, capsys):
 def test_bench_rejects_bad_thread_count(tiny_dir, tiny_artifact, capsys):
     code = main(["bench", str(tiny_artifact), "--model", str(tiny_dir / "tiny.onnx"), "--threads", "0"])
     assert code == 2 and "--threads" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("interleave", ["block", "run"])
+def test_bench_interleave_modes(tiny_dir, tiny_artifact, tmp_path, capsys, interleave):
+    out = tmp_path / "bench.json"
+    code = main(["bench", str(tiny_artifact), "--model", str(tiny_dir / "tiny.onnx"), "--threads", "1",
+                 "--min-seconds", "0.05", "--repeats", "3", "--interleave", interleave, "--json", str(out)])
+    capsys.readouterr()
+    result = json.loads(out.read_text())
+    assert code == 0 and result["interleave"] == interleave
+    assert result["lowering"]["runs"] >= 3 and result["onnxruntime"]["runs"] >= 3
