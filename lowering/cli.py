@@ -75,9 +75,10 @@ def cli():
 @click.option("--disable-pass", "disabled", multiple=True, metavar="PASS", help="Skip a pass. Repeatable.")
 @click.option("--print-after", multiple=True, metavar="PASS", help="Print the IR after PASS. Repeatable.")
 @click.option("--verify-each", is_flag=True, help="Verify the IR after every pass.")
-@click.option("--isa", default=None,
-              help="CPU ISA level for the cpu target: x86-64-v2, -v3, -v4 or -v4-vnni "
-              "(default: the build machine's).")
+@click.option("--cpu-arch", "--isa", "isa", default=None, metavar="ARCH",
+              help="cpu target instruction set: native (the build machine's best level, the default), "
+              "x86-64-v2, x86-64-v3, x86-64-v4 or x86-64-v4-vnni. The artifact records it; a CPU without "
+              "those instructions refuses to load that target, naming the missing features.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every pass.")
 @click.option("--quantize", "quantize", type=click.Choice(["int8"]), default=None,
               help="Quantize first (post-training static, QDQ), then compile the quantized model.")

@@ -122,11 +122,15 @@ def machine_cpu_flags() -> set[str]:
 
 
 def choose_isa(requested: str | None = None) -> IsaLevel:
-    """The ISA level to build for: ``requested`` if given, else the best the build machine supports."""
+    """The ISA level to build for: ``requested`` if given, else (or for ``"native"``) the best the build
+    machine supports."""
+    if requested == "native":
+        requested = None
     if requested:
         if requested not in LEVELS or requested == "generic":
             raise LoweringError(
-                f"unknown isa '{requested}' for the cpu target (choose one of {', '.join(ISA_ORDER)})"
+                f"unknown cpu arch '{requested}' for the cpu target (choose native or one of "
+                f"{', '.join(ISA_ORDER)})"
             )
         return LEVELS[requested]
     if platform.machine().lower() not in ("x86_64", "amd64"):

@@ -242,3 +242,19 @@ def test_profiled_run_gives_the_same_outputs(tiny_artifact):
     assert len(rows) == len(sess._executor.kernel_names()) and all(r["ms"] >= 0 for r in rows)
     (again,) = sess.run(None, {"x": x})
     assert np.array_equal(plain, again)
+
+
+def test_cpu_arch_is_recorded_and_checked(tiny_dir, capsys, tmp_path):
+    out = tmp_path / "v3.lwr"
+    code, _, _ = run_cli([tiny_dir / "tiny_static.onnx", "--cpu-arch", "x86-64-v3", "-o", out], capsys)
+    assert code == 0
+    import runtime
+
+    requires = runtime.load(out).artifact.manifest["targets"]["cpu"]["requires"]
+    assert requires["isa"] == "x86-64-v3" and "avx2" in requires["cpu_flags"]
+    code, _, _ = run_cli([tiny_dir / "tiny_static.onnx", "--cpu-arch", "native", "-o", tmp_path / "n.lwr"],
+                         capsys)
+    assert code == 0
+    code, _, err = run_cli([tiny_dir / "tiny_static.onnx", "--cpu-arch", "armv9", "-o", tmp_path / "a.lwr"],
+                           capsys)
+    assert code == 2 and "unknown cpu arch 'armv9'" in err and not (tmp_path / "a.lwr").exists()

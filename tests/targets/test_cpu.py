@@ -410,7 +410,7 @@ def test_compiler_failure_is_a_lowering_error():
 
 
 def test_unknown_isa_is_a_lowering_error():
-    with pytest.raises(LoweringError, match="unknown isa 'x86-64-v9'"):
+    with pytest.raises(LoweringError, match="unknown cpu arch 'x86-64-v9'"):
         build_cpu(_small_model().graph, isa="x86-64-v9")
 
 
