@@ -91,8 +91,10 @@ def compile_model(model, targets=("cpu",), output=None, log=lambda message: None
     model_path = Path(model)
     if output is None:
         output = model_path.with_suffix(".lwr")
+    clock = time.perf_counter()
     proto = load_model_proto(model_path)
     model_bytes = model_path.read_bytes()
+    log(f"phase load: {time.perf_counter() - clock:.2f} s")
     shapes = dict(options.shapes)
     files: dict[str, bytes] = {}
     report: dict = {"targets": {}}
@@ -102,7 +104,9 @@ def compile_model(model, targets=("cpu",), output=None, log=lambda message: None
     signature = None
     for name in options.targets:
         target = get_target(name)
+        clock = time.perf_counter()
         graph = import_model(proto, shapes, name=model_path.name)
+        log(f"phase {name} import: {time.perf_counter() - clock:.2f} s")
         if signature is None:
             signature = _signature(graph)
             report["source"] = {"nodes": len(graph.nodes), "ops": graph.op_counts()}
@@ -110,10 +114,15 @@ def compile_model(model, targets=("cpu",), output=None, log=lambda message: None
                           print_after=options.print_after, disabled=options.disabled_passes, log=log)
         start = time.perf_counter()
         records: list[PassRecord] = PassManager(_pipeline(target)).run(graph, ctx)
+        clock = time.perf_counter()
+        log(f"phase {name} passes: {clock - start:.2f} s")
         placement = target.partition(graph, options.target_options(), model_name=model_path.name) \
             if hasattr(target, "partition") \
             else partition(graph, target, model_name=model_path.name)
+        log(f"phase {name} partition: {time.perf_counter() - clock:.2f} s")
         build = target.build(graph, options.target_options())
+        for phase, seconds in build.phases.items():
+            log(f"phase {name} {phase}: {seconds:.2f} s")
         log(f"target {name}: built {len(build.kernels)} kernels in {time.perf_counter() - start:.2f} s")
         files.update(build.files)
         manifest_targets[name] = build.manifest
@@ -124,14 +133,18 @@ def compile_model(model, targets=("cpu",), output=None, log=lambda message: None
             "memory_plan": graph.memory_plan.to_json() if graph.memory_plan else None,
             "partition": placement.to_json(),
         }
+        clock = time.perf_counter()
         files.setdefault("graph.onnx", export_bytes(graph))
+        log(f"phase {name} export graph: {time.perf_counter() - clock:.2f} s")
     files["report.json"] = json.dumps(report, indent=2, sort_keys=True).encode() + b"\n"
     base = {
         "model": {"name": model_path.name, "sha256": hashlib.sha256(model_bytes).hexdigest()},
         "inputs": signature[0], "outputs": signature[1], "targets": manifest_targets,
         "options": options.to_json(),
     }
+    clock = time.perf_counter()
     manifest = write_artifact(output, base, files)
+    log(f"phase write artifact: {time.perf_counter() - clock:.2f} s")
     return CompileResult(Path(output), manifest, report)
 
 

@@ -23,6 +23,8 @@ class TargetBuild:
     manifest: dict
     #: per-kernel details for report.json and ``inspect``
     kernels: list[dict] = field(default_factory=list)
+    #: seconds spent per build phase (e.g. "codegen", "cc"), logged by ``lower -v``; not in the artifact
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 class Target:

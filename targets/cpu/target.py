@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import time
 from typing import ClassVar
 
 from lowering.errors import LoweringError
@@ -72,9 +73,12 @@ class CpuTarget(Target):
         ):
             isa = LEVELS[WITHOUT_VNNI[isa.name]]  # no int8 GEMM: do not require the VNNI flag
         cc = find_compiler(options)
+        start = time.perf_counter()
         module = generate(graph, plan.offsets, plan.arena_size, isa)
+        generated = time.perf_counter()
         flags = build_flags(isa)
         library = compile_shared(module.source, cc, flags)
+        phases = {"codegen": generated - start, "cc": time.perf_counter() - generated}
         manifest = {
             "kind": "cpu",
             "abi": ABI_VERSION,
@@ -103,7 +107,7 @@ class CpuTarget(Target):
             },
         }
         files = {LIBRARY: library, SOURCE: module.source.encode(), WEIGHTS: module.weights}
-        return TargetBuild(self.name, files, manifest, module.kernels)
+        return TargetBuild(self.name, files, manifest, module.kernels, phases)
 
 
 def _machine() -> str:

@@ -173,6 +173,8 @@ def test_print_after_verbose_and_disable_pass(tiny_dir, tmp_path, capsys):
     assert code == 0
     assert "// IR after fuse_epilogue" in err and "lowering::FusedConv" in err
     assert "pass simplify:" in err
+    for phase in ("load", "cpu import", "cpu passes", "cpu codegen", "cpu cc", "write artifact"):
+        assert f"phase {phase}: " in err  # compile time per phase
     code, stdout, err = run_cli([tiny_dir / "tiny_static.onnx", "-o", tmp_path / "b.lwr", "--disable-pass",
                                  "fuse_epilogue", "-v"], capsys)
     assert code == 0 and "pass fuse_epilogue: disabled" in err
