@@ -39,19 +39,99 @@ def live_ranges(graph: Graph) -> dict[int, list]:
     return ranges
 
 
-def plan(graph: Graph) -> MemoryPlan:
-    ranges = live_ranges(graph)
+#: buffer orders tried by :func:`plan` (the smallest arena wins; ties keep the earlier order)
+ORDERS = {
+    "size": lambda r: (-r[0].type.nbytes, r[1], r[0].name),
+    "size_x_lifetime": lambda r: (-r[0].type.nbytes * (r[2] - r[1] + 1), r[1], r[0].name),
+    "lifetime": lambda r: (-(r[2] - r[1]), -r[0].type.nbytes, r[1], r[0].name),
+    "first_use": lambda r: (r[1], -r[0].type.nbytes, r[0].name),
+}
+
+
+def _place(ordered: list, best_fit: bool) -> list[Buffer]:
+    """Place the buffers one by one, in the given order, at the lowest offset (or, with ``best_fit``, in the
+    smallest gap) where each overlaps no already placed buffer whose live range overlaps its own."""
     placed: list[Buffer] = []
-    for root, first, last in sorted(ranges.values(), key=lambda r: (-r[0].type.nbytes, r[1], r[0].name)):
+    for root, first, last in ordered:
         size = _aligned(max(root.type.nbytes, 1))
         conflicts = sorted((b for b in placed if b.first <= last and first <= b.last),
                            key=lambda b: b.offset)
-        offset = 0
+        offset, best = 0, None
         for b in conflicts:
-            if offset + size <= b.offset:
-                break
+            gap = b.offset - offset
+            if gap >= size:
+                if not best_fit:
+                    break
+                if best is None or gap < best[1]:
+                    best = (offset, gap)
             offset = max(offset, b.offset + b.size)
+        if best_fit and best is not None:
+            offset = best[0]
         placed.append(Buffer(root.name, offset, size, first, last))
+    return placed
+
+
+def _arena(placed: list[Buffer]) -> int:
+    return max((b.offset + b.size for b in placed), default=0)
+
+
+def _peak(ranges: list) -> int:
+    """The most (aligned) bytes live at any one step: no placement can use less."""
+    delta: dict[int, int] = {}
+    for root, first, last in ranges:
+        size = _aligned(max(root.type.nbytes, 1))
+        delta[first] = delta.get(first, 0) + size
+        delta[last + 1] = delta.get(last + 1, 0) - size
+    peak = live = 0
+    for step in sorted(delta):
+        live += delta[step]
+        peak = max(peak, live)
+    return peak
+
+
+#: placements the local search may try after the greedy orders (each costs O(buffers^2))
+SEARCH_BUDGET = 300
+
+
+def plan(graph: Graph) -> MemoryPlan:
+    """Offsets for every arena buffer: the smallest arena of a few greedy placements (by size, size x
+    lifetime, lifetime, first use; lowest offset or best-fitting gap), as in TFLite's and ONNX Runtime's
+    planners; when none reaches the lower bound (the most bytes live at once), a bounded local search over
+    the best order (move one buffer to the front) looks for a better one. Deterministic."""
+    ranges = list(live_ranges(graph).values())
+    bound = _peak(ranges)
+    starts = []  # (arena, order, best_fit, placement) of every greedy order
+    for order in ORDERS.values():
+        for best_fit in (False, True):
+            ordered = sorted(ranges, key=order)
+            placed = _place(ordered, best_fit)
+            starts.append((_arena(placed), ordered, best_fit, placed))
+    starts.sort(key=lambda s: s[0])  # stable: ties keep the ORDERS order
+    best = starts[0]
+    budget = SEARCH_BUDGET if len(ranges) <= 400 else 0
+    for start in starts:  # hill-climb from each greedy result: move one buffer earlier in the order
+        current = start
+        improved = True
+        while improved and best[0] > bound and budget > 0:
+            improved = False
+            moves = ((i, j) for i in range(1, len(current[1])) for j in range(i - 1, -1, -1))
+            for i, j in moves:
+                if budget <= 0:
+                    break
+                budget -= 1
+                order = current[1]
+                ordered = order[:j] + [order[i]] + order[j:i] + order[i + 1:]
+                placed = _place(ordered, current[2])
+                if _arena(placed) < current[0]:
+                    current = (_arena(placed), ordered, current[2], placed)
+                    improved = True
+                    break
+            if current[0] < best[0]:
+                best = current
+        if best[0] <= bound or budget <= 0:
+            break
+    placed = best[3]
+    ranges = {id(r[0]): r for r in ranges}
     steps = len(graph.nodes)
     live = [0] * max(steps, 1)
     for b in placed:

@@ -110,7 +110,15 @@ static void lw_log_softmax_row(const float *x, float *y, long len) {
 /* Softmax (or with is_log LogSoftmax) along the middle axis of [outer][len][inner]. */
 static void lw_softmax(int nt, const float *x, float *y, long outer, long len, long inner, int is_log) {
     if (inner == 1) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * len > 16384)
+        if (nt > 1 && outer * len > 16384) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+            for (long o = 0; o < outer; o++) {
+                if (is_log) lw_log_softmax_row(x + o * len, y + o * len, len);
+                else lw_softmax_row(x + o * len, y + o * len, len);
+            }
+            return;
+        }
+        /* small: no OpenMP region at all (one whose if clause fails still costs ~0.2 us) */
         for (long o = 0; o < outer; o++) {
             if (is_log) lw_log_softmax_row(x + o * len, y + o * len, len);
             else lw_softmax_row(x + o * len, y + o * len, len);

@@ -48,6 +48,8 @@ def test_transformer_matches_onnxruntime(zoo, tmp_path, name, exporter, opset): 
     ops = result.report["targets"]["cpu"]["ops"]
     assert ops["lowering::Attention"] == LAYERS and "Softmax" not in ops and "Erf" not in ops
     assert ops["LayerNormalization"] == 2 * LAYERS + 1
+    plan = result.report["targets"]["cpu"]["memory_plan"]
+    assert plan["arena_bytes"] <= 1.1 * plan["lower_bound_bytes"]  # the memory plan is near its lower bound
 
     feed = example_inputs(name, seed=1)
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)

@@ -22,7 +22,9 @@ TOL = 1e-4
 def lower_and_compare(model_path, out_path, shapes=(), disabled=(), seed=0):
     options = CompileOptions(targets=("cpu",), shapes=tuple(shapes), disabled_passes=frozenset(disabled),
                              verify_each=True)
-    compile_model(model_path, output=out_path, options=options)
+    result = compile_model(model_path, output=out_path, options=options)
+    plan = result.report["targets"]["cpu"]["memory_plan"]
+    assert plan["arena_bytes"] <= 1.1 * plan["lower_bound_bytes"]  # the memory plan is near its lower bound
     sess = runtime.load(out_path)
     rng = np.random.default_rng(seed)
     feed = {i.name: rng.standard_normal(i.shape).astype(i.dtype) for i in sess.inputs}
