@@ -60,8 +60,8 @@ def main(argv=None) -> int:
 
 
 def table(results: list[dict], threads: list[int]) -> str:
-    lines = ["| model | threads | lowering median (ms) | ONNX Runtime median (ms) | speed-up | p90 speed-up |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| model | threads | lowering median (ms) | ONNX Runtime median (ms) | speed-up "
+             "| p90 speed-up |", "|---|---:|---:|---:|---:|---:|"]
     for r in results:
         lines.append(f"| {r['name']} | {r['threads']} | {r['lowering']['median_ms']:.3f} | "
                      f"{r['onnxruntime']['median_ms']:.3f} | {r['speedup']:.2f}x | {r['speedup_p90']:.2f}x |")

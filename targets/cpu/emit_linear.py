@@ -29,6 +29,8 @@ from .registry import EmitContext, KernelCode, align, batch_index, c_float, c_lo
 ACTIVATION_CODES = {"": 0, "Relu": 1, "LeakyRelu": 2, "Clip": 3, "Sigmoid": 4, "Tanh": 5, "Gelu": 6}
 DEFAULT_PARAMS = {"LeakyRelu": (0.01,), "Clip": (-FLOAT_MAX, FLOAT_MAX)}
 ITEM_BYTES = 64  # upper bound of sizeof(lw_gemm_item)
+DW_SLOTS, DW_ACCUMULATORS = 64, 8  # LW_DW_SLOTS and LW_DW_ACC of kernels_conv.c
+DW_CHUNK_ROWS = 8  # depthwise output rows per staged chunk
 #: the fields of lw_conv_geom, in order
 CONV_FIELDS = ("N", "C", "H", "W", "M", "G", "KH", "KW", "SH", "SW", "DH", "DW", "PH", "PW", "OH", "OW")
 
@@ -105,11 +107,15 @@ def conv_geometry(node: Node) -> tuple[dict, int]:
 
 
 def depthwise_plane_floats(g: dict, vec: int) -> int:
-    """Workspace floats per output plane of lw_depthwise2d: its zero-padded input plane plus 2 vectors of
-    slack, rounded to 16 floats (the padded-plane sizes computed as in kernels_conv.c)."""
-    hp = (g["OH"] - 1) * g["SH"] + (g["KH"] - 1) * g["DH"] + 1
-    wp = max(g["PW"] + g["W"], (g["OW"] - 1) * g["SW"] + (g["KW"] - 1) * g["DW"] + 1)
-    return align(hp * wp + 2 * vec, 16)
+    """Workspace floats per staging slot of lw_depthwise2d: the zero-padded input rows of one chunk of
+    output rows, staged once per kernel column (see lw_dw_plan_of in kernels_conv.c), rounded to 16."""
+    nvec = -(-g["OW"] // vec)
+    v = 8 if nvec >= 5 else 4 if nvec >= 3 else nvec
+    r = DW_ACCUMULATORS // v
+    lq = -(-nvec // v) * v * vec
+    ch = min(DW_CHUNK_ROWS, -(-g["OH"] // r) * r)  # output rows per chunk (r divides DW_CHUNK_ROWS)
+    rows = (ch - 1) * g["SH"] + (g["KH"] - 1) * g["DH"] + 1
+    return align(rows * g["KW"] * lq, 16)
 
 
 @register("Conv", f"{DOMAIN}::FusedConv", check=check_conv, data_inputs=3)
@@ -130,7 +136,8 @@ def emit_conv(ctx: EmitContext, node: Node) -> KernelCode:
         lines.append(
             f"lw_depthwise2d(ctx->nt, &g, {args.replace('WEIGHTS', weights)}, (float *)ctx->ws, {slot}, &e);"
         )
-        workspace = g["M"] * slot * 4
+        # the staging slots, then the taps' offsets (one long each)
+        workspace = min(DW_SLOTS, g["N"] * g["M"]) * slot * 4 + g["KH"] * g["KW"] * 8
     else:
         packed = ctx.weights(pack_conv_weights(w, g["G"], ctx.isa.mr))
         lines.append(f"lw_conv2d(ctx->nt, &g, {args.replace('WEIGHTS', packed)}, ctx->ws, &e);")

@@ -1,5 +1,6 @@
 /* kernels_conv.c: fp32 convolutions (cpu target): im2col + the packed GEMM of kernels_gemm.c, and a direct
- * depthwise kernel. The convolution geometry (lw_conv_geom) is shared with the int8 kernels (kernels_quant.c).
+ * depthwise kernel. The convolution geometry (lw_conv_geom) is shared with the int8 kernels
+ * (kernels_quant.c).
  */
 
 #define LW_FUSED_PANELS LW_MAX(1, 256 / LW_NR) /* column panels per fused im2col+GEMM conv task */
@@ -168,75 +169,241 @@ static void lw_conv2d(int nt, const lw_conv_geom *g, const float *x, const float
     }
 }
 
-/* Copy one input plane into a zero-padded [Hp][Wp] buffer (rows ih = r - PH, columns iw = c - PW) followed by
- * 2 * LW_VEC zeros, so every window read, including a last vector's spill past a row, is inside it. */
-static void lw_pad_plane(const lw_conv_geom *g, const float *xp, float *pad, long Hp, long Wp) {
-    const long left = LW_MIN(g->PW, Wp), count = LW_MAX(0, LW_MIN(g->W, Wp - g->PW));
-    for (long r = 0; r < Hp; r++) {
-        float *d = pad + r * Wp;
-        long ih = r - g->PH;
-        if (ih < 0 || ih >= g->H) {
-            for (long c = 0; c < Wp; c++) d[c] = 0.0f;
-            continue;
-        }
-        for (long c = 0; c < left; c++) d[c] = 0.0f;
-        memcpy(d + left, xp + ih * g->W, (size_t)count * sizeof(float));
-        for (long c = left + count; c < Wp; c++) d[c] = 0.0f;
-    }
-    for (long c = 0; c < 2 * LW_VEC; c++) pad[Hp * Wp + c] = 0.0f;
+/* --- depthwise ------------------------------------------------------------------------------------- */
+
+#define LW_DW_SLOTS 64 /* staging planes in the workspace: at most this many threads run one depthwise conv */
+#define LW_DW_ACC 8    /* independent accumulators per block (R output rows x V vectors): hides FMA latency */
+
+/* A depthwise conv's blocking and its staged input plane. Every padded input row r is staged KW times,
+ * once per kernel column: copy kw holds padded columns i * SW + kw * DW for i < lq (at [r][kw][i]), so
+ * every tap of every stride and dilation reads whole aligned vectors (unaligned loads straddle two cache
+ * lines and halve the load throughput that bounds this kernel). lq covers the output row rounded up to
+ * whole blocks of V vectors. A plane is computed in chunks of ch output rows (a multiple of R), each from
+ * the `rows` input rows it reads, staged just before, so the staged rows stay in L1 (a whole staged plane
+ * does not, and streaming it through L2 made the kernel 3x slower). ch is the most that fits in the
+ * workspace slot (targets/cpu/emit_linear.py sizes it for 8 rows), at most the plane in whole blocks. */
+typedef struct {
+    long nvec, V, R, lq, ch, rows;
+} lw_dw_plan;
+
+static lw_dw_plan lw_dw_plan_of(const lw_conv_geom *g, long slot) {
+    lw_dw_plan p;
+    p.nvec = LW_CDIV(g->OW, LW_VEC);
+    p.V = p.nvec >= 5 ? 8 : p.nvec >= 3 ? 4 : p.nvec; /* vectors per block: a power of two up to 8 */
+    p.R = LW_DW_ACC / p.V;
+    p.lq = LW_CDIV(p.nvec, p.V) * p.V * LW_VEC;
+    const long reach = (g->KH - 1) * g->DH + 1, most = LW_CDIV(g->OH, p.R) * p.R;
+    p.ch = p.R;
+    while (p.ch < most && (p.ch + p.R - 1) * g->SH + reach <= slot / (g->KW * p.lq)) p.ch += p.R;
+    p.rows = (p.ch - 1) * g->SH + reach;
+    return p;
 }
 
-/* Depthwise convolution (G == C, M a multiple of C), direct, one image at a time: each output plane's input
- * is first copied into a zero-padded plane in the workspace (slot floats per channel), then every output
- * row is computed LW_VEC columns at a time (strides 1 and 2) with the taps accumulated in a register, no
- * bounds checks. w is [M][KH][KW] as in ONNX. */
+#if LW_VEC == 16 && defined(__AVX512F__)
+#include <immintrin.h>
+#define LW_CONV_AVX512 1
+/* The lanes [lo, hi) of a 16-lane mask (empty when hi <= lo). */
+static inline __mmask16 lw_mask_range(long lo, long hi) {
+    lo = LW_MAX(lo, 0);
+    hi = LW_MIN(hi, 16);
+    return hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+/* p + i without forming the pointer in C (a masked load may start before or end past an array). */
+static inline const float *lw_addr(const float *p, long i) {
+    return (const float *)((uintptr_t)p + (uintptr_t)(i * (long)sizeof(float)));
+}
+#endif
+
+/* Store the first n lanes (0 < n <= LW_VEC) of v at p. */
+static inline void lw_store_part(float *p, lw_vf v, long n) {
+#ifdef LW_CONV_AVX512
+    _mm512_mask_storeu_ps(p, lw_mask_range(0, n), (__m512)v);
+#else
+    float t[LW_VEC];
+    lw_store(t, v);
+    memcpy(p, t, (size_t)n * sizeof(float));
+#endif
+}
+
+/* The first n floats at p (0 < n <= LW_VEC), zero in the other lanes. */
+static inline lw_vf lw_load_part(const float *p, long n) {
+#ifdef LW_CONV_AVX512
+    return (lw_vf)_mm512_maskz_loadu_ps(lw_mask_range(0, n), p);
+#else
+    float t[LW_VEC] = {0};
+    memcpy(t, p, (size_t)n * sizeof(float));
+    return lw_load(t);
+#endif
+}
+
+#ifdef LW_CONV_AVX512
+#define LW_DW_MASKS 1024 /* most row-copy vectors whose load masks lw_depthwise2d precomputes */
+/* The load masks of the n / 16 vectors of a staged row copy (d[i] = row[c0 + i * sw], sw <= 2): the
+ * same for every row and channel. Each holds the first (and for sw = 2, in the high half, the second)
+ * 16-column load's mask. */
+static void lw_dw_row_masks(uint32_t *m, long c0, long sw, long W, long n) {
+    for (long i = 0; i < n; i += 16) {
+        const long c = c0 + i * sw;
+        uint32_t hi = sw == 2 ? lw_mask_range(-c - 16, W - c - 16) : 0;
+        m[i / 16] = lw_mask_range(-c, W - c) | hi << 16;
+    }
+}
+#endif
+
+/* d[i] = row[c0 + i * sw] for i < n (a multiple of LW_VEC), zero where that column is outside [0, W);
+ * m: the copy's masks (lw_dw_row_masks) or NULL. */
+static void lw_dw_stage_row(float *d, const float *row, long c0, long sw, long W, long n, const uint32_t *m) {
+#ifdef LW_CONV_AVX512
+    if (m) {
+        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        for (long i = 0; i < n; i += 16, m++) {
+            const long c = c0 + i * sw;
+            __m512 v = _mm512_maskz_loadu_ps((__mmask16)*m, lw_addr(row, c));
+            if (sw == 2) v = _mm512_permutex2var_ps(v, even, _mm512_maskz_loadu_ps((__mmask16)(*m >> 16),
+                                                                                 lw_addr(row, c + 16)));
+            _mm512_store_ps(d + i, v);
+        }
+        return;
+    }
+#endif
+    (void)m;
+    lw_im2col_run(d, row, c0, sw, W, n);
+}
+
+/* Stage the padded rows [r0, r0 + rows) of input plane xp ([H][W]) as described at lw_dw_plan; masks:
+ * every copy's load masks ([KW][lq / 16], see lw_dw_row_masks) or NULL. */
+static void lw_dw_stage(const lw_conv_geom *g, const lw_dw_plan *p, const float *xp, long r0, float *st,
+                        const uint32_t *masks) {
+    for (long r = 0; r < p->rows; r++) {
+        const long ih = r0 + r - g->PH;
+        for (long kw = 0; kw < g->KW; kw++) {
+            float *d = st + (r * g->KW + kw) * p->lq;
+            if (ih < 0 || ih >= g->H) {
+                for (long i = 0; i < p->lq; i += LW_VEC) lw_store(d + i, (lw_vf){0});
+            } else {
+                lw_dw_stage_row(d, xp + ih * g->W, kw * g->DW - g->PW, g->SW, g->W, p->lq,
+                                masks ? masks + kw * (p->lq / 16) : NULL);
+            }
+        }
+    }
+}
+
+/* The epilogue of one output vector t at position p (n valid lanes): bias, residual and the activations
+ * that have a vector form (the others run over the stored plane afterwards). */
+static inline lw_vf lw_dw_epilogue(const lw_epilogue *e, lw_vf t, float b, const float *rm, long p, long n) {
+    if (e->alpha != 1.0f) t *= lw_splat(e->alpha);
+    t += lw_splat(b);
+    if (rm) {
+        if (e->res_cs == 0) {
+            t += lw_splat(rm[0]);
+        } else {
+            t += n == LW_VEC ? lw_load(rm + p) : lw_load_part(rm + p, n);
+        }
+    }
+    const lw_vf zero = (lw_vf){0}, lo = lw_splat(e->p0), hi = lw_splat(e->p1);
+    switch (e->act) {
+    case LW_ACT_RELU: t = lw_vselect(t < zero, zero, t); break;
+    case LW_ACT_LEAKYRELU: t = lw_vselect(t >= zero, t, t * lo); break;
+    case LW_ACT_CLIP: t = lw_vselect(t < lo, lo, t); t = lw_vselect(t > hi, hi, t); break;
+    default: break;
+    }
+    return t;
+}
+
+/* Output rows [oh_lo, oh_hi) of one plane (staged from padded row oh_lo * SH at st), R rows x V vectors
+ * per block, every tap accumulated in registers (R * V independent chains), the epilogue applied before
+ * the store. Inlined with constant R and V (and KH, KW for 3x3) so the accumulators stay in registers.
+ * Blocks past the chunk's last row or the plane's last column are computed from staged padding and not
+ * stored. */
+static inline __attribute__((always_inline)) void lw_dw_rows(const int R, const int V, const long KH,
+                                                             const long KW, const lw_conv_geom *g,
+                                                             const lw_dw_plan *p, const float *st,
+                                                             const long *toff, const float *wp,
+                                                             float *yp, float b, const float *rm,
+                                                             const lw_epilogue *e, long oh_lo, long oh_hi) {
+    const long rs = KW * p->lq, OW = g->OW, rstep = g->SH * rs;
+    for (long oh0 = oh_lo; oh0 < oh_hi; oh0 += R)
+        for (long o0 = 0; o0 < p->nvec * LW_VEC; o0 += V * LW_VEC) {
+            lw_vf acc[LW_DW_ACC];
+            _Pragma("GCC unroll 8") for (int i = 0; i < R * V; i++) acc[i] = (lw_vf){0};
+            const float *blk = st + (oh0 - oh_lo) * rstep + o0;
+            for (long kh = 0; kh < KH; kh++)
+                for (long kw = 0; kw < KW; kw++) {
+                    const float *src = blk + toff[kh * KW + kw];
+                    const lw_vf wv = lw_splat(wp[kh * KW + kw]);
+                    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+                        _Pragma("GCC unroll 8") for (int v = 0; v < V; v++)
+                            acc[r * V + v] += wv * lw_load(src + r * rstep + v * LW_VEC);
+                }
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+                const long oh = oh0 + r;
+                if (oh >= oh_hi) break;
+                float *yr = yp + oh * OW;
+                _Pragma("GCC unroll 8") for (int v = 0; v < V; v++) {
+                    const long o = o0 + v * LW_VEC, n = LW_MIN((long)LW_VEC, OW - o);
+                    if (n <= 0) break;
+                    lw_vf t = lw_dw_epilogue(e, acc[r * V + v], b, rm, oh * OW + o, n);
+                    if (n == LW_VEC) lw_store(yr + o, t);
+                    else lw_store_part(yr + o, t, n);
+                }
+            }
+        }
+}
+
+#define LW_DW_DISPATCH(KH, KW)                                                                    \
+    do {                                                                                          \
+        if (pl.V == 8) lw_dw_rows(1, 8, KH, KW, g, &pl, st, toff, wp, yp, b, rm, e, lo, hi);      \
+        else if (pl.V == 4) lw_dw_rows(2, 4, KH, KW, g, &pl, st, toff, wp, yp, b, rm, e, lo, hi); \
+        else if (pl.V == 2) lw_dw_rows(4, 2, KH, KW, g, &pl, st, toff, wp, yp, b, rm, e, lo, hi); \
+        else lw_dw_rows(8, 1, KH, KW, g, &pl, st, toff, wp, yp, b, rm, e, lo, hi);                \
+    } while (0)
+
+/* Depthwise convolution (G == C, M a multiple of C), direct: one task per (image, output channel) computes
+ * its plane chunk by chunk, staging each chunk's input rows (lw_dw_stage) in its thread's slot of the
+ * workspace (slot floats each, LW_DW_SLOTS slots at most, then the taps' offsets) and computing the rows
+ * from them (lw_dw_rows). w is [M][KH][KW] as in ONNX; bias per channel and residual as the epilogue
+ * addresses them. Every output is computed the same way whatever the thread count. */
 static void lw_depthwise2d(int nt, const lw_conv_geom *g, const float *x, const float *w, const float *bias,
                            const float *res, long res_ns, float *y, float *ws, long slot,
                            const lw_epilogue *e) {
-    const long mult = g->M / g->C, P = g->OH * g->OW, taps = g->KH * g->KW;
-    const long Hp = (g->OH - 1) * g->SH + (g->KH - 1) * g->DH + 1;
-    const long Wp = LW_MAX(g->PW + g->W, (g->OW - 1) * g->SW + (g->KW - 1) * g->DW + 1);
-    const long SW = g->SW;
-    for (long n = 0; n < g->N; n++)
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && g->M > 1)
-    for (long m = 0; m < g->M; m++) {
-        const long t = n * g->M + m;
-        float *pad = ws + m * slot;
-        lw_pad_plane(g, x + (n * g->C + m / mult) * g->H * g->W, pad, Hp, Wp);
-        const float *wp = w + m * taps;
-        const float *rn = res ? res + n * res_ns : NULL;
-        float *yp = y + t * P;
-        for (long oh = 0; oh < g->OH; oh++) {
-            float *row = yp + oh * g->OW;
-            const float *base = pad + oh * g->SH * Wp;
-            if (SW <= 2) {
-                for (long o = 0; o < g->OW; o += LW_VEC) {
-                    lw_vf acc = (lw_vf){0};
-                    for (long kh = 0; kh < g->KH; kh++) {
-                        const float *xr = base + kh * g->DH * Wp + o * SW;
-                        for (long kw = 0; kw < g->KW; kw++) {
-                            lw_vf v = SW == 1 ? lw_load(xr + kw * g->DW) : lw_load_even(xr + kw * g->DW);
-                            acc += lw_splat(wp[kh * g->KW + kw]) * v;
-                        }
-                    }
-                    if (o + LW_VEC <= g->OW) {
-                        lw_store(row + o, acc);
-                    } else {
-                        float tail[LW_VEC];
-                        lw_store(tail, acc);
-                        memcpy(row + o, tail, (size_t)(g->OW - o) * sizeof(float));
-                    }
-                }
-            } else {
-                for (long ow = 0; ow < g->OW; ow++) {
-                    float acc = 0.0f;
-                    for (long kh = 0; kh < g->KH; kh++)
-                        for (long kw = 0; kw < g->KW; kw++)
-                            acc += wp[kh * g->KW + kw] * base[kh * g->DH * Wp + ow * SW + kw * g->DW];
-                    row[ow] = acc;
-                }
+    const lw_dw_plan pl = lw_dw_plan_of(g, slot);
+    const long mult = g->M / g->C, P = g->OH * g->OW, taps = g->KH * g->KW, tasks = g->N * g->M;
+    const long slots = LW_MIN((long)LW_DW_SLOTS, tasks);
+    const int generic = e->act == LW_ACT_SIGMOID || e->act == LW_ACT_TANH || e->act == LW_ACT_GELU;
+    /* each tap's offset in the staged plane from a block's first output: its row, its column's copy */
+    long *toff = (long *)(ws + slots * slot);
+    for (long kh = 0; kh < g->KH; kh++)
+        for (long kw = 0; kw < g->KW; kw++) toff[kh * g->KW + kw] = (kh * g->DH * g->KW + kw) * pl.lq;
+    const uint32_t *masks = NULL;
+#ifdef LW_CONV_AVX512
+    uint32_t mask_table[LW_DW_MASKS];
+    if (g->SW <= 2 && g->KW * (pl.lq / 16) <= LW_DW_MASKS) {
+        for (long kw = 0; kw < g->KW; kw++)
+            lw_dw_row_masks(mask_table + kw * (pl.lq / 16), kw * g->DW - g->PW, g->SW, g->W, pl.lq);
+        masks = mask_table;
+    }
+#endif
+#pragma omp parallel num_threads(nt) if (nt > 1 && tasks > 1)
+    {
+        /* an even static split over the first `slots` threads (one staging slot each) */
+        const long used = LW_MIN((long)omp_get_num_threads(), slots), tid = omp_get_thread_num();
+        float *st = ws + LW_MIN(tid, slots - 1) * slot;
+        const long t0 = tid < used ? tid * tasks / used : tasks;
+        const long t1 = tid < used ? (tid + 1) * tasks / used : tasks;
+        for (long t = t0; t < t1; t++) {
+            const long n = t / g->M, m = t % g->M;
+            const float *xp = x + (n * g->C + m / mult) * g->H * g->W;
+            const float *wp = w + m * taps;
+            const float b = bias ? e->bias_scale * bias[m * e->bias_rs] : 0.0f;
+            const float *rm = res ? res + n * res_ns + m * e->res_rs : NULL;
+            float *yp = y + t * P;
+            for (long lo = 0; lo < g->OH; lo += pl.ch) {
+                const long hi = LW_MIN(g->OH, lo + pl.ch);
+                lw_dw_stage(g, &pl, xp, lo * g->SH, st, masks);
+                if (g->KH == 3 && g->KW == 3) LW_DW_DISPATCH(3, 3);
+                else LW_DW_DISPATCH(g->KH, g->KW);
             }
-            lw_epilogue_row(e, row, g->OW, m, oh * g->OW, bias, rn);
+            if (generic) lw_activate(yp, P, e->act, e->p0, e->p1);
         }
     }
 }

@@ -1,0 +1,114 @@
+"""The cpu target's fp32 convolutions (kernels_conv.c): the direct depthwise kernel's blocking, staging and
+epilogue over strides, dilations, pads, channel multipliers and plane sizes around the vector and block
+widths, at every ISA level the build supports, and results that do not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lowering.opinfo import DOMAIN
+
+from .cpu_harness import GraphMaker, build_cpu, check_against_reference
+
+pytestmark = pytest.mark.target_cpu
+
+DEPTHWISE_CASES = [  # (input shape, weight shape, attrs)
+    ((1, 4, 1, 1), (4, 1, 3, 3), {"group": 4, "pads": (1, 1, 1, 1)}),  # 1x1 plane: all padding
+    ((1, 3, 9, 15), (3, 1, 3, 3), {"group": 3, "pads": (1, 1, 1, 1)}),  # one partial vector, 8-row blocks
+    ((1, 3, 11, 16), (3, 1, 3, 3), {"group": 3, "pads": (1, 1, 1, 1)}),  # exactly one vector
+    ((1, 2, 13, 17), (2, 1, 3, 3), {"group": 2, "pads": (1, 1, 1, 1)}),  # one vector and one lane
+    ((1, 2, 19, 33), (2, 1, 3, 3), {"group": 2, "pads": (1, 1, 1, 1)}),  # 3 vectors: 4-vector blocks
+    ((1, 2, 10, 65), (2, 1, 3, 3), {"group": 2, "pads": (1, 1, 1, 1)}),  # 5 vectors: 8-vector blocks
+    ((1, 2, 21, 130), (2, 1, 3, 3), {"group": 2, "pads": (1, 1, 1, 1)}),  # 2 blocks, several row chunks
+    ((1, 4, 28, 28), (4, 1, 3, 3), {"group": 4, "strides": (2, 2), "pads": (1, 1, 1, 1)}),
+    ((1, 3, 15, 47), (3, 1, 3, 3), {"group": 3, "strides": (2, 2), "pads": (1, 1, 1, 1)}),  # odd, stride 2
+    ((1, 3, 14, 14), (3, 1, 3, 3), {"group": 3, "strides": (2, 2), "pads": (0, 0, 1, 1)}),  # asymmetric pad
+    ((1, 2, 17, 40), (2, 1, 3, 3), {"group": 2, "strides": (3, 3), "pads": (1, 1, 1, 1)}),  # stride 3
+    ((1, 2, 12, 37), (2, 1, 3, 3), {"group": 2, "strides": (1, 2)}),  # no padding, stride 2 columns only
+    ((1, 2, 16, 36), (2, 1, 3, 3), {"group": 2, "dilations": (2, 3), "pads": (2, 3, 2, 3)}),
+    ((1, 2, 20, 20), (2, 1, 5, 5), {"group": 2, "pads": (2, 2, 2, 2)}),  # 5x5
+    ((1, 2, 23, 23), (2, 1, 5, 5), {"group": 2, "strides": (2, 2), "pads": (2, 1, 2, 1)}),
+    ((1, 2, 9, 30), (2, 1, 1, 7), {"group": 2, "pads": (0, 3, 0, 3)}),  # 1x7
+    ((1, 2, 30, 9), (2, 1, 7, 1), {"group": 2, "pads": (3, 0, 3, 0)}),  # 7x1
+    ((1, 3, 10, 18), (6, 1, 3, 3), {"group": 3, "pads": (1, 1, 1, 1)}),  # channel multiplier 2
+    ((2, 3, 12, 12), (9, 1, 3, 3), {"group": 3, "strides": (2, 2), "pads": (1, 1, 1, 1)}),  # batch 2, mult 3
+    ((1, 2, 6, 6), (2, 1, 3, 3), {"group": 2, "pads": (4, 4, 4, 4)}),  # pads wider than the kernel
+    ((1, 2, 50), (2, 1, 5), {"group": 2, "pads": (2, 2)}),  # 1-D
+    ((1, 2, 41), (2, 1, 3), {"group": 2, "strides": (2,), "dilations": (2,), "pads": (1, 2)}),
+]
+
+
+def _depthwise_graph() -> GraphMaker:
+    m = GraphMaker("depthwise")
+    outs = []
+    for xs, ws, attrs in DEPTHWISE_CASES:
+        bias = m.weight(ws[0])
+        outs.append(m.node("Conv", m.input(*xs), m.weight(*ws), bias, **attrs))
+    return m.output(*outs)
+
+
+@pytest.mark.parametrize("isa", [None, "x86-64-v3", "x86-64-v2"])
+def test_depthwise_geometries(isa):
+    check_against_reference(_depthwise_graph(), threads=2, **({"isa": isa} if isa else {}))
+
+
+def test_depthwise_epilogues():
+    m = GraphMaker("depthwise_epilogues")
+    outs = []
+    x = m.input(1, 8, 13, 37)
+    w = m.weight(8, 1, 3, 3)
+    full = m.input(1, 8, 13, 37)
+    per_channel = m.input(1, 8, 1, 1)
+    for res, act, params in (
+        (None, "Clip", (0.0, 6.0)),
+        (full, "Relu", ()),
+        (per_channel, "LeakyRelu", (0.1,)),
+        (full, "Sigmoid", ()),
+        (None, "Tanh", ()),
+        (None, "", ()),
+    ):
+        outs.append(
+            m.node(
+                "FusedConv", x, w, m.weight(8), res, domain=DOMAIN, group=8, pads=(1, 1, 1, 1),
+                activation=act, activation_params=params,
+            )
+        )
+    # a stride-2 depthwise with a residual of its (smaller) output's shape
+    outs.append(
+        m.node(
+            "FusedConv", x, w, None, m.input(1, 8, 7, 19), domain=DOMAIN, group=8, strides=(2, 2),
+            pads=(1, 1, 1, 1), activation="Clip", activation_params=(-1.0, 1.0),
+        )
+    )
+    check_against_reference(m.output(*outs))
+
+
+def test_depthwise_results_do_not_depend_on_thread_count():
+    m = GraphMaker("depthwise_threads")
+    x = m.input(2, 24, 29, 45)
+    outs = [
+        m.node("Conv", x, m.weight(24, 1, 3, 3), m.weight(24), group=24, pads=(1, 1, 1, 1)),
+        m.node("Conv", x, m.weight(48, 1, 3, 3), None, group=24, strides=(2, 2), pads=(1, 1, 1, 1)),
+    ]
+    built = build_cpu(m.output(*outs).graph)
+    results = [built.run(m.feeds, threads) for threads in (1, 2, 3)]
+    for other in results[1:]:
+        for name, value in results[0].items():
+            np.testing.assert_array_equal(other[name], value, err_msg=name)
+
+
+def test_pointwise_and_small_spatial_convs():
+    m = GraphMaker("conv_shapes")
+    outs = []
+    for xs, ws, attrs in (
+        ((1, 16, 23, 23), (24, 16, 1, 1), {}),  # 1x1, P = 529: partial column panel
+        ((1, 40, 7, 7), (36, 40, 1, 1), {}),  # 1x1, P = 49
+        ((1, 64, 7, 7), (20, 64, 3, 3), {"pads": (1, 1, 1, 1)}),  # 3x3 on a 7x7 plane
+        ((1, 32, 14, 14), (12, 32, 3, 3), {"strides": (2, 2), "pads": (1, 1, 1, 1)}),
+        ((1, 3, 31, 31), (10, 3, 7, 7), {"strides": (2, 2), "pads": (3, 3, 3, 3)}),  # stem-like, C = 3
+        ((1, 24, 9, 11), (24, 24, 1, 1), {"strides": (2, 2)}),  # strided 1x1
+    ):
+        outs.append(m.node("Conv", m.input(*xs), m.weight(*ws), m.weight(ws[0]), **attrs))
+    check_against_reference(m.output(*outs), threads=2)
