@@ -1,6 +1,6 @@
 # The two commands of the README. Each sets up everything it needs on a fresh machine (Python 3.10+,
 # a C compiler): a virtual environment in .venv with the package and its dependencies.
-#   make demo   lower the bundled example for every target (cpu fp32; cpu + custom int8), run it, compare
+#   make demo   lower the bundled example for every target (cpu + cuda fp32; cpu + custom int8), run, compare
 #   make test   install the test extras (pytest, torch CPU build) and run the test suite
 
 PYTHON ?= python3
@@ -22,7 +22,7 @@ $(VENV)/.dev: $(VENV)/.core
 
 demo: $(VENV)/.core
 	mkdir -p $(OUT)
-	$(BIN)/lower examples/cnn.onnx --target cpu -o $(OUT)/cnn.lwr
+	$(BIN)/lower examples/cnn.onnx --target cpu,cuda -o $(OUT)/cnn.lwr
 	$(BIN)/lower run $(OUT)/cnn.lwr --inputs examples/cnn_input.npz --output $(OUT)/cnn_outputs.npz
 	$(BIN)/lower verify $(OUT)/cnn.lwr --model examples/cnn.onnx --inputs examples/cnn_input.npz
 	$(BIN)/python examples/app.py $(OUT)/cnn.lwr examples/cnn_input.npz

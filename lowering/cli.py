@@ -248,6 +248,8 @@ def run_command(artifact, inputs, output, target, threads, seed, report_path, tr
         _print_profile(sess, feed, profile_runs, profile_path)
     outs = sess.run(None, feed)
     click.echo(f"target: {sess.target}")
+    for kind, why in sess.skipped.items():
+        click.echo(f"  (skipped {kind}: {why})")
     report = sess.last_report
     if report is not None:
         for line in _report_summary(report):

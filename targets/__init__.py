@@ -8,7 +8,8 @@ from importlib import import_module, metadata
 
 from lowering.errors import LoweringError
 
-_BUILTIN = {"cpu": "targets.cpu.target:CpuTarget", "custom": "targets.custom.target:CustomTarget"}
+_BUILTIN = {"cpu": "targets.cpu.target:CpuTarget", "custom": "targets.custom.target:CustomTarget",
+            "cuda": "targets.cuda.target:CudaTarget"}
 
 
 def _load(spec: str):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from importlib import import_module
 
-EXECUTORS = {"cpu": "runtime.backends.cpu:CpuExecutor", "custom": "runtime.backends.custom:CustomExecutor"}
+EXECUTORS = {"cpu": "runtime.backends.cpu:CpuExecutor", "custom": "runtime.backends.custom:CustomExecutor",
+             "cuda": "runtime.backends.cuda:CudaExecutor"}
 
 
 def executor_class(kind: str):
