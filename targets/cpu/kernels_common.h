@@ -110,32 +110,53 @@ static inline float lw_sigmoid(float x) {
     return x >= 0.0f ? pos : e / (1.0f + e);
 }
 
-/* Branch-free tanhf: Cephes' odd polynomial below |x| = 0.625, 1 - 2 / (exp(2|x|) + 1) above. */
+/* Branch-free tanhf and erff: x P(x^2) / Q(x^2) on x clamped to [-9, 9] (tanh) or [-3.92, 3.92] (erf;
+ * both are 1 to float precision beyond), P and Q of degree 5 in x^2 with positive coefficients (rational
+ * minimax fits, made for this code), the result bounded to [-1, 1]: error below 3.5e-7, absolute and
+ * relative, evaluated in float, with no exp and one division (the exp-based forms cost twice as much;
+ * Abramowitz & Stegun 7.1.26, the previous erf, lost 1e-5 relative near 0 to cancellation). NaN
+ * propagates; odd by construction.
+ * lw_vtanhf and lw_verff below are the same arithmetic on vectors. */
 static inline float lw_tanhf(float x) {
-    float a = fabsf(x), z = x * x;
-    float p = -5.70498872745e-3f;
-    p = p * z + 2.06390887954e-2f;
-    p = p * z - 5.37397155531e-2f;
-    p = p * z + 1.33314422036e-1f;
-    p = p * z - 3.33332819422e-1f;
-    float small = p * z * x + x;
-    float big = 1.0f - 2.0f / (lw_expf(2.0f * (a > 9.0f ? 9.0f : a)) + 1.0f);
-    big = x < 0.0f ? -big : big;
-    return a < 0.625f ? small : big;
+    float c = x > 9.0f ? 9.0f : x;
+    c = c < -9.0f ? -9.0f : c;
+    float z = c * c;
+    float p = 3.653347763e-11f;
+    p = p * z + 1.108095304e-07f;
+    p = p * z + 4.220648043e-05f;
+    p = p * z + 4.423272330e-03f;
+    p = p * z + 1.409718543e-01f;
+    p = p * z + 1.0f;
+    float q = 2.938085109e-09f;
+    q = q * z + 2.597744015e-06f;
+    q = q * z + 5.003242986e-04f;
+    q = q * z + 2.919166908e-02f;
+    q = q * z + 4.743051827e-01f;
+    q = q * z + 1.0f;
+    float y = c * p / q;
+    y = y > 1.0f ? 1.0f : y;
+    return y < -1.0f ? -1.0f : y;
 }
 
-/* Branch-free erff: Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7 in exact arithmetic),
- * erf(|x|) = 1 - t (a1 + t (a2 + ...)) exp(-x^2), t = 1 / (1 + p |x|); odd. Vectorizes like lw_expf. */
 static inline float lw_erff(float x) {
-    float a = fabsf(x);
-    float t = 1.0f / (1.0f + 0.3275911f * a);
-    float q = 1.061405429f;
-    q = q * t - 1.453152027f;
-    q = q * t + 1.421413741f;
-    q = q * t - 0.284496736f;
-    q = q * t + 0.254829592f;
-    float y = 1.0f - q * t * lw_expf(-a * a);
-    return x < 0.0f ? -y : y;
+    float c = x > 3.92f ? 3.92f : x;
+    c = c < -3.92f ? -3.92f : c;
+    float z = c * c;
+    float p = 2.034701993e-06f;
+    p = p * z + 2.874784986e-04f;
+    p = p * z + 3.868370550e-03f;
+    p = p * z + 5.306060985e-02f;
+    p = p * z + 1.927653402e-01f;
+    p = p * z + 1.128378987e+00f;
+    float q = 3.807024768e-05f;
+    q = q * z + 1.188122085e-03f;
+    q = q * z + 1.517238468e-02f;
+    q = q * z + 1.150851101e-01f;
+    q = q * z + 5.041654706e-01f;
+    q = q * z + 1.0f;
+    float y = c * p / q;
+    y = y > 1.0f ? 1.0f : y;
+    return y < -1.0f ? -1.0f : y;
 }
 
 /* ONNX Gelu: tanh_form 0 is 0.5 x (1 + erf(x / sqrt 2)), nonzero the tanh approximation. The form is a
@@ -145,16 +166,126 @@ static inline float lw_gelu(float x, float tanh_form) {
     return 0.5f * x * (1.0f + lw_erff(x * 0.7071067811865476f));
 }
 
-/* Apply an activation to n contiguous floats (switch outside the loops so each loop vectorizes). */
-static void lw_activate(float *c, long n, int act, float p0, float p1) {
+/* Vector forms of the activations, on lw_vf registers (GEMM and convolution epilogues apply them to the
+ * accumulators before the store, so an activation costs no pass over memory). The same arithmetic as the
+ * scalar forms above, except that the vector exp rounds n to nearest even instead of floor(t + 0.5) (a
+ * difference only at exact ties, and then of about 1 ulp). */
+static inline lw_vf lw_vabs(lw_vf x) { return (lw_vf)((lw_vi)x & ~(lw_vi)lw_splat(-0.0f)); }
+/* a < b ? a : b and a > b ? a : b lane-wise (x86 minps/maxps semantics: b when either is NaN, so a
+ * constant bound goes first to let NaN through). One instruction where the ISA level has it. */
+#if LW_VEC == 16 && defined(__AVX512F__)
+#include <immintrin.h>
+static inline lw_vf lw_vmin(lw_vf a, lw_vf b) { return (lw_vf)_mm512_min_ps((__m512)a, (__m512)b); }
+static inline lw_vf lw_vmax(lw_vf a, lw_vf b) { return (lw_vf)_mm512_max_ps((__m512)a, (__m512)b); }
+#elif LW_VEC == 8 && defined(__AVX__)
+#include <immintrin.h>
+static inline lw_vf lw_vmin(lw_vf a, lw_vf b) { return (lw_vf)_mm256_min_ps((__m256)a, (__m256)b); }
+static inline lw_vf lw_vmax(lw_vf a, lw_vf b) { return (lw_vf)_mm256_max_ps((__m256)a, (__m256)b); }
+#elif LW_VEC == 4 && defined(__SSE__)
+#include <immintrin.h>
+static inline lw_vf lw_vmin(lw_vf a, lw_vf b) { return (lw_vf)_mm_min_ps((__m128)a, (__m128)b); }
+static inline lw_vf lw_vmax(lw_vf a, lw_vf b) { return (lw_vf)_mm_max_ps((__m128)a, (__m128)b); }
+#else
+static inline lw_vf lw_vmin(lw_vf a, lw_vf b) { return lw_vselect(a < b, a, b); }
+static inline lw_vf lw_vmax(lw_vf a, lw_vf b) { return lw_vselect(a > b, a, b); }
+#endif
+
+static inline lw_vf lw_vexpf(lw_vf x) {
+    const lw_vf round = lw_splat(12582912.0f); /* 1.5 * 2^23: (t + round) - round is t rounded */
+    lw_vf xc = lw_vmin(lw_splat(88.72283f), lw_vmax(lw_splat(-87.0f), x)); /* NaN: handled below */
+    lw_vf n = (xc * lw_splat(1.44269504088896341f) + round) - round;
+    lw_vf r = xc - n * lw_splat(0.693359375f) + n * lw_splat(2.12194440e-4f);
+    lw_vf p = lw_splat(1.9875691500e-4f);
+    p = p * r + lw_splat(1.3981999507e-3f);
+    p = p * r + lw_splat(8.3334519073e-3f);
+    p = p * r + lw_splat(4.1665795894e-2f);
+    p = p * r + lw_splat(1.6666665459e-1f);
+    p = p * r + lw_splat(5.0000001201e-1f);
+    p = p * r * r + r + lw_splat(1.0f);
+    lw_vi bits = (__builtin_convertvector(n, lw_vi) + 126) << 23; /* 2^(n-1): n may be 128 */
+    lw_vf y = p * (lw_vf)bits * lw_splat(2.0f);
+    y = lw_vselect(x > lw_splat(88.72283f), lw_splat(INFINITY), y);
+    y = lw_vselect(x < lw_splat(-87.0f), (lw_vf){0}, y);
+    return lw_vselect(x != x, x, y);
+}
+
+static inline lw_vf lw_vsigmoid(lw_vf x) {
+    lw_vf e = lw_vexpf(-lw_vabs(x));
+    return lw_vselect(x >= (lw_vf){0}, lw_splat(1.0f), e) / (lw_splat(1.0f) + e);
+}
+
+static inline lw_vf lw_vtanhf(lw_vf x) {
+    lw_vf c = lw_vmax(lw_splat(-9.0f), lw_vmin(lw_splat(9.0f), x));
+    lw_vf z = c * c;
+    lw_vf p = lw_splat(3.653347763e-11f);
+    p = p * z + lw_splat(1.108095304e-07f);
+    p = p * z + lw_splat(4.220648043e-05f);
+    p = p * z + lw_splat(4.423272330e-03f);
+    p = p * z + lw_splat(1.409718543e-01f);
+    p = p * z + lw_splat(1.0f);
+    lw_vf q = lw_splat(2.938085109e-09f);
+    q = q * z + lw_splat(2.597744015e-06f);
+    q = q * z + lw_splat(5.003242986e-04f);
+    q = q * z + lw_splat(2.919166908e-02f);
+    q = q * z + lw_splat(4.743051827e-01f);
+    q = q * z + lw_splat(1.0f);
+    return lw_vmax(lw_splat(-1.0f), lw_vmin(lw_splat(1.0f), c * p / q));
+}
+
+static inline lw_vf lw_verff(lw_vf x) {
+    lw_vf c = lw_vmax(lw_splat(-3.92f), lw_vmin(lw_splat(3.92f), x));
+    lw_vf z = c * c;
+    lw_vf p = lw_splat(2.034701993e-06f);
+    p = p * z + lw_splat(2.874784986e-04f);
+    p = p * z + lw_splat(3.868370550e-03f);
+    p = p * z + lw_splat(5.306060985e-02f);
+    p = p * z + lw_splat(1.927653402e-01f);
+    p = p * z + lw_splat(1.128378987e+00f);
+    lw_vf q = lw_splat(3.807024768e-05f);
+    q = q * z + lw_splat(1.188122085e-03f);
+    q = q * z + lw_splat(1.517238468e-02f);
+    q = q * z + lw_splat(1.150851101e-01f);
+    q = q * z + lw_splat(5.041654706e-01f);
+    q = q * z + lw_splat(1.0f);
+    return lw_vmax(lw_splat(-1.0f), lw_vmin(lw_splat(1.0f), c * p / q));
+}
+
+static inline lw_vf lw_vgelu(lw_vf x, float tanh_form) {
+    if (tanh_form != 0.0f) {
+        lw_vf u = lw_splat(0.7978845608028654f) * (x + lw_splat(0.044715f) * x * x * x);
+        return lw_splat(0.5f) * x * (lw_splat(1.0f) + lw_vtanhf(u));
+    }
+    return lw_splat(0.5f) * x * (lw_splat(1.0f) + lw_verff(x * lw_splat(0.7071067811865476f)));
+}
+
+/* One vector through an epilogue activation. */
+static inline lw_vf lw_vactivate(lw_vf t, int act, float p0, float p1) {
+    const lw_vf zero = (lw_vf){0};
     switch (act) {
-    case LW_ACT_RELU: for (long j = 0; j < n; j++) c[j] = lw_relu(c[j]); break;
-    case LW_ACT_LEAKYRELU: for (long j = 0; j < n; j++) c[j] = lw_leaky(c[j], p0); break;
-    case LW_ACT_CLIP: for (long j = 0; j < n; j++) c[j] = lw_clip(c[j], p0, p1); break;
-    case LW_ACT_SIGMOID: for (long j = 0; j < n; j++) c[j] = lw_sigmoid(c[j]); break;
-    case LW_ACT_TANH: for (long j = 0; j < n; j++) c[j] = lw_tanhf(c[j]); break;
-    case LW_ACT_GELU: for (long j = 0; j < n; j++) c[j] = lw_gelu(c[j], p0); break;
-    default: break;
+    case LW_ACT_RELU: return lw_vselect(t < zero, zero, t);
+    case LW_ACT_LEAKYRELU: return lw_vselect(t >= zero, t, t * lw_splat(p0));
+    case LW_ACT_CLIP:
+        t = lw_vselect(t < lw_splat(p0), lw_splat(p0), t);
+        return lw_vselect(t > lw_splat(p1), lw_splat(p1), t);
+    case LW_ACT_SIGMOID: return lw_vsigmoid(t);
+    case LW_ACT_TANH: return lw_vtanhf(t);
+    case LW_ACT_GELU: return lw_vgelu(t, p0);
+    default: return t;
+    }
+}
+
+/* Apply an activation to n contiguous floats: whole vectors through lw_vactivate, the tail through a
+ * zero-padded vector, so every element gets the same arithmetic wherever it lies (a GEMM's full tiles apply
+ * lw_vactivate in registers, its partial tiles come here). */
+static void lw_activate(float *c, long n, int act, float p0, float p1) {
+    if (act == LW_ACT_NONE) return;
+    long j = 0;
+    for (; j + LW_VEC <= n; j += LW_VEC) lw_store(c + j, lw_vactivate(lw_load(c + j), act, p0, p1));
+    if (j < n) {
+        float tail[LW_VEC] = {0};
+        memcpy(tail, c + j, (size_t)(n - j) * sizeof(float));
+        lw_store(tail, lw_vactivate(lw_load(tail), act, p0, p1));
+        memcpy(c + j, tail, (size_t)(n - j) * sizeof(float));
     }
 }
 

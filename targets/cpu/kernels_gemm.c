@@ -7,8 +7,8 @@
  * The micro-kernel computes an LW_MR x LW_NR tile with LW_MR * LW_NV vector accumulators, one FMA per
  * accumulator per k; its A operand is a broadcast scalar per row and k, so reading it in place through
  * two strides costs the same as reading a packed panel (measured), and a runtime A is not packed at all:
- * that saves a full pass over the activations (about 10% of a transformer linear layer). Only a partial
- * last row panel read in place is copied (zero-padded) first, so no kernel reads past row M.
+ * that saves a full pass over the activations (about 10% of a transformer linear layer). A partial last
+ * row panel read in place re-reads its last row for the missing ones, so no kernel reads past row M.
  * K is blocked by LW_KC so a B micro-panel stays in L1 while A panels stream from L2.
  * Reduction order over K never depends on the thread count, so results are identical for any thread count.
  */
@@ -30,19 +30,43 @@ typedef struct {
     long a_rs, a_cs; /* A read in place: element (i, k) at a[i * a_rs + k * a_cs]; both 0: packed A */
 } lw_gemm_shape;
 
+/* The micro-kernel: tile[R][LW_NR] = A rows [0, R) . B micro-panel, kc steps. A element (i, k) is read at
+ * a[i * ars + k * acs] for i < rows; rows [rows, R) re-read row rows - 1 (always in bounds, their results
+ * are ignored), so a partial in-place row panel needs no copy. A packed panel (ars 1, acs LW_MR, zero
+ * padded) is read through one pointer; an in-place A through one pointer per row (R streams).
+ * The first npf steps also prefetch one cache line each, pf + 16 k, into L2 (the operand panel the block
+ * reads next, see lw_gemm_block). */
+#define LW_UKERNEL_STEPS(LOAD_A, K0, K1, PREFETCH)                                                        \
+    for (long k = K0; k < K1; k++) {                                                                      \
+        if (PREFETCH) __builtin_prefetch(pf + 16 * k, 0, 2);                                              \
+        lw_vf bv[LW_NV];                                                                                  \
+        _Pragma("GCC unroll 16") for (int v = 0; v < LW_NV; v++)                                          \
+            bv[v] = lw_load(b + k * LW_NR + v * LW_VEC);                                                  \
+        _Pragma("GCC unroll 16") for (int i = 0; i < R_; i++) {                                           \
+            lw_vf ai = lw_splat(LOAD_A);                                                                  \
+            _Pragma("GCC unroll 16") for (int v = 0; v < LW_NV; v++) acc[i][v] += ai * bv[v];             \
+        }                                                                                                 \
+    }
+#define LW_UKERNEL_LOOP(LOAD_A)                                                                           \
+    LW_UKERNEL_STEPS(LOAD_A, 0, npf, 1)                                                                   \
+    LW_UKERNEL_STEPS(LOAD_A, npf, kc, 0)
+
 #define LW_UKERNEL(R)                                                                                     \
-    static void lw_ukernel_##R(long kc, const float *restrict a, long ars, long acs,                     \
-                               const float *restrict b, float *restrict tile) {                           \
+    static void lw_ukernel_##R(long kc, const float *restrict a, long ars, long acs, int rows,           \
+                               const float *restrict b, const float *pf, long npf, float *restrict tile) { \
+        enum { R_ = R };                                                                                  \
         lw_vf acc[R][LW_NV];                                                                              \
         _Pragma("GCC unroll 16") for (int i = 0; i < R; i++)                                              \
             _Pragma("GCC unroll 16") for (int v = 0; v < LW_NV; v++) acc[i][v] = (lw_vf){0};              \
-        for (long k = 0; k < kc; k++) {                                                                   \
-            lw_vf bv[LW_NV];                                                                              \
-            _Pragma("GCC unroll 16") for (int v = 0; v < LW_NV; v++)                                      \
-                bv[v] = lw_load(b + k * LW_NR + v * LW_VEC);                                              \
-            _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) {                                        \
-                lw_vf ai = lw_splat(a[k * acs + i * ars]);                                                \
-                _Pragma("GCC unroll 16") for (int v = 0; v < LW_NV; v++) acc[i][v] += ai * bv[v];         \
+        if (ars == 1 && acs == LW_MR && rows >= R) {                                                      \
+            LW_UKERNEL_LOOP(a[k * LW_MR + i])                                                             \
+        } else {                                                                                          \
+            const float *ap[R];                                                                           \
+            _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) ap[i] = a + LW_MIN(i, rows - 1) * ars;   \
+            if (acs == 1) {                                                                               \
+                LW_UKERNEL_LOOP(ap[i][k])                                                                 \
+            } else {                                                                                      \
+                LW_UKERNEL_LOOP(ap[i][k * acs])                                                           \
             }                                                                                             \
         }                                                                                                 \
         _Pragma("GCC unroll 16") for (int i = 0; i < R; i++)                                              \
@@ -58,22 +82,25 @@ typedef struct {
 LW_UKERNEL(1)
 LW_UKERNEL(2)
 LW_UKERNEL(4)
+#if LW_MR > 8
+LW_UKERNEL(8)
+#endif
 #if LW_MR != 1 && LW_MR != 2 && LW_MR != 4
 LW_UKERNEL_EXPAND(LW_MR)
 #endif
 
-/* Compute the first mr rows of a tile: A element (i, k) at a[i * ars + k * acs]. Rows past mr up to the
- * kernel's row count are read (zero padding of a packed panel, see lw_gemm_block) and ignored. */
-static inline void lw_ukernel(int mr, long kc, const float *a, long ars, long acs, const float *b,
-                              float *tile) {
-    if (mr == 1) lw_ukernel_1(kc, a, ars, acs, b, tile);
-    else if (mr == 2) lw_ukernel_2(kc, a, ars, acs, b, tile);
-    else if (mr <= 4) lw_ukernel_4(kc, a, ars, acs, b, tile);
-    else LW_UKERNEL_FULL(kc, a, ars, acs, b, tile);
+/* Compute the first mr rows of a tile with the smallest kernel that covers them: A element (i, k) at
+ * a[i * ars + k * acs], rows (>= mr) of them readable (see LW_UKERNEL). */
+static inline void lw_ukernel(int mr, long kc, const float *a, long ars, long acs, int rows, const float *b,
+                              const float *pf, long npf, float *tile) {
+    if (mr == 1) lw_ukernel_1(kc, a, ars, acs, rows, b, pf, npf, tile);
+    else if (mr == 2) lw_ukernel_2(kc, a, ars, acs, rows, b, pf, npf, tile);
+    else if (mr <= 4) lw_ukernel_4(kc, a, ars, acs, rows, b, pf, npf, tile);
+#if LW_MR > 8
+    else if (mr <= 8) lw_ukernel_8(kc, a, ars, acs, rows, b, pf, npf, tile);
+#endif
+    else LW_UKERNEL_FULL(kc, a, ars, acs, rows, b, pf, npf, tile);
 }
-
-/* The kernel rows lw_ukernel reads for mr rows (an in-place A panel with fewer is copied first). */
-static inline int lw_ukernel_rows(int mr) { return mr <= 2 ? mr : mr <= 4 ? 4 : LW_MR; }
 
 /* c[mr x nr] = tile (first) or c += tile. */
 static inline void lw_tile_merge(float *c, long ldc, const float *tile, int mr, int nr, int first) {
@@ -95,7 +122,6 @@ static inline void lw_tile_merge(float *c, long ldc, const float *tile, int mr, 
  * Bias and residual column strides are 0 or 1 (scalar per row or a row vector), as the generator emits. */
 static inline void lw_tile_finish(const lw_epilogue *e, const lw_gemm_item *it, float *c, long ldc,
                                   const float *tile, int mr, long i0, long j0, int first) {
-    const lw_vf zero = (lw_vf){0}, lo = lw_splat(e->p0), hi = lw_splat(e->p1);
     for (int i = 0; i < mr; i++) {
         const long row = i0 + i;
         const float *b = it->bias ? it->bias + row * e->bias_rs + j0 * e->bias_cs : NULL;
@@ -107,16 +133,8 @@ static inline void lw_tile_finish(const lw_epilogue *e, const lw_gemm_item *it, 
             if (e->alpha != 1.0f) t *= lw_splat(e->alpha);
             if (b) t += lw_splat(e->bias_scale) * (e->bias_cs ? lw_load(b + v * LW_VEC) : lw_splat(b[0]));
             if (r) t += e->res_cs ? lw_load(r + v * LW_VEC) : lw_splat(r[0]);
-            switch (e->act) {
-            case LW_ACT_RELU: t = lw_vselect(t < zero, zero, t); break;
-            case LW_ACT_LEAKYRELU: t = lw_vselect(t >= zero, t, t * lo); break;
-            case LW_ACT_CLIP: t = lw_vselect(t < lo, lo, t); t = lw_vselect(t > hi, hi, t); break;
-            default: break;
-            }
-            lw_store(cr + v * LW_VEC, t);
+            lw_store(cr + v * LW_VEC, lw_vactivate(t, e->act, e->p0, e->p1));
         }
-        if (e->act == LW_ACT_SIGMOID || e->act == LW_ACT_TANH || e->act == LW_ACT_GELU)
-            lw_activate(cr, LW_NR, e->act, e->p0, e->p1);
     }
 }
 
@@ -124,17 +142,10 @@ static inline int lw_epilogue_trivial(const lw_epilogue *e, const lw_gemm_item *
     return e->alpha == 1.0f && !it->bias && !it->res && e->act == LW_ACT_NONE;
 }
 
-/* Copy mr < LW_MR rows x kc of an in-place A (element (i, k) at a[i * ars + k * acs]) into a packed panel. */
-static void lw_pad_panel(const float *a, long ars, long acs, int mr, long kc, float *pad) {
-    for (long k = 0; k < kc; k++)
-        for (int i = 0; i < LW_MR; i++) pad[k * LW_MR + i] = i < mr ? a[i * ars + k * acs] : 0.0f;
-}
-
 /* One block of one GEMM: row panels [mp0, mp1) x column panels [np0, np1). */
 static void lw_gemm_block(const lw_gemm_shape *s, const lw_gemm_item *it, long mp0, long mp1, long np0,
                           long np1) {
     float tile[LW_MR * LW_NR] __attribute__((aligned(64)));
-    float pad[LW_KC * LW_MR] __attribute__((aligned(64))); /* a partial in-place A panel, zero-padded */
     const long K = s->K;
     const int trivial = lw_epilogue_trivial(&s->epi, it), packed = s->a_rs == 0 && s->a_cs == 0;
     const long ars = packed ? 1 : s->a_rs, acs = packed ? LW_MR : s->a_cs;
@@ -146,16 +157,26 @@ static void lw_gemm_block(const lw_gemm_shape *s, const lw_gemm_item *it, long m
             long j0 = np * LW_NR;
             int nr = (int)LW_MIN((long)LW_NR, s->N - j0);
             const float *bp = it->b + np * K * LW_NR + k0 * LW_NR;
+            /* the B micro-panel this block reads after this one (constant weights stream from memory) */
+            const float *bnext = np + 1 < np1 ? bp + K * LW_NR : k0 + kc < K ? it->b + np0 * K * LW_NR + (k0 + kc) * LW_NR : NULL;
             for (long mp = mp0; mp < mp1; mp++) {
                 long i0 = mp * LW_MR;
                 int mr = (int)LW_MIN((long)LW_MR, s->M - i0);
                 float *c = it->c + i0 * s->ldc + j0;
                 const float *ap = packed ? it->a + mp * K * LW_MR + k0 * LW_MR : it->a + i0 * ars + k0 * acs;
-                if (kc > 0 && !packed && lw_ukernel_rows(mr) > mr) {
-                    lw_pad_panel(ap, ars, acs, mr, kc, pad);
-                    lw_ukernel(mr, kc, pad, 1, LW_MR, bp, tile);
-                } else if (kc > 0) {
-                    lw_ukernel(mr, kc, ap, ars, acs, bp, tile);
+                /* Prefetch into L2 while computing: on the first column panel, the next packed A panel
+                 * (read next); otherwise, on the first row panels, the next B micro-panel, kc lines each. */
+                const float *pf = bp;
+                long npf = 0;
+                if (packed && np == np0 && mp + 1 < mp1) {
+                    pf = ap + K * LW_MR;
+                    npf = kc * LW_MR / 16;
+                } else if (bnext && (mp - mp0) < LW_NR / 16) {
+                    pf = bnext + (mp - mp0) * kc * 16;
+                    npf = kc;
+                }
+                if (kc > 0) {
+                    lw_ukernel(mr, kc, ap, ars, acs, packed ? LW_MR : mr, bp, pf, npf, tile);
                 } else {
                     memset(tile, 0, sizeof tile);
                 }
