@@ -3,7 +3,10 @@
 - ``LayerNormalization`` (ONNX opset 17): statistics in float64, so the reference is the accurate side of
   every comparison.
 - ``lowering::Attention``: what ``passes.fusion.fuse_transformer`` replaces a MatMul -> scale -> mask ->
-  Softmax -> MatMul chain by, computed the way that chain computes it (see :func:`attention`).
+  Softmax -> MatMul chain by, computed the way that chain computes it (see :func:`attention`). Its
+  optional ``q_perm`` / ``k_perm`` / ``v_perm`` / ``y_perm`` attributes are transposes folded into it
+  (``passes.fusion.fold_transpose``): the operand it computes with is ``np.transpose(input, q_perm)``, and
+  its output is ``np.transpose(result, y_perm)``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ def attention_scores(node, q, k, bool_mask, mask):
     return scores.astype(np.float32)
 
 
+def _permuted(x, perm):
+    return x if perm is None else np.transpose(x, perm)
+
+
 @register("Attention", domain=DOMAIN)
 def attention(node, xs):
     """``softmax(scores) @ v`` over the last axis (scores as :func:`attention_scores`); inputs Q
@@ -55,7 +62,7 @@ def attention(node, xs):
     additive float mask and an optional bool mask, both broadcast to [..., Sq, Sk]. A row whose scores are
     all -inf gives NaN, as Softmax does; with ``nan_to_zero`` (the exporters' IsNaN -> Where guard after
     the softmax) every NaN probability becomes 0 instead."""
-    q, k, v = xs[:3]
+    q, k, v = (_permuted(x, node.attr(f"{n}_perm", None)) for x, n in zip(xs[:3], "qkv"))
     mask = xs[3] if len(xs) > 3 else None
     bool_mask = xs[4] if len(xs) > 4 else None
     scores = attention_scores(node, q, k, bool_mask, mask)
@@ -64,4 +71,5 @@ def attention(node, xs):
         p = e / e.sum(axis=-1, keepdims=True)
     if node.attr("nan_to_zero", 0):
         p = np.where(np.isnan(p), np.float32(0), p)
-    return [np.matmul(p.astype(np.float32), v).astype(np.float32)]
+    y = np.matmul(p.astype(np.float32), v).astype(np.float32)
+    return [np.ascontiguousarray(_permuted(y, node.attr("y_perm", None)))]

@@ -11,6 +11,14 @@ few ops later, ``k.transpose(-1, -2)`` feeding ``q @ k^T``, ``Gemm`` weights sto
    input and its ``transA`` / ``transB`` flips. The GEMM reads a transposed operand at no cost (a runtime A
    is read in place through its strides, B is packed anyway; a constant is transposed when it is packed).
 
+3. A ``Transpose`` of rank 4 read as Q, K or V by ``lowering::Attention`` becomes the node's ``q_perm`` /
+   ``k_perm`` / ``v_perm`` (it computes with ``np.transpose(input, perm)``), and a ``Transpose`` that is
+   the only reader of its output becomes ``y_perm`` (it writes ``np.transpose(result, perm)``): the
+   exporters' head split ``Reshape -> Transpose(0, 2, 1, 3)`` (``(0, 2, 3, 1)`` for K^T) in front and head
+   merge ``Transpose(0, 2, 1, 3) -> Reshape`` after, so the kernel reads Q, K and V through strides from
+   the projections' [B, S, H, D] layout and writes [B, S, H, Dv] (the Reshapes are views). A layout is
+   folded only when the head-size axis stays the innermost one (for K, the head size or the keys).
+
 It runs after ``fuse_epilogue`` (whose fused ops carry the flags) and after the transformer fusions (which
 match ``MatMul(Q, Transpose(K))`` themselves and must see it). Transposes whose output is a graph output
 are kept; transposes left without uses are removed.
@@ -18,13 +26,17 @@ are kept; transposes left without uses are removed.
 
 from __future__ import annotations
 
-from lowering.ir import Graph, Node, Value
+from lowering.ir import Attr, Graph, Node, Value
 from lowering.opinfo import DOMAIN
 from lowering.passmanager import Pass, PassContext, PassResult
+
+from .rewriting import merged_meta, replace_group, sole_use
 
 #: fused ops whose inputs 0 and 1 are GEMM operands with a ``transA`` / ``transB`` flag
 GEMM_OPS = frozenset({f"{DOMAIN}::FusedGemm", f"{DOMAIN}::FusedMatMul"})
 TRANS_FLAGS = ("transA", "transB")
+ATTENTION = f"{DOMAIN}::Attention"
+IDENTITY4 = (0, 1, 2, 3)
 
 
 def permutation(node: Node) -> tuple[int, ...] | None:
@@ -60,6 +72,8 @@ class FoldTranspose(Pass):
                 changes += self._compose(graph, node)
             elif node.qualified_op in GEMM_OPS:
                 changes += self._fold_operands(node)
+            elif node.qualified_op == ATTENTION:
+                changes += self._fold_attention(graph, node)
         changes += self._remove_unused(graph)
         return PassResult(bool(changes), changes)
 
@@ -107,3 +121,42 @@ class FoldTranspose(Pass):
             changes.append(f"folded Transpose '{transpose.name}' into {node.qualified_op} '{node.name}' "
                            f"({flag})")
         return changes
+
+    @staticmethod
+    def _fold_attention(graph: Graph, node: Node) -> list[str]:
+        changes = []
+        for index, name in enumerate(("q_perm", "k_perm", "v_perm")):
+            transpose = _transpose_producer(node.input(index))
+            perm = permutation(transpose) if transpose is not None else None
+            if perm is None or len(perm) != 4:
+                continue
+            current = _attr_perm(node, name)
+            composed = tuple(perm[c] for c in current)  # transpose(transpose(x, perm), current)
+            inner = (2, 3) if index == 1 else (3,)  # K: rows of K or of K^T
+            if not any(composed[a] == 3 for a in inner):
+                continue
+            node.replace_input(index, transpose.input(0))
+            node.set_attr(name, composed)
+            changes.append(f"folded Transpose '{transpose.name}' into {ATTENTION} '{node.name}' ({name})")
+        use = sole_use(graph, node.output)
+        after = use.node if use is not None else None
+        transpose = after if after is not None and not after.domain and after.op == "Transpose" else None
+        perm = permutation(transpose) if transpose is not None else None
+        if perm is None or len(perm) != 4:
+            return changes
+        current = _attr_perm(node, "y_perm")
+        composed = tuple(current[p] for p in perm)  # transpose(transpose(y, current), perm)
+        if composed[3] != 3:
+            return changes
+        attrs = dict(node.attrs)
+        attrs["y_perm"] = Attr.infer(composed)
+        fused = Node(node.op, node.inputs, [transpose.output], attrs, name=node.name, domain=node.domain,
+                     meta=merged_meta([node, transpose]))
+        replace_group(graph, [node, transpose], fused)
+        changes.append(f"folded Transpose '{transpose.name}' into {ATTENTION} '{node.name}' (y_perm)")
+        return changes
+
+
+def _attr_perm(node: Node, name: str) -> tuple[int, ...]:
+    perm = node.attr(name, None)
+    return IDENTITY4 if perm is None else tuple(int(p) for p in perm)

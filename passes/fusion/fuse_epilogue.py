@@ -69,6 +69,8 @@ def _canonical(node: Node) -> Node | None:
 def _bias_vector(fused: Node, const: np.ndarray) -> np.ndarray | None:
     """``const`` as a per-channel (conv) / per-column (gemm) vector, or None if it is not one."""
     shape = fused.output.type.shape
+    while const.ndim > len(shape) and const.shape[0] == 1:  # [1, 1, N] after a Reshape of a [M, N] GEMM
+        const = const[0]
     if const.ndim > len(shape):
         return None
     padded = (1,) * (len(shape) - const.ndim) + const.shape
@@ -76,6 +78,17 @@ def _bias_vector(fused: Node, const: np.ndarray) -> np.ndarray | None:
     if any(d != 1 for i, d in enumerate(padded) if i != axis) or padded[axis] not in (1, shape[axis]):
         return None
     return np.broadcast_to(const.reshape(-1), (shape[axis],)).astype(np.float64)
+
+
+def _regroups_rows(fused: Node, reshape: Node) -> bool:
+    """Whether ``reshape`` of a GEMM's output only regroups its leading (row) axes, keeping the last: the
+    memory layout and the per-column bias are unchanged, so an Add or activation after the Reshape can be
+    computed before it (in the GEMM's epilogue) and the Reshape moved after."""
+    if fused.op == "FusedConv" or reshape.output.type is None or fused.output.type is None:
+        return False
+    before, after = fused.output.type.shape, reshape.output.type.shape
+    return (len(before) >= 1 and len(after) >= 1 and before[-1] == after[-1]
+            and reshape.output.type.dtype is fused.output.type.dtype)
 
 
 class FuseEpilogues(Pass):
@@ -101,11 +114,18 @@ class FuseEpilogues(Pass):
             use = sole_use(graph, fused.output)
             if use is None or use.node.domain:
                 break
-            consumer = use.node
+            consumer, reshape = use.node, None
+            if consumer.op == "Reshape" and use.index == 0 and _regroups_rows(fused, consumer):
+                # GPT-2's exporter: Gemm on [B*S, C] -> Reshape to [B, S, C] -> Gelu / residual Add
+                after = sole_use(graph, consumer.output)
+                if after is None or after.node.domain or after.node.op not in ("Add", *EPILOGUE_ACTIVATIONS):
+                    break
+                reshape, use, consumer = consumer, after, after.node
             if consumer.op == "Add":
-                rewrite = self._absorb_add(graph, fused, consumer.input(1 - use.index), consumer)
+                other = consumer.input(1 - use.index)
+                rewrite = self._absorb_add(graph, fused, other, consumer, reshape)
             elif consumer.op in EPILOGUE_ACTIVATIONS and use.index == 0:
-                rewrite = self._absorb_activation(fused, consumer)
+                rewrite = self._absorb_activation(fused, consumer, reshape)
             else:
                 break
             if isinstance(rewrite, str):
@@ -114,18 +134,46 @@ class FuseEpilogues(Pass):
             kind, inputs, attrs = rewrite
             while inputs and inputs[-1] is None:
                 inputs.pop()
-            node = Node(fused.op, inputs, [consumer.output], attrs, name=fused.name, domain=fused.domain,
-                        meta=merged_meta([fused, consumer]))
-            replace_group(graph, [fused, consumer], node)
+            group = [fused, consumer] if reshape is None else [fused, reshape, consumer]
+            if reshape is None:
+                node = Node(fused.op, inputs, [consumer.output], attrs, name=fused.name, domain=fused.domain,
+                            meta=merged_meta(group))
+                replace_group(graph, group, node)
+            else:
+                node = self._swap_reshape(graph, fused, reshape, consumer, inputs, attrs)
+                kind += " through a Reshape"
             fused = node
             changes.append(f"fused {consumer.op} '{consumer.name}' ({kind}) into {fused.qualified_op} "
                            f"'{fused.name}'")
         return changes
 
-    def _absorb_add(self, graph: Graph, fused: Node, other: Value, add: Node):
-        """``(kind, inputs, attrs)`` of the fused node with ``add`` taken in, or why it cannot be."""
-        if add.output.type != fused.output.type:
-            return f"the Add broadcasts the output from {fused.output.type} to {add.output.type}"
+    @staticmethod
+    def _swap_reshape(graph: Graph, fused: Node, reshape: Node, consumer: Node, inputs: list, attrs: dict):
+        """``consumer(Reshape(fused))`` -> ``Reshape(fused')``: the fused node (now computing ``consumer``
+        in its own shape) writes a new value, and the Reshape, a free view, gives it the consumer's shape
+        and takes over the consumer's output value. A residual in the consumer's shape was viewed in the
+        fused node's shape by ``_absorb_add`` (a Reshape inserted before the fused node)."""
+        mid = Value(graph.unique_name(f"{fused.name}_out"), type=fused.output.type)
+        node = Node(fused.op, inputs, [mid], attrs, name=fused.name, domain=fused.domain,
+                    meta=merged_meta([fused, consumer]))
+        view = Node("Reshape", [mid, reshape.input(1)], [consumer.output], dict(reshape.attrs),
+                    name=reshape.name, meta=reshape.meta)
+        residual = inputs[RESIDUAL_INPUT] if len(inputs) > RESIDUAL_INPUT else None
+        group = [fused, reshape, consumer]
+        last = max(group, key=graph.nodes.index)
+        if residual is not None and residual.producer is not None and residual.producer.graph is None:
+            graph.insert_before(last, residual.producer)  # the residual's view, made by _absorb_add
+        graph.insert_before(last, node)
+        graph.insert_before(last, view)
+        graph.remove(group, safe=False)
+        return node
+
+    def _absorb_add(self, graph: Graph, fused: Node, other: Value, add: Node, reshape: Node | None = None):
+        """``(kind, inputs, attrs)`` of the fused node with ``add`` taken in, or why it cannot be. With
+        ``reshape`` (between the fused node and the Add), the Add is in the Reshape's output shape."""
+        seen = reshape.output.type if reshape is not None else fused.output.type
+        if add.output.type != seen:
+            return f"the Add broadcasts the output from {seen} to {add.output.type}"
         inputs = list(fused.inputs) + [None] * (4 - len(fused.inputs))
         attrs = dict(fused.attrs)
         if other.is_const:
@@ -146,17 +194,22 @@ class FuseEpilogues(Pass):
             return "bias", inputs, attrs
         if inputs[RESIDUAL_INPUT] is not None:
             return "the fused node already has a residual input"
-        if other.type != fused.output.type:
-            return f"the residual {other.type} does not have the output's type {fused.output.type}"
+        if other.type != seen:
+            return f"the residual {other.type} does not have the output's type {seen}"
+        if reshape is not None:  # view the residual in the fused node's shape (inserted by _swap_reshape)
+            shape = new_constant(graph, np.asarray(fused.output.type.shape, np.int64), f"{fused.name}_shape")
+            other = Node("Reshape", [other, shape], [Value(graph.unique_name(f"{other.name}_rows"),
+                                                           type=fused.output.type)],
+                         name=graph.unique_name(f"{add.name}_residual_view")).output
         inputs[RESIDUAL_INPUT] = other
         return "residual", inputs, attrs
 
-    def _absorb_activation(self, fused: Node, act: Node):
+    def _absorb_activation(self, fused: Node, act: Node, reshape: Node | None = None):
         """``(kind, inputs, attrs)`` of the fused node with ``act`` as its activation, or why not."""
         params = activation_params(act)
         if params is None:
             return f"the {act.op} parameters are not constants"
-        if act.output.type != fused.output.type:
+        if act.output.type != (reshape.output.type if reshape is not None else fused.output.type):
             return f"the {act.op} changes the type to {act.output.type}"
         attrs = dict(fused.attrs)
         attrs["activation"] = Attr(AttrKind.STRING, act.op)

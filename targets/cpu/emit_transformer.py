@@ -15,8 +15,8 @@ from lowering.opinfo import DOMAIN
 
 from .registry import EmitContext, KernelCode, c_float, c_longs, numel, register
 
-#: the scores of one task (LW_MR rows of Sk floats) and a zero-padded [Sk][LW_VEC] panel of V's last
-#: columns live on the stack of the thread running it; this bounds them (at most 384 KiB)
+#: the scores of one task (LW_MR rows of Sk floats, rounded up to a vector) live on the stack of the
+#: thread running it; this bounds them (at most 128 KiB)
 MAX_KEYS = 4096
 
 
@@ -91,8 +91,21 @@ def _mask_strides(value: Value | None, out_shape: tuple[int, ...]) -> list[int]:
     return strides
 
 
+def _perm(node: Node, name: str) -> tuple[int, ...]:
+    """A layout attribute of the Attention (a transpose folded into it, see ``fold_transpose``)."""
+    perm = node.attr(name, None)
+    return (0, 1, 2, 3) if perm is None else tuple(int(a) for a in perm)
+
+
+def _operand(node: Node, i: int) -> tuple[tuple[int, ...], list[int]]:
+    """The shape the Attention computes with of input ``i`` (Q, K, V) and its element strides."""
+    value, perm = node.input(i), _perm(node, "qkv"[i] + "_perm")
+    strides = _contiguous(value.type.shape)
+    return tuple(value.type.shape[p] for p in perm), [strides[p] for p in perm]
+
+
 def _attention_shapes(node: Node):
-    q, k, v = (node.input(i).type.shape for i in range(3))
+    (q, _), (k, _), (v, _) = (_operand(node, i) for i in range(3))
     sk = k[-1] if node.attr("k_transposed", 0) else k[-2]
     kd = k[-2] if node.attr("k_transposed", 0) else k[-1]
     return q, k, v, sk, kd
@@ -105,8 +118,11 @@ def check_attention(node: Node) -> str | None:
             return f"Attention input {i} '{value.name}' is {value.type.dtype.value}, not {kinds[i].value}"
     if node.output.type.dtype is not DType.FLOAT32:
         return "Attention computes float32 only"
-    if any(node.input(i).type.rank != 4 for i in range(3)):
-        return "Attention needs rank-4 Q, K and V ([batch, heads, sequence, head size])"
+    if any(node.input(i).type.rank != 4 for i in range(3)) or node.output.type.rank != 4:
+        return "Attention needs rank-4 Q, K, V and output ([batch, heads, sequence, head size])"
+    reason = _layout_reason(node)
+    if reason is not None:
+        return reason
     q, k, v, sk, kd = _attention_shapes(node)
     if k[:2] != q[:2] or v[:2] != q[:2] or kd != q[3] or v[2] != sk:
         return f"Attention shapes Q {list(q)}, K {list(k)}, V {list(v)} do not agree"
@@ -127,6 +143,43 @@ def check_attention(node: Node) -> str | None:
     return None
 
 
+def _contiguous(shape) -> list[int]:
+    strides, step = [0] * len(shape), 1
+    for d in reversed(range(len(shape))):
+        strides[d] = step
+        step *= shape[d]
+    return strides
+
+
+def attention_strides(node: Node) -> dict[str, list[int]]:
+    """Element strides of Q (b, h, query, d), K (b, h, key, d), V (b, h, key, d) and Y (b, h, query, d)
+    in the tensors the node reads and writes (its ``*_perm`` layouts applied)."""
+    (_, qs), (_, ks), (_, vs) = (_operand(node, i) for i in range(3))
+    y_perm, out = _perm(node, "y_perm"), _contiguous(node.output.type.shape)
+    ys = [0] * 4
+    for axis, p in enumerate(y_perm):
+        ys[p] = out[axis]
+    return {
+        "q_stride": qs,
+        "k_stride": [ks[0], ks[1], ks[3], ks[2]] if node.attr("k_transposed", 0) else ks,
+        "v_stride": vs,
+        "y_stride": ys,
+    }
+
+
+def _layout_reason(node: Node) -> str | None:
+    for name in ("q_perm", "k_perm", "v_perm", "y_perm"):
+        if sorted(_perm(node, name)) != [0, 1, 2, 3]:
+            return f"Attention {name} {list(_perm(node, name))} is not a permutation of 4 axes"
+    strides = attention_strides(node)
+    for name in ("q_stride", "v_stride", "y_stride"):
+        if strides[name][3] != 1:
+            return f"Attention {name[0].upper()} is not contiguous along the head size"
+    if 1 not in strides["k_stride"][2:]:
+        return "Attention K is contiguous along neither the keys nor the head size"
+    return None
+
+
 @register(f"{DOMAIN}::Attention", check=check_attention, dtypes=None)
 def emit_attention(ctx: EmitContext, node: Node) -> KernelCode:
     q, _, v, sk, _ = _attention_shapes(node)
@@ -134,19 +187,23 @@ def emit_attention(ctx: EmitContext, node: Node) -> KernelCode:
     mask, bool_mask = node.input(3), node.input(4)
     fields = [
         f".B = {q[0]}", f".H = {q[1]}", f".Sq = {q[2]}", f".Sk = {sk}", f".D = {q[3]}", f".Dv = {v[3]}",
-        f".k_transposed = {int(bool(node.attr('k_transposed', 0)))}",
         f".causal = {int(bool(node.attr('causal', 0)))}",
         f".nan_to_zero = {int(bool(node.attr('nan_to_zero', 0)))}",
         f".scale = {c_float(node.attr('scale', 1.0))}",
         f".mask_fill = {c_float(node.attr('mask_fill', float('-inf')))}",
         f".mask_stride = {c_longs(_mask_strides(mask, target))}",
         f".bool_stride = {c_longs(_mask_strides(bool_mask, target))}",
-    ]
+    ] + [f".{name} = {c_longs(strides[:4 if name == 'k_stride' else 3])}"
+         for name, strides in attention_strides(node).items()]
     bool_ptr = "NULL" if bool_mask is None else ctx.ptr(bool_mask)
     body = (
         f"static const lw_attention_geom g = {{{', '.join(fields)}}};\n"
         f"lw_attention(ctx->nt, &g, {ctx.ptr(node.input(0))}, {ctx.ptr(node.input(1))}, "
-        f"{ctx.ptr(node.input(2))}, {ctx.opt_ptr(mask)}, {bool_ptr}, {ctx.out(node.output)});"
+        f"{ctx.ptr(node.input(2))}, {ctx.opt_ptr(mask)}, {bool_ptr}, {ctx.out(node.output)}, "
+        "(float *)ctx->ws);"
     )
-    b, h, sq = q[0], q[1], q[2]
-    return KernelCode(body, flops=2 * b * h * sq * sk * (q[3] + v[3]) + 5 * b * h * sq * sk)
+    b, h, sq, d, dv = q[0], q[1], q[2], q[3], v[3]
+    vec = ctx.isa.vec
+    skp, dvp = -(-sk // vec) * vec, -(-dv // vec) * vec
+    workspace = 4 * b * h * (d * skp + (sk * dvp if dv % vec else 0))
+    return KernelCode(body, flops=2 * b * h * sq * sk * (d + dv) + 5 * b * h * sq * sk, workspace=workspace)

@@ -111,3 +111,31 @@ def test_is_idempotent():
     b.output(b.op("MatMul", [q, b.op("Transpose", [k], {"perm": (0, 2, 1)})]))
     g = assert_parity(b, [FuseEpilogues(), FoldTranspose()], expect_modified=True)
     assert_parity(g, [FoldTranspose()], expect_modified=False)
+
+
+def test_head_split_and_merge_transposes_fold_into_attention():
+    """Reshape -> Transpose(0, 2, 1, 3) in front of Q and V, (0, 2, 3, 1) in front of K^T, and
+    Transpose(0, 2, 1, 3) -> Reshape after: the transposes become the Attention's layouts."""
+    b = GraphBuilder()
+    heads = np.array([1, 5, 2, 4], np.int64)
+    q, k, v = (b.op("Reshape", [b.input(n, (1, 5, 8)), b.const(heads)], name=f"{n}_view") for n in "qkv")
+    qt = b.op("Transpose", [q], {"perm": (0, 2, 1, 3)}, name="qt")
+    kt = b.op("Transpose", [k], {"perm": (0, 2, 3, 1)}, name="kt")
+    vt = b.op("Transpose", [v], {"perm": (0, 2, 1, 3)}, name="vt")
+    y = b.op("Attention", [qt, kt, vt], {"k_transposed": 1, "scale": 0.5}, name="attn", domain=DOMAIN)
+    merged = b.op("Transpose", [y], {"perm": (0, 2, 1, 3)}, name="merge")
+    b.output(b.op("Reshape", [merged, b.const(np.array([1, 5, 8], np.int64))], name="out"))
+    g = assert_parity(b, [FoldTranspose()], expect_modified=True)
+    assert _ops(g) == ["Reshape", "Reshape", "Reshape", f"{DOMAIN}::Attention", "Reshape"]
+    attn = g.nodes[3]
+    assert attn.attr("q_perm") == (0, 2, 1, 3) and attn.attr("k_perm") == (0, 2, 3, 1)
+    assert attn.attr("v_perm") == (0, 2, 1, 3) and attn.attr("y_perm") == (0, 2, 1, 3)
+    assert attn.output.type.shape == (1, 5, 2, 4) and attn.meta.sources == ("attn", "merge")
+
+
+def test_attention_layout_that_moves_the_head_size_is_not_folded():
+    b = GraphBuilder()
+    q = b.op("Transpose", [b.input("q", (1, 2, 4, 6))], {"perm": (0, 1, 3, 2)}, name="qt")
+    k, v = b.input("k", (1, 2, 6, 4)), b.input("v", (1, 2, 6, 4))
+    b.output(b.op("Attention", [q, k, v], {"scale": 0.5}, name="attn", domain=DOMAIN))
+    assert_parity(b, [FoldTranspose()], expect_modified=False)

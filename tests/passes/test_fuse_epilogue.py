@@ -194,3 +194,34 @@ def test_is_idempotent():
     b.output(b.op("Relu", [b.op("Add", [_conv(b, x), x])]))
     g = assert_parity(b, [FuseEpilogues()], expect_modified=True)
     assert_parity(g, [FuseEpilogues()], expect_modified=False)
+
+
+def test_gpt2_activation_and_residual_fuse_through_a_rows_reshape():
+    """GPT-2's exporter: Gemm on [B*S, C] -> Reshape [B, S, C] -> Gelu, and Reshape -> residual Add. The
+    Reshape only regroups rows, so the Gelu / Add go into the Gemm's epilogue and the Reshape moves after
+    it (the residual is viewed in the Gemm's shape by a Reshape in front)."""
+    b = GraphBuilder()
+    x, r = b.input("x", (6, 4)), b.input("r", (2, 3, 5))
+    shape = b.const(np.array([2, 3, 5], np.int64), "shape")
+    fc = b.op("Gemm", [x, b.const(_rand(4, 5)), b.const(_rand(5))], name="fc")
+    act = b.op("Gelu", [b.op("Reshape", [fc, shape], name="view")], {"approximate": "tanh"}, name="gelu")
+    proj = b.op("Gemm", [b.op("Reshape", [act, b.const(np.array([6, 5], np.int64))]), b.const(_rand(5, 5))],
+                name="proj")
+    b.output(b.op("Add", [r, b.op("Reshape", [proj, shape], name="view2")], name="residual"))
+    g = assert_parity(b, [FuseEpilogues()], rtol=1e-5, atol=1e-5, expect_modified=True)
+    gemm = f"{DOMAIN}::FusedGemm"
+    assert _ops(g) == [gemm, "Reshape", "Reshape", "Reshape", gemm, "Reshape"]
+    fc_node, proj_node = g.nodes[0], g.nodes[4]
+    assert fc_node.attr("activation") == "Gelu" and fc_node.meta.sources == ("fc", "gelu")
+    assert fc_node.output.type.shape == (6, 5) and g.nodes[1].output.name == "gelu_out"
+    assert proj_node.input(3).producer is g.nodes[3] and g.nodes[3].input(0) is r
+    assert g.nodes[5].output.name == "residual_out" and g.outputs[0] is g.nodes[5].output
+
+
+def test_reshape_that_changes_the_last_axis_stops_the_fusion():
+    b = GraphBuilder()
+    fc = b.op("Gemm", [b.input("x", (6, 4)), b.const(_rand(4, 6))], name="fc")
+    view = b.op("Reshape", [fc, b.const(np.array([6, 2, 3], np.int64))], name="view")
+    b.output(b.op("Relu", [view], name="relu"))
+    g = assert_parity(b, [FuseEpilogues()], expect_modified=True)
+    assert _ops(g) == [f"{DOMAIN}::FusedGemm", "Reshape", "Relu"]

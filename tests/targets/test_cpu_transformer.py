@@ -8,10 +8,10 @@ import pytest
 
 from lowering.ir import Node, TensorType, Value
 from lowering.opinfo import DOMAIN
-from lowering.reference import evaluate_node
+from lowering.reference import evaluate_node, run_graph
 from targets.cpu.emit_transformer import check_attention, check_layernorm
 
-from .cpu_harness import GraphMaker, check_against_reference
+from .cpu_harness import GraphMaker, build_cpu, check_against_reference
 
 pytestmark = pytest.mark.target_cpu
 
@@ -114,3 +114,68 @@ def test_unsupported_cases_are_explained():
     assert "does not broadcast" in check_attention(node)
     ln = Node("LayerNormalization", [_typed("x", (4, 8)), _typed("s", (5,))], [_typed("y", (4, 8))])
     assert "normalised shape" in check_layernorm(ln)
+
+
+def test_attention_model_sized_shapes_match_at_any_thread_count():
+    """ViT/BERT-sized heads: several micro-tiles per task, a partial last tile, keys not a whole number of
+    vectors, K as rows and as K^T, Dv not a whole number of vectors (V packed). The rows are computed the
+    same way whatever the split, so 1 and 2 threads give bit-identical results."""
+    m = GraphMaker("attention_big")
+    outs = []
+    q, k, v = m.input(1, 3, 197, 64), m.input(1, 3, 197, 64), m.input(1, 3, 197, 64)
+    outs.append(_attention(m, q, k, v, scale=0.125))
+    kt = m.input(1, 3, 64, 197)
+    outs.append(_attention(m, q, kt, v, k_transposed=1, scale=0.125))
+    pad = np.zeros((1, 1, 1, 197), np.float32)
+    pad[..., 150:] = np.finfo(np.float32).min
+    outs.append(_attention(m, q, kt, v, m.const(pad), k_transposed=1, scale=0.125))
+    q2, k2, v2 = m.input(2, 2, 40, 24), m.input(2, 2, 40, 24), m.input(2, 2, 40, 20)
+    outs.append(_attention(m, q2, k2, v2, causal=1, scale=0.3))
+    built = check_against_reference(m.output(*outs), threads=1)
+    one, two = built.run(m.feeds, 1), built.run(m.feeds, 2)
+    for name in one:
+        np.testing.assert_array_equal(one[name], two[name], err_msg=name)
+
+
+def test_attention_infinite_and_nan_scores():
+    """Scores of +inf (an infinite mask entry) and NaN take the general exp path: NaN rows as the
+    reference gives them, and zeros under the NaN guard."""
+    m = GraphMaker("attention_special")
+    q, k, v = m.input(1, 1, 20, 16), m.input(1, 1, 20, 16), m.input(1, 1, 20, 16)
+    mask = np.zeros((1, 1, 20, 20), np.float32)
+    mask[0, 0, 2, 5] = np.inf
+    mask[0, 0, 4, :] = -np.inf
+    mask[0, 0, 6, 3] = np.nan
+    outs = [_attention(m, q, k, v, m.const(mask), scale=0.25),
+            _attention(m, q, k, v, m.const(mask), scale=0.25, nan_to_zero=1)]
+    maker = m.output(*outs)
+    built = build_cpu(maker.graph)
+    got = built.run(maker.feeds, 2)
+    want = run_graph(maker.graph, maker.feeds)
+    for name, expected in want.items():
+        np.testing.assert_allclose(got[name], expected, rtol=1e-4, atol=1e-5, err_msg=name)
+    assert np.isnan(want[maker.graph.output_names[0]][0, 0, 4]).all()
+
+
+def test_attention_reads_and_writes_through_layouts():
+    """The head split/merge transposes folded in: Q, V [B, S, H, D] (q_perm (0, 2, 1, 3)), K [B, S, H, D]
+    read as K^T (k_perm (0, 2, 3, 1)) or as rows, the output written [B, S, H, Dv] (y_perm)."""
+    m = GraphMaker("attention_layouts")
+    q, k, v = m.input(2, 37, 3, 32), m.input(2, 45, 3, 32), m.input(2, 45, 3, 24)
+    heads = (0, 2, 1, 3)
+    outs = [
+        _attention(m, q, k, v, k_transposed=1, scale=0.2, q_perm=heads, k_perm=(0, 2, 3, 1), v_perm=heads,
+                   y_perm=heads),
+        _attention(m, q, k, v, scale=0.2, q_perm=heads, k_perm=heads, v_perm=heads),
+        _attention(m, q, k, v, causal=1, scale=0.2, q_perm=heads, k_perm=heads, v_perm=heads, y_perm=heads),
+    ]
+    check_against_reference(m.output(*outs), threads=2)
+
+
+def test_layouts_that_are_not_contiguous_along_the_head_size_are_refused():
+    qkv = [_typed(name, (1, 2, 8, 16)) for name in "qkv"]
+    node = Node("Attention", qkv, [_typed("y", (1, 2, 8, 16))], domain=DOMAIN)
+    node.set_attr("q_perm", (0, 1, 3, 2))
+    assert "contiguous along the head size" in check_attention(node)
+    node.set_attr("q_perm", (0, 1, 2))
+    assert "not a permutation" in check_attention(node)
