@@ -158,7 +158,9 @@ static void lw_gemm_block(const lw_gemm_shape *s, const lw_gemm_item *it, long m
             int nr = (int)LW_MIN((long)LW_NR, s->N - j0);
             const float *bp = it->b + np * K * LW_NR + k0 * LW_NR;
             /* the B micro-panel this block reads after this one (constant weights stream from memory) */
-            const float *bnext = np + 1 < np1 ? bp + K * LW_NR : k0 + kc < K ? it->b + np0 * K * LW_NR + (k0 + kc) * LW_NR : NULL;
+            const float *bnext = np + 1 < np1 ? bp + K * LW_NR
+                                 : k0 + kc < K ? it->b + np0 * K * LW_NR + (k0 + kc) * LW_NR
+                                               : NULL;
             for (long mp = mp0; mp < mp1; mp++) {
                 long i0 = mp * LW_MR;
                 int mr = (int)LW_MIN((long)LW_MR, s->M - i0);
@@ -194,6 +196,14 @@ static void lw_gemm_block(const lw_gemm_shape *s, const lw_gemm_item *it, long m
     } while (k0 < K);
 }
 
+/* Task t of lw_gemm: (GEMM, row block, column block) in that order of significance. */
+static inline void lw_gemm_task(const lw_gemm_shape *s, const lw_gemm_item *items, long t, long mt,
+                                long ntiles, long mb, long nb, long mp, long np) {
+    long item = t / (mt * ntiles), r = t % (mt * ntiles);
+    long bm = r % mt, bn = r / mt;
+    lw_gemm_block(s, items + item, bm * mb, LW_MIN(mp, (bm + 1) * mb), bn * nb, LW_MIN(np, (bn + 1) * nb));
+}
+
 /* A batch of GEMMs of one shape, parallel over (GEMM, row block, column block) tasks. */
 static void lw_gemm(int nt, const lw_gemm_shape *s, const lw_gemm_item *items, long count) {
     long mp = LW_CDIV(s->M, LW_MR), np = LW_CDIV(s->N, LW_NR);
@@ -208,12 +218,14 @@ static void lw_gemm(int nt, const lw_gemm_shape *s, const lw_gemm_item *items, l
     nb = LW_CDIV(np, LW_CDIV(np, nb));
     const long mt = LW_CDIV(mp, mb), ntiles = LW_CDIV(np, nb), tasks = count * mt * ntiles;
     const double flops = 2.0 * (double)s->M * (double)s->N * (double)s->K * (double)count;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1 && tasks > 1 && flops > 2e5)
-    for (long t = 0; t < tasks; t++) {
-        long item = t / (mt * ntiles), r = t % (mt * ntiles);
-        long bm = r % mt, bn = r / mt;
-        lw_gemm_block(s, items + item, bm * mb, LW_MIN(mp, (bm + 1) * mb), bn * nb,
-                      LW_MIN(np, (bn + 1) * nb));
+    /* Small problems run without an OpenMP region at all: one whose if clause fails still costs ~0.2 us,
+     * a tenth of a small MLP's whole inference. */
+    const int parallel = nt > 1 && tasks > 1 && flops > 2e5;
+    if (parallel) {
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (long t = 0; t < tasks; t++) lw_gemm_task(s, items, t, mt, ntiles, mb, nb, mp, np);
+    } else {
+        for (long t = 0; t < tasks; t++) lw_gemm_task(s, items, t, mt, ntiles, mb, nb, mp, np);
     }
 }
 
