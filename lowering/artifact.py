@@ -21,18 +21,19 @@ from . import __version__
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def build_manifest(base: dict, files: dict[str, bytes]) -> dict:
+def build_manifest(base: dict, files: dict[str, bytes], producer: dict | None = None) -> dict:
     members = {name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
                for name, data in sorted(files.items())}
     return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-            "producer": {"name": "lowering", "version": __version__}, **base, "members": members}
+            "producer": producer or {"name": "lowering", "version": __version__}, **base, "members": members}
 
 
-def write_artifact(path, manifest_base: dict, files: dict[str, bytes]) -> dict:
-    """Write ``files`` plus a manifest to ``path`` atomically. Returns the manifest."""
+def write_artifact(path, manifest_base: dict, files: dict[str, bytes], producer: dict | None = None) -> dict:
+    """Write ``files`` plus a manifest to ``path`` atomically. Returns the manifest. ``producer``: the
+    manifest's producer record (default: this lowering), kept as is by ``lower merge``."""
     for name in files:
         check_member_name(name)
-    manifest = build_manifest(manifest_base, files)
+    manifest = build_manifest(manifest_base, files, producer)
     entries = {MANIFEST: json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n", **files}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -183,3 +183,111 @@ def format_simulated(result: dict) -> str:
         lines.append(f"{name:<20}" + "".join(f"{c:>{width + 2}}" for c in cells))
     lines.append(f"outputs equal: {'yes' if result['outputs_equal'] else 'NO'}")
     return "\n".join(lines)
+
+
+#: relative half-width of a median's ~95% confidence interval per (IQR / median) / sqrt(runs): the
+#: boxplot notch (McGill, Tukey and Larsen 1978)
+_NOTCH = 1.57
+
+
+def parse_margin(text: str) -> float:
+    """``--max-regression``: "5%" or "5" (percent) -> 0.05."""
+    raw = str(text).strip()
+    try:
+        value = float(raw[:-1] if raw.endswith("%") else raw) / 100
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 10:
+        raise LoweringError(f"--max-regression {text!r}: give a percentage such as 5% (0 to 1000)")
+    return value
+
+
+def load_baseline(path: Path) -> dict:
+    """A previous ``lower bench --json`` result, checked enough to gate on."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise LoweringError(f"{path}: cannot read the baseline ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LoweringError(f"{path}: the baseline is not JSON ({exc})") from None
+    for side in ("lowering", "onnxruntime"):
+        s = data.get(side) if isinstance(data, dict) else None
+        ok = isinstance(s, dict) and all(isinstance(s.get(k), (int, float)) for k in
+                                         ("median_ms", "spread_pct", "runs"))
+        if not ok or not s["median_ms"] > 0 or not s["runs"] >= 1:
+            raise LoweringError(f"{path}: not a `lower bench --json` result (no usable '{side}' median_ms, "
+                                "spread_pct and runs)")
+    return data
+
+
+def _median_uncertainty(stats: dict) -> float:
+    """Relative half-width of the ~95% interval of a side's median."""
+    return _NOTCH * max(float(stats["spread_pct"]), 0.0) / 100 / max(float(stats["runs"]), 1.0) ** 0.5
+
+
+def regression_gate(result: dict, baseline: dict, max_regression: float) -> dict:
+    """Compare a bench result with a previous one (``load_baseline``).
+
+    The primary measure is the artifact's time relative to ONNX Runtime measured in the same run
+    (``lowering median / onnxruntime median``): CI runs land on different machines, and the ratio cancels
+    most of a machine's speed. ``change`` is how much that ratio grew (0.08: 8% slower relative to ONNX
+    Runtime). The noise is the combined ~95% interval of the four medians (each: 1.57 x IQR / median /
+    sqrt(runs), the boxplot notch), added in quadrature. The gate fails when ``change`` exceeds both the
+    margin and the noise: a slowdown beyond the margin that the measurement can tell from noise. The
+    absolute medians are compared too, for information (meaningful only on the same machine).
+    """
+    for key in ("threads", "target"):
+        if key in baseline and baseline[key] != result[key]:
+            raise LoweringError(f"the baseline was measured with {key} {baseline[key]!r}, this run with "
+                                f"{result[key]!r}; they are not comparable")
+    if "inputs" in baseline and baseline["inputs"] != result["inputs"]:
+        raise LoweringError(f"the baseline's input shapes {baseline['inputs']} differ from this run's "
+                            f"{result['inputs']}; they are not comparable")
+    now, base = result, baseline
+    rel_now = now["lowering"]["median_ms"] / now["onnxruntime"]["median_ms"]
+    rel_base = base["lowering"]["median_ms"] / base["onnxruntime"]["median_ms"]
+    change = rel_now / rel_base - 1
+    noise = sum(_median_uncertainty(r[side]) ** 2 for r in (now, base)
+                for side in ("lowering", "onnxruntime")) ** 0.5
+    notes = []
+    if noise > max_regression:
+        notes.append(f"the measurement noise ({100 * noise:.1f}%) exceeds the margin; only slowdowns beyond "
+                     "the noise fail (raise --min-seconds for a tighter gate)")
+    versions = (base.get("versions") or {}).get("onnxruntime"), (now.get("versions") or {}).get("onnxruntime")
+    if versions[0] and versions[0] != versions[1]:
+        notes.append(f"ONNX Runtime changed ({versions[0]} -> {versions[1]}): the reference moved too")
+    same_machine = (base.get("machine") or {}).get("cpu") == (now.get("machine") or {}).get("cpu")
+    if not same_machine:
+        notes.append("different CPU than the baseline's: the absolute times are not comparable")
+    regressed = change > max_regression and change > noise
+    return {
+        "passed": not regressed, "max_regression": max_regression,
+        "relative_to_onnxruntime": {"baseline": rel_base, "current": rel_now, "change": change},
+        "noise": noise,
+        "spread_pct": {"current": {s: now[s]["spread_pct"] for s in ("lowering", "onnxruntime")},
+                       "baseline": {s: base[s]["spread_pct"] for s in ("lowering", "onnxruntime")}},
+        "absolute": {"baseline_ms": base["lowering"]["median_ms"], "current_ms": now["lowering"]["median_ms"],
+                     "change": now["lowering"]["median_ms"] / base["lowering"]["median_ms"] - 1,
+                     "same_machine": same_machine},
+        "notes": notes,
+    }
+
+
+def format_gate(gate: dict, baseline_path) -> str:
+    rel, ab, sp = gate["relative_to_onnxruntime"], gate["absolute"], gate["spread_pct"]
+    lines = [
+        f"gate vs {baseline_path} (max regression {100 * gate['max_regression']:.1f}%):",
+        f"  time relative to ONNX Runtime: {rel['baseline']:.3f} -> {rel['current']:.3f} "
+        f"({100 * rel['change']:+.1f}%, noise +-{100 * gate['noise']:.1f}%)",
+        f"  spreads (IQR % of median): baseline lowering {sp['baseline']['lowering']:.1f}%, onnxruntime "
+        f"{sp['baseline']['onnxruntime']:.1f}%; now lowering {sp['current']['lowering']:.1f}%, onnxruntime "
+        f"{sp['current']['onnxruntime']:.1f}%",
+        f"  absolute median: {ab['baseline_ms']:.3f} -> {ab['current_ms']:.3f} ms ({100 * ab['change']:+.1f}%"
+        + (")" if ab["same_machine"] else ", another machine)"),
+        *(f"  note: {n}" for n in gate["notes"]),
+        "  PASS" if gate["passed"] else
+        f"  FAIL: {100 * rel['change']:.1f}% slower relative to ONNX Runtime than the baseline",
+    ]
+    return "\n".join(lines)

@@ -5,7 +5,9 @@
     lower verify OUT.lwr --model MODEL.onnx [--inputs in.npz] [--rtol R --atol A]
     lower inspect OUT.lwr [--json]
     lower disasm OUT.lwr [--step npu0]             (the custom target's NPU-1 programs)
-    lower bench OUT.lwr --model MODEL.onnx [--threads N] [--json FILE]
+    lower bench OUT.lwr --model MODEL.onnx [--threads N] [--json FILE] [--baseline-json PREV.json
+                [--max-regression 5%]]       (exit 1 when slower than PREV by more than the margin)
+    lower merge A.lwr B.lwr [...] -o ALL.lwr       (artifacts of one model built on different machines)
     lower quantize MODEL.onnx --calibration DATA [-o MODEL.int8.onnx] [--method minmax|percentile|entropy]
 
 Exit codes: 0 ok, 1 verification failed, 2 bad input (a one-line error, no traceback).
@@ -60,6 +62,7 @@ def cli():
     lower inspect OUT.lwr                       manifest, passes, kernels, memory plan
     lower disasm OUT.lwr                        the custom target's NPU-1 programs, instruction by instruction
     lower bench OUT.lwr --model MODEL.onnx      latency against ONNX Runtime, same threads
+    lower merge A.lwr B.lwr -o ALL.lwr          one artifact from per-target builds (a CI matrix)
     lower quantize MODEL.onnx --calibration D   calibrate and write an int8 QDQ ONNX model
     """
 
@@ -90,8 +93,15 @@ def cli():
 @click.option("--accel-config", "accel_config", default=None, metavar="PRESET_OR_JSON",
               help="NPU-1 configuration for --target custom: a preset (default, vta_like, gemmini_like, "
                    "tpu_v1_like) or a JSON config file (default: default).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Build cache: targets whose model, options, compiler and lowering sources are unchanged "
+                   "are reused, not rebuilt (default: $LOWERING_CACHE_DIR, else $XDG_CACHE_HOME/lowering, "
+                   "else ~/.cache/lowering). The artifact is byte-identical either way.")
+@click.option("--no-cache", is_flag=True, help="Build every target; neither read nor fill the build cache.")
+@click.option("-j", "--jobs", type=int, default=1, show_default=True,
+              help="Build up to N targets at once (the artifact is byte-identical to a serial build).")
 def compile_command(model, target, output, shapes, disabled, print_after, verify_each, isa, verbose,
-                    quantize, calibration, method, accel_config):
+                    quantize, calibration, method, accel_config, cache_dir, no_cache, jobs):
     """Compile MODEL (an ONNX file) into an artifact."""
     from .driver import CompileOptions, compile_model
 
@@ -105,7 +115,18 @@ def compile_command(model, target, output, shapes, disabled, print_after, verify
         quantize=quantization, calibration=str(calibration) if calibration is not None else None,
         extra=extra)
     log = (lambda m: click.echo(m, err=True)) if verbose or print_after else (lambda m: None)
-    result = compile_model(model, output=output, options=options, log=log)
+    if jobs < 1:
+        raise LoweringError(f"--jobs must be >= 1, got {jobs}")
+    cache = None
+    if not no_cache:
+        from .cache import BuildCache, default_cache_dir
+
+        cache = BuildCache(cache_dir if cache_dir is not None else default_cache_dir(), log=log)
+    elif cache_dir is not None:
+        raise LoweringError("--cache-dir and --no-cache contradict each other")
+    progress = (lambda m: click.echo(m, err=True)) if _stderr_is_a_terminal() else None
+    result = compile_model(model, output=output, options=options, log=log, cache=cache, jobs=jobs,
+                           progress=progress)
     for name, entry in result.report["targets"].items():
         _print_target_summary(name, entry, result.report["source"]["nodes"])
     if "quantization" in result.report:
@@ -113,6 +134,13 @@ def compile_command(model, target, output, shapes, disabled, print_after, verify
 
         click.echo(format_report(result.report["quantization"]))
     click.echo(f"wrote {result.path}")
+
+
+def _stderr_is_a_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _accel_config_option(spec: str | None, targets: tuple[str, ...]) -> tuple:
@@ -439,7 +467,14 @@ def disasm_command(artifact, steps):
               help="The ONNX model ONNX Runtime runs for comparison (the source, or its QDQ form).")
 @click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path),
               help="custom target: a second artifact (e.g. built with --disable-pass npu_residency) whose "
-                   "simulated cycles, DRAM bytes and energy are shown side by side with ARTIFACT's.")
+                   "simulated cycles, DRAM bytes and energy are shown side by side with ARTIFACT's. A path "
+                   "ending in .json means --baseline-json.")
+@click.option("--baseline-json", "baseline_json", type=click.Path(dir_okay=False, path_type=Path),
+              help="Performance gate: a previous `lower bench --json` result; exit 1 when ARTIFACT is slower "
+                   "than it by more than --max-regression, compared relative to ONNX Runtime measured in the "
+                   "same run (CI machines differ), and only when the slowdown exceeds the measurement noise.")
+@click.option("--max-regression", default="5%", show_default=True, metavar="PCT",
+              help="With --baseline-json: the slowdown allowed, e.g. 5% (or 5).")
 @click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads, both sides.")
 @click.option("--inputs", type=click.Path(dir_okay=False, path_type=Path), help=".npz keyed by input name.")
 @click.option("--target", default=None, help="Benchmark this target (default: the best one available).")
@@ -453,15 +488,38 @@ def disasm_command(artifact, steps):
                    "runtimes' idle threads spin for a while after a run), or every run.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the result as JSON to this file.")
-def bench_command(artifact, model, baseline, threads, inputs, target, warmup, repeats, min_seconds, seed,
-                  interleave, json_path):
+def bench_command(artifact, model, baseline, baseline_json, max_regression, threads, inputs, target, warmup,
+                  repeats, min_seconds, seed, interleave, json_path):
     """Time ARTIFACT against ONNX Runtime on the same inputs, interleaved, same thread count.
 
     With --baseline (custom target): the simulated cycles, DRAM traffic and energy of ARTIFACT and
     BASELINE side by side, on the same inputs.
-    """
-    from .bench import BenchConfig, benchmark, format_result, format_simulated, simulated
 
+    With --baseline-json PREV.json (a CI gate): exit 1 when ARTIFACT's time relative to ONNX Runtime grew
+    by more than --max-regression and more than the noise of the two runs (both spreads are printed);
+    --json writes this run's result, the next run's baseline.
+    """
+    from .bench import (
+        BenchConfig,
+        benchmark,
+        format_gate,
+        format_result,
+        format_simulated,
+        load_baseline,
+        parse_margin,
+        regression_gate,
+        simulated,
+    )
+
+    if baseline is not None and baseline.suffix.lower() == ".json":
+        if baseline_json is not None:
+            raise LoweringError("--baseline X.json means --baseline-json X.json; give only one of them")
+        baseline, baseline_json = None, baseline
+    if baseline is not None and baseline_json is not None:
+        raise LoweringError("--baseline (a second artifact, simulated) and --baseline-json (a timing gate) "
+                            "do not go together")
+    margin = parse_margin(max_regression)
+    previous = load_baseline(baseline_json) if baseline_json is not None else None
     if baseline is not None:
         sessions = {"artifact": _open_session(artifact, target or "custom", threads),
                     "baseline": _open_session(baseline, target or "custom", threads)}
@@ -480,8 +538,35 @@ def bench_command(artifact, model, baseline, threads, inputs, target, warmup, re
     sess = _open_session(artifact, target, threads)
     result = benchmark(sess, model, _load_inputs(inputs, sess, seed), config)
     click.echo(format_result(result))
+    gate = None
+    if previous is not None:
+        gate = regression_gate(result, previous, margin)
+        click.echo(format_gate(gate, baseline_json))
+        result = {**result, "gate": {**gate, "baseline": str(baseline_json)}}
     if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        _write_json(json_path, result, indent=2)
+    if gate is not None and not gate["passed"]:
+        sys.exit(EXIT_MISMATCH)
+
+
+@cli.command("merge")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The merged artifact (written atomically; may be one of the inputs).")
+@click.option("-v", "--verbose", is_flag=True, help="Say which targets come from which input.")
+def merge_command(artifacts, output, verbose):
+    """Combine ARTIFACTS of the same model built on different machines (e.g. a CI matrix: cuda on one
+    runner, cpu on another) into one artifact with every target.
+
+    Refused, with the field that differs: different source models (model.sha256), lowering versions,
+    compile options (other than the target list) or signatures; a target present in two inputs unless
+    byte-identical. Targets keep the order in which they first appear, so `lower merge cpu.lwr cuda.lwr`
+    equals `lower --target cpu,cuda` byte for byte."""
+    from .merge import merge_artifacts
+
+    log = (lambda m: click.echo(m, err=True)) if verbose else (lambda m: None)
+    manifest = merge_artifacts(list(artifacts), output, log=log)
+    click.echo(f"wrote {output} (targets: {', '.join(manifest['options']['targets'])})")
 
 
 @cli.command("quantize")
@@ -524,6 +609,13 @@ def quantize_command(model, calibration, output, method, percentile, per_channel
         click.echo(f"wrote {result.path}" + (f" and {report_path}" if report_path is not None else ""))
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error message on one line (tool output such as ONNX's shape inference or a C compiler's errors
+    can span several): its lines joined with " | "."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " | ".join(lines)
+
+
 def main(argv=None) -> int:
     """Entry point of ``lower``: returns the exit code instead of raising for a user's mistake."""
     from runtime.errors import InvalidInputError, RuntimeLoadError
@@ -541,14 +633,14 @@ def main(argv=None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     except (LoweringError, RuntimeLoadError, InvalidInputError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {_one_line(exc)}", err=True)
         return EXIT_BAD_INPUT
     except RuntimeError as exc:
         from runtime.backends.custom import CustomStepError
 
         if not isinstance(exc, CustomStepError):
             raise
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {_one_line(exc)}", err=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

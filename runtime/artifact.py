@@ -107,6 +107,35 @@ def _parse_manifest(path: Path, raw: bytes) -> dict:
     for key, kind in (("members", dict), ("targets", dict), ("inputs", list), ("outputs", list)):
         if not isinstance(manifest.get(key), kind):
             raise InvalidArtifactError(f"{path}: manifest field '{key}' is missing or malformed")
-    for name in manifest["members"]:
+    for name, meta in manifest["members"].items():
         check_member_name(name)
+        if not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str)
+                and type(meta.get("size")) is int and meta["size"] >= 0):
+            raise InvalidArtifactError(f"{path}: manifest entry of member '{name}' is malformed")
+    for name, entry in manifest["targets"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("kind", name), str):
+            raise InvalidArtifactError(f"{path}: manifest entry of target '{name}' is malformed")
+    for key in ("inputs", "outputs"):
+        names = [check_tensor(path, key, t) for t in manifest[key]]
+        if len(set(names)) != len(names):
+            raise InvalidArtifactError(f"{path}: manifest {key} repeat a name")
     return manifest
+
+
+def check_tensor(path, role: str, tensor) -> str:
+    """A signature entry ``{"name", "dtype", "shape"}``: a name, a numeric or bool dtype, a static shape of
+    non-negative ints. Returns the name; raises InvalidArtifactError naming what is wrong."""
+    ok = (isinstance(tensor, dict) and isinstance(tensor.get("name"), str)
+          and isinstance(tensor.get("shape"), list) and isinstance(tensor.get("dtype"), str)
+          and tensor["dtype"] in _DTYPES)
+    if ok:
+        ok = all(type(d) is int and 0 <= d < 2**48 for d in tensor["shape"])
+    if not ok:
+        shown = json.dumps(tensor, default=str)[:80]
+        raise InvalidArtifactError(f"{path}: manifest {role} entry {shown} is malformed (needs a name, a "
+                                   "dtype and a static shape)")
+    return tensor["name"]
+
+
+_DTYPES = frozenset({"float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint64",
+                     "uint32", "uint16", "uint8", "bool"})

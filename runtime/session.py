@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 
@@ -9,7 +10,9 @@ import numpy as np
 
 from .artifact import open_artifact
 from .backends import executor_class
-from .errors import InvalidInputError, TargetUnavailableError
+from .errors import InvalidArtifactError, InvalidInputError, RuntimeLoadError, TargetUnavailableError
+
+log = logging.getLogger("lowering.runtime")
 
 #: Automatic target choice, best first. The simulated accelerator only runs when asked for by name.
 DEFAULT_PREFERENCE = ("cuda", "cpu")
@@ -49,22 +52,58 @@ class Session:
         if target is not None and targets is not None:
             raise ValueError("pass either target= or targets=, not both")
         preference = [target] if target else list(targets or DEFAULT_PREFERENCE)
+        path = self.artifact.path
+
+        def skip(kind: str, reason: str) -> None:
+            self.skipped[kind] = reason
+            log.info("%s: skipped target %s: %s", path, kind, reason)
+
         for kind in preference:
-            if kind not in built:
-                self.skipped[kind] = "not built into this artifact"
+            entry = built.get(kind)
+            if entry is None:
+                skip(kind, "not built into this artifact")
                 continue
-            cls = executor_class(built[kind].get("kind", kind))
+            if not isinstance(entry, dict):
+                raise InvalidArtifactError(f"{path}: manifest entry of target '{kind}' is not an object")
+            cls = executor_class(entry.get("kind", kind))
             if cls is None:
-                self.skipped[kind] = "this runtime has no executor for it"
+                skip(kind, "this runtime has no executor for it")
                 continue
-            reason = cls.check_requirements(built[kind])
-            if reason:
-                self.skipped[kind] = reason
-                continue
-            return kind, cls(built[kind], self.artifact.read, threads=threads)
+            try:
+                reason = cls.check_requirements(entry)
+                if reason:
+                    skip(kind, reason)
+                    continue
+                self._check_signature(kind, entry)
+                executor = cls(entry, self.artifact.read, threads=threads)
+            except RuntimeLoadError:
+                raise
+            except MemoryError:
+                raise RuntimeLoadError(f"{path}: target {kind}: not enough memory to load it") from None
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+                # the manifest is input: a malformed target entry is a load error, never a crash
+                raise InvalidArtifactError(f"{path}: target {kind}: malformed manifest entry "
+                                           f"({type(exc).__name__}: {exc})") from None
+            log.info("%s: running target %s", path, kind)
+            return kind, executor
         why = "; ".join(f"{k}: {r}" for k, r in self.skipped.items()) or "no targets"
         raise TargetUnavailableError(
             f"{self.artifact.path}: no usable target (built: {', '.join(sorted(built)) or 'none'}; {why})")
+
+    def _check_signature(self, kind: str, entry: dict) -> None:
+        """A target's own signature (the buffers its code reads and writes) must agree with the artifact's,
+        which ``run`` checks the caller's arrays against: same count, dtypes and shapes."""
+        sig = entry.get("signature")
+        if sig is None:
+            return
+        for role, infos in (("inputs", self.inputs), ("outputs", self.outputs)):
+            theirs = sig.get(role, [])
+            same = isinstance(theirs, list) and len(theirs) == len(infos) and all(
+                isinstance(t, dict) and t.get("dtype") == i.dtype and t.get("shape") == list(i.shape)
+                for t, i in zip(theirs, infos))
+            if not same:
+                raise InvalidArtifactError(f"{self.artifact.path}: target {kind}: its {role} signature "
+                                           "differs from the artifact's")
 
     @property
     def last_report(self) -> dict | None:

@@ -1,0 +1,329 @@
+"""Seeded mutations of ONNX models and artifacts, and the oracle each case is judged by.
+
+Models go through ``lowering.cli.main`` (exit 0, or 2 with exactly one ``error:`` line; never a traceback
+or another exit code). Artifacts go through ``runtime.load`` (a session, or a ``RuntimeLoadError``; never
+another exception); raw byte damage must always be refused, semantic manifest edits (hashes recomputed)
+may load or be refused.
+
+Successful compiles would spend most of the time in the C compiler, which is not what is fuzzed here, so by
+default ``CC`` is a stub that writes an empty library (``fake_cc``); ``--real-cc`` uses the real one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import random
+import stat
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+FAKE_CC = """#!/bin/sh
+# a C compiler stand-in for fuzzing: writes an empty "library" wherever -o points
+if [ "$1" = "--version" ]; then echo "fake-cc 1.0"; exit 0; fi
+out=""
+while [ $# -gt 0 ]; do
+  if [ "$1" = "-o" ]; then out="$2"; shift; fi
+  shift
+done
+[ -n "$out" ] && : > "$out"
+exit 0
+"""
+
+
+def fake_cc(folder: Path) -> Path:
+    path = Path(folder) / "fake-cc"
+    path.write_text(FAKE_CC)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return path
+
+
+def base_model(seed: int = 0) -> onnx.ModelProto:
+    """Conv -> Relu -> MaxPool -> Flatten -> Gemm -> Softmax, static shapes."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b"),
+             numpy_helper.from_array(rng.standard_normal((5, 64)).astype(np.float32), "fc_w"),
+             numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "fc_b"),
+             numpy_helper.from_array(np.array([1, 64], np.int64), "shape")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Reshape", ["p", "shape"], ["f"], name="reshape"),
+             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["g"], name="fc", transB=1),
+             helper.make_node("Softmax", ["g"], ["y"], name="softmax", axis=1)]
+    graph = helper.make_graph(nodes, "fuzz", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                            [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+_DTYPES = [TensorProto.INT64, TensorProto.INT8, TensorProto.BOOL, TensorProto.STRING, TensorProto.DOUBLE,
+           TensorProto.FLOAT16, TensorProto.UINT8, TensorProto.COMPLEX64, 0, 99]
+_ABSURD = [0, -1, -7, 10**6, 10**12, 2**31, 2**62]
+
+
+def _structural(rng: random.Random, model: onnx.ModelProto) -> str:
+    g = model.graph
+    choice = rng.randrange(12)
+    if choice == 0:  # absurd input shapes (10^12 elements and worse)
+        dims = g.input[0].type.tensor_type.shape.dim
+        for d in rng.sample(range(len(dims)), rng.randint(1, len(dims))):
+            dims[d].dim_value = rng.choice(_ABSURD)
+        return "input shape"
+    if choice == 1:
+        g.input[0].type.tensor_type.elem_type = rng.choice(_DTYPES)
+        return "input dtype"
+    if choice == 2:
+        t = rng.choice(list(g.initializer))
+        t.data_type = rng.choice(_DTYPES)
+        return "initializer dtype"
+    if choice == 3:
+        t = rng.choice(list(g.initializer))
+        i = rng.randrange(len(t.dims))
+        t.dims[i] = rng.choice(_ABSURD[:4] + [t.dims[i] + 1])
+        return "initializer dims"
+    if choice == 4:
+        n = rng.choice(list(g.node))
+        n.op_type = rng.choice(["Conv", "Relu", "Gemm", "Softmax", "MaxPool", "NoSuchOp", "Reshape", "Add",
+                                "MatMul", "Concat", ""])
+        return "op type"
+    if choice == 5:
+        n = rng.choice(list(g.node))
+        name = rng.choice(["pads", "strides", "kernel_shape", "axis", "group", "dilations", "transB"])
+        value = rng.choice([[-1, -1, -1, -1], [0, 0], [10**9] * 2, -5, 0, 10**9, [1]])
+        del n.attribute[:]
+        n.attribute.append(helper.make_attribute(name, value))
+        return "attribute"
+    if choice == 6:
+        n = rng.choice(list(g.node))
+        if n.input:
+            n.input[rng.randrange(len(n.input))] = rng.choice(["", "nowhere", "y", "x", n.output[0]])
+        return "edge"
+    if choice == 7:
+        del g.initializer[rng.randrange(len(g.initializer))]
+        return "missing initializer"
+    if choice == 8:
+        g.output[0].type.tensor_type.shape.dim[rng.randrange(2)].dim_value = rng.choice(_ABSURD)
+        return "output shape"
+    if choice == 9:
+        model.opset_import[0].version = rng.choice([1, 6, 12, 22, 99, 10**6])
+        return "opset"
+    if choice == 10:
+        shape = [t for t in g.initializer if t.name == "shape"]
+        if shape:
+            target = rng.choice([[-1, -1], [0, 64], [10**12, 1], [1, 63], [2**62, 2]])
+            shape[0].CopyFrom(numpy_helper.from_array(np.array(target, np.int64), "shape"))
+        return "reshape target"
+    g.node.insert(rng.randrange(len(g.node) + 1), helper.make_node(
+        rng.choice(["Relu", "Identity", "Add", "Cast"]), [rng.choice(["x", "c", "g"])] * rng.randint(1, 2),
+        [rng.choice(["c", "y", "fresh"])], name="fuzz"))
+    return "extra node"
+
+
+def mutate_model(rng: random.Random, data: bytes) -> tuple[str, bytes]:
+    """One mutated model: raw damage of the serialized bytes, or a structural edit."""
+    kind = rng.randrange(4)
+    if kind == 0:
+        buf = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            buf[rng.randrange(len(buf))] = rng.randrange(256)
+        return "byte flips", bytes(buf)
+    if kind == 1:
+        return "truncated", data[: rng.randrange(len(data))]
+    model = onnx.ModelProto()
+    model.ParseFromString(data)
+    what = [_structural(rng, model) for _ in range(rng.randint(1, 2))]
+    try:
+        out = model.SerializeToString()
+    except Exception:  # an edit the protobuf cannot even serialize: damage the bytes instead
+        return "byte flips", data[:-1]
+    return "+".join(what), out
+
+
+def check_lower(model_path: Path, out_path: Path) -> tuple[str, str | None]:
+    """Run ``lower MODEL -o OUT --no-cache``; return (outcome, problem or None)."""
+    from lowering.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main([str(model_path), "-o", str(out_path), "--no-cache"])
+    except BaseException as exc:  # the oracle: nothing may escape main
+        import traceback
+
+        return "crash", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+    err = stderr.getvalue()
+    if code == 0:
+        return "ok", None if out_path.is_file() else "exit 0 without an artifact"
+    lines = [line for line in err.splitlines() if line.strip()]
+    if code != 2:
+        return f"exit {code}", f"exit code {code}: {err[-2000:]}"
+    if len(lines) != 1 or not lines[0].startswith("error: ") or "Traceback" in err:
+        return "bad error", f"not a one-line error: {err[-2000:]}"
+    if out_path.exists():
+        return "bad error", "a failed lower left an artifact behind"
+    if "internal error" in lines[0]:  # a clean exit, but a compiler bug the model exposed: counted apart
+        return "internal error", lines[0]
+    return "refused", None
+
+
+def fuzz_models(cases: int, seed: int, workdir: Path, real_cc: bool = False, log=print,
+                report_internal: bool = True) -> Counter:
+    """``cases`` mutated models through ``lower``. Returns outcome counts (``problem``: cases that broke the
+    oracle, each logged). ``internal error``: exit 2 with one line, but from a compiler bug the model
+    reached (logged when ``report_internal``, the model kept as ``internal<i>.onnx``)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    data = base_model(seed).SerializeToString()
+    counts: Counter = Counter()
+    old_cc = os.environ.get("CC")
+    if not real_cc:
+        os.environ["CC"] = str(fake_cc(workdir))
+    try:
+        for i in range(cases):
+            what, mutated = mutate_model(rng, data)
+            model = workdir / f"case{i}.onnx"
+            model.write_bytes(mutated)
+            out = workdir / f"case{i}.lwr"
+            outcome, problem = check_lower(model, out)
+            counts[outcome] += 1
+            if outcome == "internal error":
+                if report_internal:
+                    log(f"model case {i} ({what}, seed {seed}): {problem}")
+                (workdir / f"internal{i}.onnx").write_bytes(mutated)
+                problem = None
+            if problem is not None:
+                counts["problem"] += 1
+                log(f"model case {i} ({what}, seed {seed}): {problem}")
+                (workdir / f"problem{i}.onnx").write_bytes(mutated)
+            model.unlink()
+            if out.exists():
+                out.unlink()
+    finally:
+        if old_cc is None:
+            os.environ.pop("CC", None)
+        else:
+            os.environ["CC"] = old_cc
+    return counts
+
+
+# ---- artifacts ----------------------------------------------------------------------------------------
+
+def _read_zip(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return {n: zf.read(n) for n in zf.namelist()}
+
+
+def _write_zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            zf.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
+    return buf.getvalue()
+
+
+_JUNK = [None, -1, 0, 2**63, "x", "../../etc/passwd", [], {}, [1, "a"], 1.5, True, {"kind": "cpu"}]
+
+
+def _poke(rng: random.Random, value, depth=0):
+    """A random edit somewhere inside a JSON value (returns the new value)."""
+    if isinstance(value, dict) and value and depth < 6:
+        key = rng.choice(sorted(value))
+        r = rng.random()
+        if r < 0.15:
+            del value[key]
+        elif r < 0.3:
+            value[key] = rng.choice(_JUNK)
+        else:
+            value[key] = _poke(rng, value[key], depth + 1)
+        return value
+    if isinstance(value, list) and value and depth < 6:
+        i = rng.randrange(len(value))
+        if rng.random() < 0.2:
+            del value[i]
+        else:
+            value[i] = _poke(rng, value[i], depth + 1)
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return rng.choice([value + 1, value - 1, -value, 0, value * 1000, 2**40])
+    return rng.choice(_JUNK)
+
+
+def mutate_artifact(rng: random.Random, data: bytes) -> tuple[str, bytes, bool]:
+    """One damaged artifact: (what, bytes, must_refuse)."""
+    kind = rng.randrange(6)
+    if kind == 0:
+        buf = bytearray(data)
+        for _ in range(rng.randint(1, 6)):
+            buf[rng.randrange(len(buf))] ^= 1 << rng.randrange(8)
+        # a flip inside the zip's own bookkeeping (timestamps, attributes) can be harmless
+        return "bit flips", bytes(buf), False
+    if kind == 1:
+        return "truncated", data[: rng.randrange(len(data))], True
+    members = _read_zip(data)
+    manifest = json.loads(members["manifest.json"])
+    if kind == 2:  # a member replaced, manifest untouched: the hash check must catch it
+        name = rng.choice(sorted(n for n in members if n != "manifest.json"))
+        members[name] = members[name][:-1] + bytes([members[name][-1] ^ 0x55]) if members[name] else b"x"
+        return f"member {name} changed", _write_zip(members), True
+    if kind == 3:  # extra or escaping member names
+        members[rng.choice(["../evil", "/abs", "cpu/../../x", "extra.bin", "a\\b", "c:d"])] = b"payload"
+        return "extra member", _write_zip(members), True
+    # semantic edits of the manifest, hashes kept consistent: load may work or refuse cleanly
+    manifest = _poke(rng, manifest)
+    if kind == 4 and isinstance(manifest, dict) and isinstance(manifest.get("members"), dict):
+        for name, meta in manifest["members"].items():
+            if name in members and isinstance(meta, dict):
+                meta["sha256"] = hashlib.sha256(members[name]).hexdigest()
+                meta["size"] = len(members[name])
+    members["manifest.json"] = json.dumps(manifest).encode()
+    return "manifest edit", _write_zip(members), False
+
+
+def check_load(path: Path, must_refuse: bool) -> tuple[str, str | None]:
+    import runtime
+    from runtime.errors import RuntimeLoadError
+
+    try:
+        sess = runtime.load(path)
+    except RuntimeLoadError:
+        return "refused", None
+    except BaseException as exc:
+        import traceback
+
+        return "crash", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+    del sess
+    return "loaded", ("loaded although it must be refused" if must_refuse else None)
+
+
+def fuzz_artifacts(cases: int, seed: int, artifact: Path, workdir: Path, log=print) -> Counter:
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    data = Path(artifact).read_bytes()
+    counts: Counter = Counter()
+    for i in range(cases):
+        what, mutated, must_refuse = mutate_artifact(rng, data)
+        path = workdir / f"case{i}.lwr"
+        path.write_bytes(mutated)
+        outcome, problem = check_load(path, must_refuse)
+        counts[outcome] += 1
+        if problem is not None:
+            counts["problem"] += 1
+            log(f"artifact case {i} ({what}, seed {seed}): {problem}")
+            (workdir / f"problem{i}.lwr").write_bytes(mutated)
+        path.unlink()
+    return counts
