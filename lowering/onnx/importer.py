@@ -19,6 +19,24 @@ from ..ir import Attr, AttrKind, DType, Graph, Node, TensorType, Value
 from ..reference import ops as reference_ops
 
 MIN_OPSET, MAX_OPSET = 13, 21
+#: Models up to this opset import when every op they use means the same as at MAX_OPSET (see NEWER_OPSETS).
+NEWEST_OPSET = 28
+
+#: Ops revised after MAX_OPSET whose revisions (up to NEWEST_OPSET) only widened the element types they
+#: accept (bfloat16 in opset 22; float4e2m1, float8e8m0, int2/uint2, float6 in 23, 24, 25, 28), so a model
+#: at a newer opset means what it means at MAX_OPSET. Attributes the revisions added, with the value that
+#: keeps the opset-21 meaning (None: the attribute must be absent); the importer drops them when they have
+#: that value. tests/conformance/test_importer_opsets.py checks this table against onnx.defs.
+NEWER_OPSETS: dict[str, dict[str, object]] = {
+    "AveragePool": {}, "Conv": {}, "GlobalAveragePool": {}, "GlobalMaxPool": {}, "MaxPool": {}, "Round": {},
+    "TopK": {}, "Cast": {"round_mode": "up"},  # round_mode only applies to casts to float8e8m0
+    "Constant": {}, "ConstantOfShape": {}, "Flatten": {}, "Identity": {}, "Pad": {}, "Reshape": {},
+    "Shape": {}, "Size": {}, "Squeeze": {}, "Transpose": {}, "Unsqueeze": {},
+    "DequantizeLinear": {"output_dtype": 0},  # 0: the output type is the scale's, as in opset 21
+    "QuantizeLinear": {"precision": 0},  # 0: computed in the input's type, as in opset 21
+    "Range": {"stash_type": 1},  # only applies to float16/bfloat16 ranges
+    "Mod": {},  # opset 28 allows fmod=0 on floats (A - floor(A/B)*B); integer and fmod=1 unchanged
+}
 
 _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: DType.FLOAT32,
@@ -30,6 +48,8 @@ _ONNX_DTYPES = {
     onnx.TensorProto.INT64: DType.INT64,
     onnx.TensorProto.BOOL: DType.BOOL,
 }
+
+_ONNX_CODES = {dtype: code for code, dtype in _ONNX_DTYPES.items()}
 
 
 def load_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
@@ -86,9 +106,14 @@ def _opset_of(model: onnx.ModelProto) -> int:
 
 
 def _upgrade_opset(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    if not any(imp.domain in ("", "ai.onnx") for imp in model.opset_import):
+        return model  # no standard ops (ai.onnx.ml, training...): the unsupported-op check names them
     opset = _opset_of(model)
+    if opset > NEWEST_OPSET:
+        raise LoweringError(f"{name}: opset {opset} is newer than the newest supported ({NEWEST_OPSET})")
     if opset > MAX_OPSET:
-        raise LoweringError(f"{name}: opset {opset} is newer than the newest supported ({MAX_OPSET})")
+        _check_newer_opset(model, opset, name)
+        return model
     if opset >= MIN_OPSET:
         return model
     try:
@@ -98,6 +123,43 @@ def _upgrade_opset(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
             f"{name}: opset {opset} is older than {MIN_OPSET} and could not be converted: {exc}"
         ) from None
 
+
+def _check_newer_opset(model: onnx.ModelProto, opset: int, name: str) -> None:
+    """A model at an opset after MAX_OPSET imports when each standard op it uses is unchanged since
+    MAX_OPSET or only widened its types (NEWER_OPSETS); attributes added since are dropped when they keep
+    the opset-MAX_OPSET meaning. Anything else is refused, naming the op and the opset that changed it."""
+    changed = []
+    for node in model.graph.node:
+        if _domain(node):
+            continue
+        try:
+            since = onnx.defs.get_schema(node.op_type, opset).since_version
+        except Exception:
+            continue  # not an op at this opset: onnx.checker or the unsupported-op check reports it
+        if since <= MAX_OPSET:
+            continue
+        added = NEWER_OPSETS.get(node.op_type)
+        if added is None:
+            if node.op_type in reference_ops.REGISTRY:  # others are reported as unsupported ops
+                label = node.name or "<unnamed>"
+                changed.append(f"{node.op_type} (node '{label}', revised in opset {since})")
+            continue
+        for attr in list(node.attribute):
+            if attr.name not in added:
+                continue
+            value = onnx.helper.get_attribute_value(attr)
+            value = value.decode() if isinstance(value, bytes) else value
+            if value != added[attr.name]:
+                changed.append(f"{node.op_type} (node '{node.name or '<unnamed>'}', {attr.name}={value!r})")
+            else:
+                node.attribute.remove(attr)
+    if changed:
+        raise LoweringError(f"{name}: opset {opset}: the newest op semantics supported are opset "
+                            f"{MAX_OPSET}'s; changed since: {'; '.join(changed)}")
+
+
+#: Ops the importer rewrites into others as it builds the IR (they never reach the IR).
+IMPORT_REWRITES = frozenset({"Constant", "CastLike"})
 
 #: Non-standard domains whose ops import when the reference interpreter defines them (ONNX Runtime's
 #: quantized ops: QLinearAdd, QGemm, ...); any other domain is refused.
@@ -117,7 +179,7 @@ def _check_supported(model: onnx.ModelProto, name: str) -> None:
         (n.name, _qualified_op(n))
         for n in model.graph.node
         if (_domain(n) and _domain(n) not in EXTRA_DOMAINS)
-        or (_qualified_op(n) not in reference_ops.REGISTRY and _qualified_op(n) != "Constant")
+        or (_qualified_op(n) not in reference_ops.REGISTRY and _qualified_op(n) not in IMPORT_REWRITES)
     ]
     if bad:
         raise UnsupportedOpsError(name, bad)
@@ -196,14 +258,17 @@ class _GraphBuilder:
     def __init__(self, model: onnx.ModelProto, name: str):
         self.model = model
         self.name = name
-        self.graph = Graph(name=model.graph.name or name, opset=_opset_of(model))
+        self.graph = Graph(name=model.graph.name or name, opset=min(_opset_of(model), MAX_OPSET))
         self.values: dict[str, Value] = {}
         self.types: dict[str, TensorType | None] = {}
+        self.elem_types: dict[str, int] = {}  # ONNX element type codes, also of values of unknown shape
 
     def build(self) -> Graph:
         g = self.model.graph
         for vi in list(g.value_info) + list(g.output) + list(g.input):
             self.types[vi.name] = _tensor_type(vi.type)
+            if vi.type.HasField("tensor_type"):
+                self.elem_types[vi.name] = vi.type.tensor_type.elem_type
         for init in g.initializer:
             self._define(Value(init.name, const=self._to_array(init, init.name)))
         for inp in g.input:
@@ -257,9 +322,18 @@ class _GraphBuilder:
             attrs[a.name] = converted
         outputs = [Value(name or self.graph.unique_name("unused"), self.types.get(name))
                    for name in proto.output]
+        op_type = proto.op_type
+        if op_type == "CastLike" and not _domain(proto):  # Cast to the second input's element type
+            like = inputs[1]
+            code = _ONNX_CODES.get(like.type.dtype) if like is not None and like.type is not None \
+                else self.elem_types.get(proto.input[1])
+            if code not in _ONNX_DTYPES:
+                raise LoweringError(f"{self.name}: {label} casts to the type of '{proto.input[1]}', "
+                                    "which is unknown or unsupported")
+            op_type, inputs, attrs = "Cast", inputs[:1], {"to": Attr(AttrKind.INT, code)}
         node_name = proto.name or self.graph.unique_name(proto.op_type.lower())
         self.graph.reserve_name(node_name)
-        self.graph.append(Node(proto.op_type, inputs, outputs, attrs, name=node_name,
+        self.graph.append(Node(op_type, inputs, outputs, attrs, name=node_name,
                                domain=_domain(proto)))
         for out in outputs:
             self._define(out)
