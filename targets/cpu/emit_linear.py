@@ -2,10 +2,12 @@
 
 All three become calls into the packed GEMM of ``kernels_gemm.c``:
 
-- Conv / lowering::FusedConv (NCHW; 1-D and 2-D): weights are prepacked per group as GEMM A panels,
-  ``out[co, p] = W[co, :] . col[:, p]``, with im2col writing the packed B panels directly (a plain panel
-  copy for 1x1 stride-1 convs); depthwise convs (group == channels) use a direct loop instead. Bias,
-  residual and activation run in the GEMM epilogue while the output tile is in cache.
+- Conv / lowering::FusedConv (NCHW; 1-D and 2-D) runs on the conv GEMM of ``kernels_conv.c``: weights
+  prepacked per group as A panels of ``CONV_MR`` rows, ``out[co, p] = W[co, :] . col[:, p]``, with B read
+  in place for 1x1 stride-1 unpadded convs (no im2col) and from im2col panels otherwise; small planes
+  (``conv_transposed``) run the transposed product instead (positions broadcast, output channels as
+  vectors, weights packed by ``pack_conv_weights_t``); depthwise convs (group == channels) use a direct
+  loop. Bias, residual and activation are applied to the accumulators before the one store.
 - Gemm / lowering::FusedGemm, MatMul and lowering::FusedMatMul (N-d, numpy broadcasting, bias over the
   last axis, residual and activation in the epilogue): constant operands are prepacked at compile time, a
   runtime A is read in place through its strides and a runtime B is packed into the workspace; a MatMul
@@ -23,7 +25,7 @@ import numpy as np
 from lowering.ir import Node, Value
 from lowering.opinfo import DOMAIN, EPILOGUE_ACTIVATIONS, FLOAT_MAX, window_geometry
 
-from .pack import pack_a, pack_b, pack_conv_weights, packed_a_floats, packed_b_floats
+from .pack import pack_a, pack_b, pack_conv_weights, pack_conv_weights_t, packed_a_floats, packed_b_floats
 from .registry import EmitContext, KernelCode, align, batch_index, c_float, c_longs, numel, register
 
 ACTIVATION_CODES = {"": 0, "Relu": 1, "LeakyRelu": 2, "Clip": 3, "Sigmoid": 4, "Tanh": 5, "Gelu": 6}
@@ -31,6 +33,8 @@ DEFAULT_PARAMS = {"LeakyRelu": (0.01,), "Clip": (-FLOAT_MAX, FLOAT_MAX)}
 ITEM_BYTES = 64  # upper bound of sizeof(lw_gemm_item)
 DW_SLOTS, DW_ACCUMULATORS = 64, 8  # LW_DW_SLOTS and LW_DW_ACC of kernels_conv.c
 DW_CHUNK_ROWS = 8  # depthwise output rows per staged chunk
+CONV_MR = {16: 8, 8: 6, 4: 4}  # LW_CV_MR of kernels_conv.c by vector width: weight rows per packed panel
+CT_VECTORS = 3  # LW_CT_NV of kernels_conv.c: output channels per transposed conv tile, in vectors
 #: the fields of lw_conv_geom, in order
 CONV_FIELDS = ("N", "C", "H", "W", "M", "G", "KH", "KW", "SH", "SW", "DH", "DW", "PH", "PW", "OH", "OW")
 
@@ -118,6 +122,26 @@ def depthwise_plane_floats(g: dict, vec: int) -> int:
     return align(rows * g["KW"] * lq, 16)
 
 
+def conv_in_place(g: dict) -> bool:
+    """1x1, stride-1, unpadded: the input plane is the GEMM's B matrix, read in place (no im2col)."""
+    return (g["KH"], g["KW"], g["SH"], g["SW"], g["PH"], g["PW"]) == (1, 1, 1, 1, 0, 0) and (
+        g["OH"], g["OW"]) == (g["H"], g["W"])
+
+
+def conv_transposed(g: dict, vec: int) -> bool:
+    """Whether a conv runs as the transposed GEMM (lw_conv2d_t: positions broadcast, output channels as
+    vectors), measured faster on AVX-512 for small planes: no position tile is wasted on 49 positions. Not
+    when the output channels fill their panels poorly or K is too short to pay for the transposed store."""
+    p, k, mg = g["OH"] * g["OW"], g["C"] // g["G"] * g["KH"] * g["KW"], g["M"] // g["G"]
+    nc = CT_VECTORS * vec
+    if -(-mg // nc) * nc > 1.25 * mg or k < 128:
+        return False
+    if p <= 64:
+        return True
+    strided = g["SH"] > 1 or g["SW"] > 1
+    return p <= 256 and ((strided and g["KH"] * g["KW"] > 1) or (conv_in_place(g) and k >= 512))
+
+
 @register("Conv", f"{DOMAIN}::FusedConv", check=check_conv, data_inputs=3)
 def emit_conv(ctx: EmitContext, node: Node) -> KernelCode:
     g, macs = conv_geometry(node)
@@ -138,13 +162,20 @@ def emit_conv(ctx: EmitContext, node: Node) -> KernelCode:
         )
         # the staging slots, then the taps' offsets (one long each)
         workspace = min(DW_SLOTS, g["N"] * g["M"]) * slot * 4 + g["KH"] * g["KW"] * 8
+    elif conv_transposed(g, ctx.isa.vec):
+        packed = ctx.weights(pack_conv_weights_t(w, g["G"], CT_VECTORS * ctx.isa.vec))
+        lines.append(f"lw_conv2d_t(ctx->nt, &g, {args.replace('WEIGHTS', packed)}, ctx->ws, &e);")
+        k = g["C"] // g["G"] * g["KH"] * g["KW"]
+        workspace = align(g["G"] * ITEM_BYTES)
+        if not conv_in_place(g):
+            workspace += g["G"] * 4 * k * g["OH"] * g["OW"]  # row-major im2col [G][K][P]
     else:
-        packed = ctx.weights(pack_conv_weights(w, g["G"], ctx.isa.mr))
+        packed = ctx.weights(pack_conv_weights(w, g["G"], CONV_MR[ctx.isa.vec]))
         lines.append(f"lw_conv2d(ctx->nt, &g, {args.replace('WEIGHTS', packed)}, ctx->ws, &e);")
         k = g["C"] // g["G"] * g["KH"] * g["KW"]
-        workspace = align(g["G"] * ITEM_BYTES) + g["G"] * 4 * packed_b_floats(
-            k, g["OH"] * g["OW"], ctx.isa.nr
-        )
+        workspace = align(g["G"] * ITEM_BYTES)
+        if not conv_in_place(g):
+            workspace += g["G"] * 4 * packed_b_floats(k, g["OH"] * g["OW"], ctx.isa.nr)
     return KernelCode("\n".join(lines), flops=2 * g["N"] * macs, workspace=workspace)
 
 

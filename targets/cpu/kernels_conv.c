@@ -1,6 +1,7 @@
-/* kernels_conv.c: fp32 convolutions (cpu target): im2col + the packed GEMM of kernels_gemm.c, and a direct
- * depthwise kernel. The convolution geometry (lw_conv_geom) is shared with the int8 kernels
- * (kernels_quant.c).
+/* kernels_conv.c: fp32 convolutions (cpu target): a conv GEMM with its own micro-kernels (B read in place
+ * for pointwise convs, im2col panels otherwise, a transposed form for small planes; see the sections at the
+ * end), and a direct depthwise kernel. The convolution geometry (lw_conv_geom) is shared with the int8
+ * kernels (kernels_quant.c).
  */
 
 #define LW_FUSED_PANELS LW_MAX(1, 256 / LW_NR) /* column panels per fused im2col+GEMM conv task */
@@ -125,47 +126,6 @@ static void lw_im2col_panels(const lw_conv_geom *g, const float *x, float *dst, 
                     }
                     for (long j = nr; j < LW_NR; j++) dk[j] = 0.0f;
                 }
-    }
-}
-
-/* Convolution through im2col + packed GEMM: w is packed A per group ([G][ceil(Mg/MR)][K][MR]).
- * ws holds G GEMM items then the packed columns of one image ([G][ceil(P/NR)][K][NR]). */
-static void lw_conv2d(int nt, const lw_conv_geom *g, const float *x, const float *w, const float *bias,
-                      const float *res, long res_ns, float *y, unsigned char *ws, const lw_epilogue *e) {
-    const long G = g->G, Cg = g->C / G, Mg = g->M / G, K = Cg * g->KH * g->KW, P = g->OH * g->OW;
-    const long np = LW_CDIV(P, LW_NR), a_size = LW_CDIV(Mg, LW_MR) * LW_MR * K, b_size = np * LW_NR * K;
-    lw_gemm_item *items = (lw_gemm_item *)ws;
-    float *col = (float *)(ws + LW_ALIGN64((size_t)G * 64));
-    const lw_gemm_shape s = {Mg, P, K, P, *e, 0, 0};
-    /* Fused im2col+GEMM tasks cover all output channels of LW_FUSED_PANELS column panels, so the weights
-     * are streamed once per task: worth it only when there are enough such tasks for every thread.
-     * Otherwise (small images, big weights) im2col everything first and let lw_gemm block both ways. */
-    const long nbf = LW_FUSED_PANELS, blocks = LW_CDIV(np, nbf);
-    const int fused = G * blocks >= 2L * nt;
-    for (long n = 0; n < g->N; n++) {
-        const float *xn = x + n * g->C * g->H * g->W;
-        for (long gi = 0; gi < G; gi++) {
-            items[gi].a = w + gi * a_size;
-            items[gi].b = col + gi * b_size;
-            items[gi].c = y + (n * g->M + gi * Mg) * P;
-            items[gi].bias = bias ? bias + gi * Mg * e->bias_rs : NULL;
-            items[gi].res = res ? res + n * res_ns + gi * Mg * e->res_rs : NULL;
-        }
-        if (fused) {
-            /* each task builds its own column panels and consumes them while they are in cache */
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-            for (long t = 0; t < G * blocks; t++) {
-                long gi = t / blocks, p0 = (t % blocks) * nbf, p1 = LW_MIN(np, p0 + nbf);
-                lw_im2col_panels(g, xn + gi * Cg * g->H * g->W, col + gi * b_size, p0, p1);
-                lw_gemm_block(&s, items + gi, 0, LW_CDIV(Mg, LW_MR), p0, p1);
-            }
-        } else {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && G * np > 1)
-            for (long t = 0; t < G * np; t++)
-                lw_im2col_panels(g, xn + (t / np) * Cg * g->H * g->W, col + (t / np) * b_size, t % np,
-                                 t % np + 1);
-            lw_gemm(nt, &s, items, G);
-        }
     }
 }
 
@@ -404,6 +364,382 @@ static void lw_depthwise2d(int nt, const lw_conv_geom *g, const float *x, const 
                 else LW_DW_DISPATCH(g->KH, g->KW);
             }
             if (generic) lw_activate(yp, P, e->act, e->p0, e->p1);
+        }
+    }
+}
+
+/* --- im2col + GEMM convolution ------------------------------------------------------------------------ */
+
+/* The conv GEMM out[co][p] = W[co][:] . B[:][p] with its own micro-kernel: an LW_CV_MR x (NV vectors) tile of
+ * accumulators, weights broadcast from the packed A panels (pack_conv_weights), B rows loaded as vectors,
+ * and the epilogue applied to the accumulators before the one store to the output (no tile buffer, no
+ * second pass). B is either the input itself, read in place (1x1 stride-1 unpadded convs: the plane
+ * [C][H*W] is already the K x N matrix, row stride H*W, tiles of LW_CV_NV vectors, the last one loaded
+ * masked), or im2col panels ([K][LW_NR], zero-padded). K is blocked by LW_CV_KC; blocks after the first
+ * add the output's partial sums, so every output's reduction order is fixed whatever the thread count. */
+#if LW_VEC == 16
+#define LW_CV_MR 8 /* weight rows per panel (not the GEMM's LW_MR): CONV_MR in emit_linear.py */
+#define LW_CV_NV 3 /* in-place tile width (vectors): 24 accumulators of 32 registers */
+#elif LW_VEC == 8
+#define LW_CV_MR 6
+#define LW_CV_NV 2
+#else
+#define LW_CV_MR 4
+#define LW_CV_NV 2
+#endif
+#define LW_CV_NVMAX (LW_NV > LW_CV_NV ? LW_NV : LW_CV_NV)
+#define LW_CV_KC 256        /* K block: a K block of a B tile stays in L1 across the row panels */
+#define LW_CV_BLOCK 131072  /* most output floats per task when K spans several blocks (partial sums in L2) */
+
+typedef struct {
+    const lw_epilogue *e;
+    const float *a;    /* the group's packed weights [ceil(M/LW_CV_MR)][K][LW_CV_MR] */
+    const float *b;    /* B: the group's input read in place (row stride bs), or its im2col panels */
+    long bs, tw;       /* B row stride; tile width (columns) */
+    int inplace;
+    long M, N, K;      /* output channels of the group, positions, reduction length */
+    float *y;          /* the group's output [M][N] */
+    const float *bias; /* NULL, or the group's first channel's bias */
+    const float *res;  /* NULL, or the group's first channel's residual */
+} lw_cv_job;
+
+/* One tile: rows [i0, i0 + mr) x columns [j0, j0 + n) (n > (NV - 1) * LW_VEC) over K block [k0, k0 + kc)
+ * of a (a: the panel at k0) and b (b: row k0 of the tile's columns). PART: the last B vector is loaded
+ * masked (in place, past the end of the row). */
+static inline __attribute__((always_inline)) void lw_cv_tile(const int NV, const int PART, const lw_cv_job *j,
+                                                             long kc, const float *restrict a,
+                                                             const float *restrict b, int mr, long i0,
+                                                             long j0, long n, int first, int last) {
+    const long bs = j->bs, tail = n - (NV - 1) * LW_VEC;
+    lw_vf acc[LW_CV_MR][LW_CV_NVMAX];
+    _Pragma("GCC unroll 16") for (int i = 0; i < LW_CV_MR; i++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[i][v] = (lw_vf){0};
+    for (long k = 0; k < kc; k++) {
+        lw_vf bv[LW_CV_NVMAX];
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)
+            bv[v] = PART && v == NV - 1 ? lw_load_part(b + k * bs + v * LW_VEC, tail)
+                                        : lw_load(b + k * bs + v * LW_VEC);
+        _Pragma("GCC unroll 16") for (int i = 0; i < LW_CV_MR; i++) {
+            const lw_vf ai = lw_splat(a[k * LW_CV_MR + i]);
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[i][v] += ai * bv[v];
+        }
+    }
+    const lw_epilogue *e = j->e;
+    _Pragma("GCC unroll 16") for (int i = 0; i < LW_CV_MR; i++) {
+        if (i >= mr) break;
+        const long row = i0 + i;
+        float *yr = j->y + row * j->N + j0;
+        const float bi = j->bias ? e->bias_scale * j->bias[row * e->bias_rs] : 0.0f;
+        const float *rr = j->res ? j->res + row * e->res_rs + j0 * e->res_cs : NULL;
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) {
+            const int full = v < NV - 1 || tail == LW_VEC;
+            lw_vf t = acc[i][v];
+            if (!first) t += full ? lw_load(yr + v * LW_VEC) : lw_load_part(yr + v * LW_VEC, tail);
+            if (last) {
+                if (e->alpha != 1.0f) t *= lw_splat(e->alpha);
+                if (j->bias) t += lw_splat(bi);
+                if (rr) {
+                    if (e->res_cs == 0) t += lw_splat(rr[0]);
+                    else t += full ? lw_load(rr + v * LW_VEC) : lw_load_part(rr + v * LW_VEC, tail);
+                }
+                t = lw_vactivate(t, e->act, e->p0, e->p1);
+            }
+            if (full) lw_store(yr + v * LW_VEC, t);
+            else lw_store_part(yr + v * LW_VEC, t, tail);
+        }
+    }
+}
+
+/* Column tiles [c0, c1) x row panels [m0, m1) of a job: K block by K block, each B tile block reused by
+ * every row panel while it is in L1. */
+static void lw_cv_block(const lw_cv_job *j, long c0, long c1, long m0, long m1) {
+    for (long k0 = 0; k0 < j->K; k0 += LW_CV_KC) {
+        const long kc = LW_MIN((long)LW_CV_KC, j->K - k0);
+        const int first = k0 == 0, last = k0 + kc >= j->K;
+        for (long c = c0; c < c1; c++) {
+            const long j0 = c * j->tw, n = LW_MIN(j->tw, j->N - j0);
+            const int nv = (int)LW_CDIV(n, LW_VEC), part = j->inplace && n % LW_VEC != 0;
+            const float *b = (j->inplace ? j->b + j0 : j->b + c * j->K * j->bs) + k0 * j->bs;
+            for (long mp = m0; mp < m1; mp++) {
+                const long i0 = mp * LW_CV_MR;
+                const int mr = (int)LW_MIN((long)LW_CV_MR, j->M - i0);
+                const float *a = j->a + (mp * j->K + k0) * LW_CV_MR;
+#define LW_CV_CALL(NV, PART) lw_cv_tile(NV, PART, j, kc, a, b, mr, i0, j0, n, first, last)
+                if (part) {
+                    if (nv == 1) LW_CV_CALL(1, 1);
+                    else if (nv == 2) LW_CV_CALL(2, 1);
+                    else LW_CV_CALL(LW_CV_NV, 1);
+                } else {
+                    if (nv == 1) LW_CV_CALL(1, 0);
+                    else if (nv == 2) LW_CV_CALL(2, 0);
+#if LW_CV_NVMAX >= 3
+                    else if (nv == 3) LW_CV_CALL(3, 0);
+#endif
+                    else LW_CV_CALL(LW_CV_NVMAX, 0);
+                }
+#undef LW_CV_CALL
+            }
+        }
+    }
+}
+
+/* Convolution through the conv GEMM: w is packed A per group ([G][ceil(Mg/MR)][K][MR]). ws holds the
+ * packed im2col columns of one image ([G][ceil(P/NR)][K][NR]); 1x1 stride-1 unpadded convs need none. */
+static void lw_conv2d(int nt, const lw_conv_geom *g, const float *x, const float *w, const float *bias,
+                      const float *res, long res_ns, float *y, unsigned char *ws, const lw_epilogue *e) {
+    const long G = g->G, Cg = g->C / G, Mg = g->M / G, K = Cg * g->KH * g->KW, P = g->OH * g->OW;
+    const long HW = g->H * g->W;
+    const int inplace = g->KH == 1 && g->KW == 1 && g->SH == 1 && g->SW == 1 && g->PH == 0 && g->PW == 0
+                        && g->OH == g->H && g->OW == g->W;
+    const long tw = inplace ? LW_CV_NV * LW_VEC : LW_NR, ct = LW_CDIV(P, tw), mp = LW_CDIV(Mg, LW_CV_MR);
+    const long a_size = mp * LW_CV_MR * K, b_size = LW_CDIV(P, LW_NR) * LW_NR * K;
+    float *col = (float *)(ws + LW_ALIGN64((size_t)G * 64));
+    /* Tasks: (group, column block, row block). Columns per task: all of them, or fewer when the partial
+     * sums of several K blocks would not stay in L2, or when the threads need more tasks. */
+    long cb = ct, mb = mp;
+    if (K > LW_CV_KC) cb = LW_MAX(1, LW_MIN(ct, LW_CV_BLOCK / (Mg * tw)));
+    if (!inplace) cb = LW_MIN(cb, LW_FUSED_PANELS);
+    if (nt > 1) {
+        cb = LW_MIN(cb, LW_CDIV(ct, 4L * nt));
+        while (G * LW_CDIV(ct, cb) * LW_CDIV(mp, mb) < 2L * nt && mb > 1) mb = LW_CDIV(mb, 2);
+    }
+    cb = LW_CDIV(ct, LW_CDIV(ct, cb));
+    mb = LW_CDIV(mp, LW_CDIV(mp, mb));
+    const long cblocks = LW_CDIV(ct, cb), mblocks = LW_CDIV(mp, mb), tasks = G * cblocks * mblocks;
+    /* im2col tasks build their own column panels and consume them while they are in cache, when there
+     * are enough of them for every thread; otherwise (small images, big weights) im2col everything first. */
+    const int fused = !inplace && mblocks == 1 && G * cblocks >= 2L * nt;
+    for (long n = 0; n < g->N; n++) {
+        const float *xn = x + n * g->C * HW;
+        if (!inplace && !fused) {
+            const long np = LW_CDIV(P, LW_NR);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && G * np > 1)
+            for (long t = 0; t < G * np; t++)
+                lw_im2col_panels(g, xn + (t / np) * Cg * HW, col + (t / np) * b_size, t % np, t % np + 1);
+        }
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1 && tasks > 1)
+        for (long t = 0; t < tasks; t++) {
+            const long gi = t / (cblocks * mblocks), r = t % (cblocks * mblocks);
+            const long c0 = (r / mblocks) * cb, c1 = LW_MIN(ct, c0 + cb), m0 = (r % mblocks) * mb;
+            const lw_cv_job j = {
+                e, w + gi * a_size, inplace ? xn + gi * Cg * HW : col + gi * b_size, inplace ? HW : LW_NR, tw,
+                inplace, Mg, P, K, y + (n * g->M + gi * Mg) * P, bias ? bias + gi * Mg * e->bias_rs : NULL,
+                res ? res + n * res_ns + gi * Mg * e->res_rs : NULL,
+            };
+            if (fused) lw_im2col_panels(g, xn + gi * Cg * HW, col + gi * b_size, c0, c1);
+            lw_cv_block(&j, c0, c1, m0, LW_MIN(mp, m0 + mb));
+        }
+    }
+}
+
+/* --- transposed conv GEMM (small planes) ---------------------------------------------------------------- */
+
+/* For planes of few positions (7x7, 14x14) the position tiles above waste columns (49 positions fill 64)
+ * and the weights are the broadcast operand. The transposed product computes out^T[p][co] instead: tiles
+ * of LW_CT_R positions (broadcast from B rows, read in place for pointwise convs or from a row-major
+ * [K][P] im2col) x LW_CT_NC output channels (weights packed [ceil(M/NC)][K][NC], zero-padded: pack.py's
+ * pack_conv_weights_t), so no position is wasted (7 divides 49 and 196) and each weight vector feeds
+ * LW_CT_R FMAs. Partial sums stay in a small L1 buffer across K blocks; the epilogue runs there and the
+ * tile is written transposed into the NCHW output. */
+#if LW_VEC == 16
+#define LW_CT_R 7 /* positions per tile: 21 accumulators */
+#else
+#define LW_CT_R 4
+#endif
+#define LW_CT_NV 3
+#define LW_CT_NC (LW_CT_NV * LW_VEC) /* output channels per tile */
+#define LW_CT_KC 128                 /* K block: the weights' block (KC x NC) stays in L1 */
+#define LW_CT_TILES 16               /* most position tiles per task (its partial sums: 16 * R * NC floats) */
+#define LW_CT_MASKS 1024             /* most im2col load masks lw_conv2d_t precomputes */
+
+/* part[r][:] (+)= sum over k < kc of b[k * bs + r] * w[k][:], for r < R. */
+static inline __attribute__((always_inline)) void lw_ct_tile(const int R, long kc, const float *restrict w,
+                                                             const float *restrict b, long bs,
+                                                             float *restrict part, int first) {
+    lw_vf acc[LW_CT_R][LW_CT_NV];
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < LW_CT_NV; v++)
+            acc[r][v] = first ? (lw_vf){0} : lw_load(part + r * LW_CT_NC + v * LW_VEC);
+    for (long k = 0; k < kc; k++) {
+        lw_vf wv[LW_CT_NV];
+        _Pragma("GCC unroll 4") for (int v = 0; v < LW_CT_NV; v++)
+            wv[v] = lw_load(w + k * LW_CT_NC + v * LW_VEC);
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+            const lw_vf br = lw_splat(b[k * bs + r]);
+            _Pragma("GCC unroll 4") for (int v = 0; v < LW_CT_NV; v++) acc[r][v] += br * wv[v];
+        }
+    }
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < LW_CT_NV; v++)
+            lw_store(part + r * LW_CT_NC + v * LW_VEC, acc[r][v]);
+}
+
+typedef struct {
+    const lw_epilogue *e;
+    const float *w;    /* the group's transposed packed weights [ceil(M/NC)][K][NC] */
+    const float *b;    /* B rows: element (k, p) at b[k * bs + p] */
+    long bs, M, P, K;
+    float *y;          /* the group's output [M][P] */
+    const float *bias; /* NULL, or the group's first channel's bias */
+    const float *res;  /* NULL, or the group's first channel's residual */
+} lw_ct_job;
+
+/* Output channel panel cp x positions [q0, q1) of a job. */
+static void lw_ct_block(const lw_ct_job *j, long cp, long q0, long q1) {
+    float part[LW_CT_TILES * LW_CT_R * LW_CT_NC] __attribute__((aligned(64)));
+    const lw_epilogue *e = j->e;
+    const float *wp = j->w + cp * j->K * LW_CT_NC;
+    for (long k0 = 0; k0 < j->K; k0 += LW_CT_KC) {
+        const long kc = LW_MIN((long)LW_CT_KC, j->K - k0);
+        const float *w = wp + k0 * LW_CT_NC, *b = j->b + k0 * j->bs;
+        for (long p = q0; p < q1; p += LW_CT_R) {
+            float *pt = part + (p - q0) * LW_CT_NC;
+            const long r = LW_MIN((long)LW_CT_R, q1 - p);
+            switch (r) {
+#define LW_CT_CASE(R) case R: lw_ct_tile(R, kc, w, b + p, j->bs, pt, k0 == 0); break;
+            LW_CT_CASE(1) LW_CT_CASE(2) LW_CT_CASE(3)
+#if LW_CT_R > 4
+            LW_CT_CASE(4) LW_CT_CASE(5) LW_CT_CASE(6)
+#endif
+            default: lw_ct_tile(LW_CT_R, kc, w, b + p, j->bs, pt, k0 == 0); break;
+#undef LW_CT_CASE
+            }
+        }
+    }
+    /* epilogue over the partial sums, then the transposed store */
+    const long c0 = cp * LW_CT_NC, nc = LW_MIN((long)LW_CT_NC, j->M - c0);
+    float bv[LW_CT_NC] __attribute__((aligned(64))) = {0};
+    if (j->bias)
+        for (long c = 0; c < nc; c++) bv[c] = j->bias[(c0 + c) * e->bias_rs];
+    for (long p = q0; p < q1; p++) {
+        float *pt = part + (p - q0) * LW_CT_NC;
+        float rv[LW_CT_NC] __attribute__((aligned(64)));
+        if (j->res)
+            for (long c = 0; c < LW_CT_NC; c++)
+                rv[c] = c < nc ? j->res[(c0 + c) * e->res_rs + p * e->res_cs] : 0.0f;
+        for (int v = 0; v < LW_CT_NV; v++) {
+            lw_vf t = lw_load(pt + v * LW_VEC);
+            if (e->alpha != 1.0f) t *= lw_splat(e->alpha);
+            if (j->bias) t += lw_splat(e->bias_scale) * lw_load(bv + v * LW_VEC);
+            if (j->res) t += lw_load(rv + v * LW_VEC);
+            lw_store(pt + v * LW_VEC, lw_vactivate(t, e->act, e->p0, e->p1));
+        }
+    }
+    for (long c = 0; c < nc; c++) {
+        float *yc = j->y + (c0 + c) * j->P;
+        for (long p = q0; p < q1; p++) yc[p] = part[(p - q0) * LW_CT_NC + c];
+    }
+}
+
+/* d[o] = row[iw0 + o * sw] for o < n, zero where that column is outside [0, W) or row is NULL. */
+static inline void lw_ct_im2col_row(float *d, const float *row, long iw0, long sw, long W, long n) {
+#ifdef LW_CONV_AVX512
+    if (sw <= 2) { /* masked vector loads: short rows (7, 14 columns) cost no calls and no branches */
+        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        for (long o = 0; o < n; o += 16) {
+            const long c = iw0 + o * sw;
+            __m512 v = _mm512_setzero_ps();
+            if (row) {
+                v = _mm512_maskz_loadu_ps(lw_mask_range(-c, W - c), lw_addr(row, c));
+                if (sw == 2) {
+                    const __m512 hi =
+                        _mm512_maskz_loadu_ps(lw_mask_range(-c - 16, W - c - 16), lw_addr(row, c + 16));
+                    v = _mm512_permutex2var_ps(v, even, hi);
+                }
+            }
+            _mm512_mask_storeu_ps(d + o, lw_mask_range(0, n - o), v);
+        }
+        return;
+    }
+#endif
+    if (row) {
+        lw_im2col_run(d, row, iw0, sw, W, n);
+    } else {
+        for (long o = 0; o < n; o++) d[o] = 0.0f;
+    }
+}
+
+/* Convolution through the transposed conv GEMM: w is the transposed packed weights per group
+ * ([G][ceil(Mg/NC)][K][NC]); ws holds a row-major im2col ([G][K][P]) unless the conv is 1x1, stride 1 and
+ * unpadded (read in place). */
+static void lw_conv2d_t(int nt, const lw_conv_geom *g, const float *x, const float *w, const float *bias,
+                        const float *res, long res_ns, float *y, unsigned char *ws, const lw_epilogue *e) {
+    const long G = g->G, Cg = g->C / G, Mg = g->M / G, K = Cg * g->KH * g->KW, P = g->OH * g->OW;
+    const long HW = g->H * g->W, taps = g->KH * g->KW;
+    const int inplace = g->KH == 1 && g->KW == 1 && g->SH == 1 && g->SW == 1 && g->PH == 0 && g->PW == 0
+                        && g->OH == g->H && g->OW == g->W;
+    const long cps = LW_CDIV(Mg, LW_CT_NC), w_size = cps * LW_CT_NC * K;
+    float *col = (float *)(ws + LW_ALIGN64((size_t)G * 64));
+    /* Tasks: (group, channel panel, position block); position blocks of whole tiles, at most LW_CT_TILES,
+     * more of them when the threads need more tasks. */
+    const long tiles = LW_CDIV(P, LW_CT_R);
+    long pb = LW_CDIV(tiles, LW_CDIV(tiles, LW_CT_TILES));
+    if (nt > 1)
+        while (G * cps * LW_CDIV(tiles, pb) < 4L * nt && pb > 1) pb = LW_CDIV(pb, 2);
+    const long qblocks = LW_CDIV(tiles, pb), tasks = G * cps * qblocks;
+#ifdef LW_CONV_AVX512
+    /* Stride 1 and OW == W: position p of tap (kh, kw) reads x[p + shift], valid per a mask that depends
+     * only on the tap, precomputed here (small planes: at most LW_CT_MASKS vectors in all). */
+    __mmask16 mask_table[LW_CT_MASKS];
+    long shift[LW_INDEX_TAPS];
+    const long pv = LW_CDIV(P, 16);
+    const __mmask16 *masks = NULL;
+    if (!inplace && g->SH == 1 && g->SW == 1 && g->OW == g->W && taps <= LW_INDEX_TAPS
+        && taps * pv <= LW_CT_MASKS) {
+        for (long kh = 0, k = 0; kh < g->KH; kh++)
+            for (long kw = 0; kw < g->KW; kw++, k++) {
+                const long dh = kh * g->DH - g->PH, dw = kw * g->DW - g->PW;
+                shift[k] = dh * g->W + dw;
+                for (long v = 0; v < pv; v++) {
+                    unsigned m = 0;
+                    for (long l = 0; l < 16; l++) {
+                        const long p = v * 16 + l, ih = p / g->OW + dh, iw = p % g->OW + dw;
+                        if (p < P && ih >= 0 && ih < g->H && iw >= 0 && iw < g->W) m |= 1u << l;
+                    }
+                    mask_table[k * pv + v] = (__mmask16)m;
+                }
+            }
+        masks = mask_table;
+    }
+#endif
+    for (long n = 0; n < g->N; n++) {
+        const float *xn = x + n * g->C * HW;
+        if (!inplace) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && G * Cg > 1)
+            for (long t = 0; t < G * Cg; t++) {
+                const float *xc = xn + t * HW;
+                float *d = col + t * taps * P;
+#ifdef LW_CONV_AVX512
+                if (masks) { /* stride 1, rows as wide as the input's: each tap's row is a masked shift */
+                    for (long k = 0; k < taps; k++, d += P)
+                        for (long v = 0; v < pv; v++)
+                            _mm512_mask_storeu_ps(d + v * 16, lw_mask_range(0, P - v * 16),
+                                                  _mm512_maskz_loadu_ps(masks[k * pv + v],
+                                                                        lw_addr(xc, shift[k] + v * 16)));
+                    continue;
+                }
+#endif
+                for (long kh = 0; kh < g->KH; kh++)
+                    for (long kw = 0; kw < g->KW; kw++, d += P) {
+                        for (long oh = 0; oh < g->OH; oh++) {
+                            const long ih = oh * g->SH - g->PH + kh * g->DH;
+                            lw_ct_im2col_row(d + oh * g->OW, ih >= 0 && ih < g->H ? xc + ih * g->W : NULL,
+                                             kw * g->DW - g->PW, g->SW, g->W, g->OW);
+                        }
+                    }
+            }
+        }
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1 && tasks > 1)
+        for (long t = 0; t < tasks; t++) {
+            const long gi = t / (cps * qblocks), r = t % (cps * qblocks), cp = r / qblocks;
+            const long q0 = (r % qblocks) * pb * LW_CT_R, q1 = LW_MIN(P, q0 + pb * LW_CT_R);
+            const lw_ct_job j = {
+                e, w + gi * w_size, inplace ? xn + gi * Cg * HW : col + gi * K * P, inplace ? HW : P, Mg, P,
+                K,
+                y + (n * g->M + gi * Mg) * P, bias ? bias + gi * Mg * e->bias_rs : NULL,
+                res ? res + n * res_ns + gi * Mg * e->res_rs : NULL,
+            };
+            lw_ct_block(&j, cp, q0, q1);
         }
     }
 }

@@ -115,3 +115,11 @@ def qpack_b(matrix: np.ndarray, nr: int) -> np.ndarray:
     padded[:k, :n] = matrix
     packed = padded.reshape(k4, 4, panels, nr).transpose(2, 0, 3, 1)
     return (np.ascontiguousarray(packed).reshape(-1) & 0xFF).astype(np.uint8)
+
+
+def pack_conv_weights_t(weights: np.ndarray, groups: int, nc: int) -> np.ndarray:
+    """ONNX conv weights [M, C/G, *kernel] -> per group the transposed GEMM's vector operand: W^T [K, M/G]
+    as column panels [ceil((M/G)/nc), K, nc], zero past M/G (``lw_conv2d_t`` in ``kernels_conv.c``)."""
+    m = weights.shape[0]
+    per_group = weights.reshape(groups, m // groups, -1).astype(np.float32)
+    return np.concatenate([pack_b(np.ascontiguousarray(w.T), nc).reshape(-1) for w in per_group])

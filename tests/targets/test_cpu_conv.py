@@ -1,6 +1,8 @@
 """The cpu target's fp32 convolutions (kernels_conv.c): the direct depthwise kernel's blocking, staging and
 epilogue over strides, dilations, pads, channel multipliers and plane sizes around the vector and block
-widths, at every ISA level the build supports, and results that do not depend on the thread count.
+widths; the conv GEMM (pointwise convs read in place, im2col panels) and the transposed conv GEMM of small
+planes around their tile widths, K blocks and epilogues; at every ISA level the build supports, and
+results that do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 from lowering.opinfo import DOMAIN
+from targets.cpu.emit_linear import conv_geometry, conv_in_place, conv_transposed
 
 from .cpu_harness import GraphMaker, build_cpu, check_against_reference
 
@@ -112,3 +115,91 @@ def test_pointwise_and_small_spatial_convs():
     ):
         outs.append(m.node("Conv", m.input(*xs), m.weight(*ws), m.weight(ws[0]), **attrs))
     check_against_reference(m.output(*outs), threads=2)
+
+
+# (input shape, weight shape, attrs): the in-place pointwise path (tiles of 3 vectors, a masked last one), the
+# im2col path and the transposed path (conv_transposed), each around its tile widths and K blocks
+GEMM_CASES = [
+    ((1, 16, 9, 9), (24, 16, 1, 1), {}),  # P = 81: one full tile of 48 and a masked 33
+    ((1, 8, 4, 4), (20, 8, 1, 1), {}),  # P = 16: a single vector, 20 rows (a partial row panel)
+    ((1, 8, 3, 5), (7, 8, 1, 1), {}),  # P = 15: one masked vector only
+    ((2, 300, 10, 10), (40, 300, 1, 1), {}),  # K = 300: two K blocks, batch 2
+    ((1, 12, 10, 10), (18, 4, 1, 1), {"group": 3}),  # grouped pointwise
+    ((1, 8, 12, 12), (12, 4, 3, 3), {"group": 2, "pads": (1, 1, 1, 1)}),  # grouped 3x3 (im2col)
+    ((1, 40, 6, 6), (32, 40, 3, 3), {"pads": (1, 1, 1, 1)}),  # K = 360, im2col over two K blocks
+    ((1, 160, 7, 7), (96, 160, 1, 1), {}),  # transposed, in place, P = 49
+    ((1, 300, 5, 10), (40, 300, 1, 1), {}),  # transposed, P = 50: a tile of one position, 40 of 48 channels
+    ((1, 64, 7, 7), (48, 64, 3, 3), {"pads": (1, 1, 1, 1)}),  # transposed, masked im2col, K = 576
+    ((1, 32, 9, 8), (48, 32, 3, 3), {"pads": (1, 2, 1, 0)}),  # transposed, asymmetric pads, P = 72 > 64: no
+    ((1, 32, 7, 7), (48, 32, 3, 3), {"dilations": (2, 2), "pads": (2, 2, 2, 2)}),  # transposed, dilated
+    ((1, 32, 28, 28), (96, 32, 3, 3), {"strides": (2, 2), "pads": (1, 1, 1, 1)}),  # transposed, P = 196
+    ((1, 48, 13, 13), (48, 48, 3, 3), {"strides": (2, 2), "pads": (1, 1, 1, 1)}),  # transposed, stride-2 rows
+    ((1, 256, 14, 14), (48, 256, 1, 1), {"strides": (2, 2)}),  # transposed strided 1x1 (im2col)
+    ((1, 600, 14, 14), (96, 600, 1, 1), {}),  # transposed in place, P = 196: two position blocks
+    ((1, 20, 50), (48, 20, 7), {"pads": (3, 3)}),  # 1-D, transposed
+]
+
+
+def _gemm_graph(activation: str = "", params=()) -> GraphMaker:
+    m = GraphMaker("conv_gemm")
+    outs = []
+    for xs, ws, attrs in GEMM_CASES:
+        x = m.input(*xs)
+        if activation:
+            outs.append(m.node("FusedConv", x, m.weight(*ws), m.weight(ws[0]), domain=DOMAIN,
+                               activation=activation, activation_params=params, **attrs))
+        else:
+            outs.append(m.node("Conv", x, m.weight(*ws), m.weight(ws[0]), **attrs))
+    return m.output(*outs)
+
+
+def test_gemm_cases_cover_every_path():
+    graph = _gemm_graph().graph
+    paths = set()
+    for node in graph.nodes:
+        g, _ = conv_geometry(node)
+        paths.add(("transposed" if conv_transposed(g, 16) else "gemm", conv_in_place(g)))
+    assert paths == {("gemm", True), ("gemm", False), ("transposed", True), ("transposed", False)}
+
+
+@pytest.mark.parametrize("isa", [None, "x86-64-v3", "x86-64-v2"])
+def test_conv_gemm_geometries(isa):
+    check_against_reference(_gemm_graph(), threads=2, **({"isa": isa} if isa else {}))
+
+
+def test_conv_gemm_epilogue_activation():
+    check_against_reference(_gemm_graph("Clip", (0.0, 6.0)))
+
+
+def test_conv_gemm_epilogues():
+    m = GraphMaker("conv_gemm_epilogues")
+    outs = []
+    for xs, ws, attrs in (
+        ((1, 24, 11, 11), (40, 24, 1, 1), {}),  # in place
+        ((1, 24, 11, 11), (40, 24, 3, 3), {"pads": (1, 1, 1, 1)}),  # im2col
+        ((1, 200, 7, 7), (96, 200, 1, 1), {}),  # transposed
+        ((1, 24, 7, 7), (48, 24, 3, 3), {"pads": (1, 1, 1, 1)}),  # transposed, im2col
+    ):
+        x = m.input(*xs)
+        full = m.input(xs[0], ws[0], xs[2], xs[3])
+        per_channel = m.input(1, ws[0], 1, 1)
+        for res, act, params in (
+            (full, "Relu", ()),
+            (per_channel, "LeakyRelu", (0.1,)),
+            (full, "Sigmoid", ()),
+            (None, "Tanh", ()),
+            (None, "", ()),
+        ):
+            outs.append(m.node("FusedConv", x, m.weight(*ws), m.weight(ws[0]), res, domain=DOMAIN,
+                               activation=act, activation_params=params, **attrs))
+        outs.append(m.node("FusedConv", x, m.weight(*ws), None, full, domain=DOMAIN, **attrs))  # no bias
+    check_against_reference(m.output(*outs), threads=2)
+
+
+def test_conv_gemm_results_do_not_depend_on_thread_count():
+    m = _gemm_graph()
+    built = build_cpu(m.graph)
+    results = [built.run(m.feeds, threads) for threads in (1, 2, 3)]
+    for other in results[1:]:
+        for name, value in results[0].items():
+            np.testing.assert_array_equal(other[name], value, err_msg=name)
