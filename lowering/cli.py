@@ -2,7 +2,7 @@
 
     lower MODEL.onnx --target cpu -o OUT.lwr      (the same as ``lower compile ...``)
     lower run OUT.lwr [--inputs in.npz] [--output out.npz] [--target custom --report R.json --trace T.json]
-    lower verify OUT.lwr --model MODEL.onnx [--inputs in.npz] [--rtol R --atol A]
+    lower verify OUT.lwr --model MODEL.onnx [--inputs in.npz] [--rtol R --atol A] [--bisect] [--json]
     lower inspect OUT.lwr [--json]
     lower disasm OUT.lwr [--step npu0]             (the custom target's NPU-1 programs)
     lower bench OUT.lwr --model MODEL.onnx [--threads N] [--json FILE] [--baseline-json PREV.json
@@ -100,8 +100,11 @@ def cli():
 @click.option("--no-cache", is_flag=True, help="Build every target; neither read nor fill the build cache.")
 @click.option("-j", "--jobs", type=int, default=1, show_default=True,
               help="Build up to N targets at once (the artifact is byte-identical to a serial build).")
+@click.option("--dump-ir", "dump_ir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="Write the IR (the --print-after text form) of the first target as "
+                                  "imported (DIR/00_import.txt) and after every pass (DIR/NN_<pass>.txt).")
 def compile_command(model, target, output, shapes, disabled, print_after, verify_each, isa, verbose,
-                    quantize, calibration, method, accel_config, cache_dir, no_cache, jobs):
+                    quantize, calibration, method, accel_config, cache_dir, no_cache, jobs, dump_ir):
     """Compile MODEL (an ONNX file) into an artifact."""
     from .driver import CompileOptions, compile_model
 
@@ -125,6 +128,8 @@ def compile_command(model, target, output, shapes, disabled, print_after, verify
     elif cache_dir is not None:
         raise LoweringError("--cache-dir and --no-cache contradict each other")
     progress = (lambda m: click.echo(m, err=True)) if _stderr_is_a_terminal() else None
+    if dump_ir is not None:
+        _dump_ir(model, options, dump_ir, cache, log)
     result = compile_model(model, output=output, options=options, log=log, cache=cache, jobs=jobs,
                            progress=progress)
     for name, entry in result.report["targets"].items():
@@ -134,6 +139,29 @@ def compile_command(model, target, output, shapes, disabled, print_after, verify
 
         click.echo(format_report(result.report["quantization"]))
     click.echo(f"wrote {result.path}")
+
+
+def _dump_ir(model: Path, options, directory: Path, cache, log) -> None:
+    """``--dump-ir DIR``: import (and quantize, through the build cache when there is one) and run the first
+    target's passes once more, writing the IR after each. A pass that fails stops the dump quietly: the
+    build that follows reports the error."""
+    from . import driver
+    from .bisect import dump_ir
+
+    proto = driver.load_model_proto(model)
+    driver._check_declared_shapes(proto, model.name, dict(options.shapes))
+    if options.quantize is not None:
+        digest = driver._model_digest(proto, model.read_bytes()) if cache is not None else ""
+        proto = driver._quantize_cached(model, digest, options, cache, log)[0]
+    try:
+        written = dump_ir(proto, model.name, options, directory)  # the build below logs the passes
+    except LoweringError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the build below fails the same way, with its own message
+        log(f"--dump-ir: stopped at a failing pass ({type(exc).__name__})")
+        click.echo(f"wrote the IR up to the failing pass to {directory}", err=True)
+        return
+    click.echo(f"wrote {len(written)} IR dumps to {directory}")
 
 
 def _stderr_is_a_terminal() -> bool:
@@ -389,12 +417,29 @@ def _report_summary(report: dict) -> list[str]:
 @click.option("--target", default=None, help="Verify this target (default: the best one available).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify_command(artifact, model, inputs, rtol, atol, target, seed, as_json):
-    """Run ARTIFACT and ONNX Runtime on the same inputs; exit 1 on mismatch."""
+@click.option("--bisect", is_flag=True,
+              help="Per-pass numerical bisect: re-import MODEL with the artifact's recorded options, run the "
+                   "reference interpreter after import and after every pass of the target's pipeline, then "
+                   "the artifact, all against ONNX Runtime; name the first pass (or the target's code "
+                   "generation) out of tolerance. For a quantized model, MODEL is the QDQ model and "
+                   "--atol should allow one quantization step.")
+def verify_command(artifact, model, inputs, rtol, atol, target, seed, as_json, bisect):
+    """Run ARTIFACT and ONNX Runtime on the same inputs; exit 1 on mismatch.
+
+    With --bisect: a table of every stage (import, each pass, the artifact) with each output's max and
+    mean abs error against ONNX Runtime and against the stage before, and SQNR; exit 1 names the first
+    stage out of tolerance."""
     from .verify import compare_with_onnxruntime
 
     sess = _open_session(artifact, target, None)
     feed = _load_inputs(inputs, sess, seed)
+    if bisect:
+        from .bisect import bisect as run_bisect
+        from .bisect import format_bisect
+
+        result = run_bisect(sess, model, feed, rtol=rtol, atol=atol)
+        click.echo(json.dumps(result, indent=2) if as_json else format_bisect(result))
+        sys.exit(EXIT_OK if result["ok"] else EXIT_MISMATCH)
     result = compare_with_onnxruntime(sess, model, feed, rtol=rtol, atol=atol)
     if not result["same_model"]:
         click.echo(f"note: {model} is not the model {artifact} was built from (its SHA-256 differs)",

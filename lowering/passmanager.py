@@ -26,6 +26,9 @@ class PassContext:
     print_after: frozenset[str] = frozenset()
     disabled: frozenset[str] = frozenset()
     log: Callable[[str], None] = lambda message: None
+    #: Called after every top-level pass that ran, with its name, the graph (as the pass left it) and its
+    #: record: ``lower verify --bisect`` runs the reference interpreter there, ``--dump-ir`` prints the IR.
+    after_pass: Callable[[str, Graph, PassRecord], None] | None = None
 
     def option(self, name: str, default=None):
         return self.options.get(name, default)
@@ -155,4 +158,6 @@ class PassManager:
                     f"{seconds * 1e3:.1f} ms)")
             if p.name in ctx.print_after:
                 ctx.log(f"// IR after {p.name}\n{print_graph(graph)}")
+            if ctx.after_pass is not None:
+                ctx.after_pass(p.name, graph, record)
         return records
