@@ -7,6 +7,7 @@ target kind reads exactly that entry and those members; nothing else crosses the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -42,3 +43,28 @@ class Target:
 
     def build(self, graph: Graph, options: dict) -> TargetBuild:
         raise NotImplementedError
+
+
+def kernel_identifier(text: str) -> str:
+    """A C identifier fragment for a node name (generated kernels are named k<index>_<this>)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)[:48]
+
+
+def source_comment(text: str) -> str:
+    """``text`` made safe inside a C comment."""
+    return re.sub(r"[^A-Za-z0-9_.:,/ -]", "_", text)
+
+
+def kernel_record(node, name: str, flops: int, **extra) -> dict:
+    """A kernel's entry in report.json: op, source nodes, bytes read and written, FLOPs (and ``extra``)."""
+    reads = {id(v): v for v in node.inputs if v is not None and v.type is not None}
+    return {
+        "name": name,
+        "op": node.qualified_op,
+        "node": node.name,
+        "sources": list(node.meta.sources),
+        "bytes_read": sum(v.type.nbytes for v in reads.values()),
+        "bytes_written": sum(v.type.nbytes for v in node.outputs if v is not None and v.type is not None),
+        "flops": int(flops),
+        **extra,
+    }
