@@ -25,6 +25,8 @@ demo: $(VENV)/.core
 	$(BIN)/lower examples/cnn.onnx --target cpu,cuda -o $(OUT)/cnn.lwr
 	$(BIN)/lower run $(OUT)/cnn.lwr --inputs examples/cnn_input.npz --output $(OUT)/cnn_outputs.npz
 	$(BIN)/lower verify $(OUT)/cnn.lwr --model examples/cnn.onnx --inputs examples/cnn_input.npz
+	$(BIN)/lower verify $(OUT)/cnn.lwr --model examples/cnn.onnx --inputs examples/cnn_input.npz \
+		--target cuda --emulate
 	$(BIN)/python examples/app.py $(OUT)/cnn.lwr examples/cnn_input.npz
 	$(BIN)/lower examples/cnn.onnx --target cpu,custom --quantize int8 \
 		--calibration examples/cnn_calibration.npz -o $(OUT)/cnn.int8.lwr

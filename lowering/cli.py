@@ -423,7 +423,10 @@ def _report_summary(report: dict) -> list[str]:
                    "the artifact, all against ONNX Runtime; name the first pass (or the target's code "
                    "generation) out of tolerance. For a quantized model, MODEL is the QDQ model and "
                    "--atol should allow one quantization step.")
-def verify_command(artifact, model, inputs, rtol, atol, target, seed, as_json, bisect):
+@click.option("--emulate", is_flag=True,
+              help="With --target cuda: run the cuda target's kernels on the CPU emulator (the same "
+                   "kernels.cu compiled as host C++, every thread in turn), for a machine without a GPU.")
+def verify_command(artifact, model, inputs, rtol, atol, target, seed, as_json, bisect, emulate):
     """Run ARTIFACT and ONNX Runtime on the same inputs; exit 1 on mismatch.
 
     With --bisect: a table of every stage (import, each pass, the artifact) with each output's max and
@@ -431,7 +434,14 @@ def verify_command(artifact, model, inputs, rtol, atol, target, seed, as_json, b
     stage out of tolerance."""
     from .verify import compare_with_onnxruntime
 
-    sess = _open_session(artifact, target, None)
+    if emulate:
+        if target != "cuda" or bisect:
+            raise LoweringError("--emulate needs --target cuda (and no --bisect)")
+        from targets.cuda.emulate import EmulatedSession
+
+        sess = EmulatedSession(artifact)
+    else:
+        sess = _open_session(artifact, target, None)
     feed = _load_inputs(inputs, sess, seed)
     if bisect:
         from .bisect import bisect as run_bisect

@@ -244,3 +244,30 @@ def run_emulated(entry: dict, read_member, inputs: list[np.ndarray]) -> list[np.
     driver.check_guards()
     executor.close()
     return outputs
+
+
+class EmulatedSession:
+    """The parts of ``runtime.Session`` that ``lower verify`` uses, for an artifact's cuda target run on the
+    emulator (``lower verify --target cuda --emulate``): what a machine without a GPU can check of it."""
+
+    def __init__(self, path):
+        from runtime.artifact import open_artifact
+        from runtime.session import TensorInfo
+
+        self.artifact = open_artifact(path)
+        entry = self.artifact.targets.get("cuda")
+        if entry is None:
+            raise LoweringError(f"{path}: has no cuda target to emulate (built: "
+                                f"{', '.join(sorted(self.artifact.targets)) or 'none'})")
+        self.target = "cuda (emulated on the CPU)"
+        self.inputs = [TensorInfo.from_manifest(e) for e in self.artifact.manifest["inputs"]]
+        self.outputs = [TensorInfo.from_manifest(e) for e in self.artifact.manifest["outputs"]]
+        self._entry = entry
+
+    def run(self, output_names, feed: dict) -> list[np.ndarray]:
+        arrays = [np.ascontiguousarray(feed[i.name], dtype=i.dtype) for i in self.inputs]
+        outputs = run_emulated(self._entry, self.artifact.read, arrays)
+        if output_names is None:
+            return outputs
+        index = {o.name: k for k, o in enumerate(self.outputs)}
+        return [outputs[index[name]] for name in output_names]
