@@ -151,6 +151,7 @@ class CpuExecutor:
         self._weights[: len(weights)] = np.frombuffer(weights, np.uint8)
         self._arena = _aligned_buffer(int(entry["arena_bytes"]))
         self._fixed = (self._weights.ctypes.data, self._arena.ctypes.data)  # both live as long as self
+        self._kernel_names: list[str] | None = None
         # the pointer tables lw_run reads, filled at every run (calls are serialised by the session)
         self._in_ptrs = (ctypes.c_void_p * max(len(self._in_bytes), 1))()
         self._out_ptrs = (ctypes.c_void_p * max(len(self._out_bytes), 1))()
@@ -215,10 +216,10 @@ class CpuExecutor:
         if seconds is None:
             rc = self._lib.lw_run(*args)
         else:
-            names = self.kernel_names()
-            shape_ok = seconds.shape == (len(names),) and seconds.flags.c_contiguous
+            count = len(self.kernel_names())
+            shape_ok = seconds.shape == (count,) and seconds.flags.c_contiguous
             if seconds.dtype != np.float64 or not shape_ok:
-                raise ValueError(f"cpu target: seconds must be a contiguous float64 array of {len(names)}")
+                raise ValueError(f"cpu target: seconds must be a contiguous float64 array of {count}")
             rc = self._lib.lw_run_profiled(*args, seconds.ctypes.data)
         if rc != 0:
             reason = f": {RUN_STATUS[rc]}" if rc in RUN_STATUS else ""
@@ -228,7 +229,10 @@ class CpuExecutor:
         """The library's kernels in run order (the report's kernel records use the same names)."""
         if not hasattr(self._lib, "lw_run_profiled"):
             raise RuntimeLoadError("cpu target: this library was built without profiling (rebuild it)")
-        return [self._lib.lw_kernel_name(i).decode() for i in range(self._lib.lw_num_kernels())]
+        if self._kernel_names is None:  # read once from the library
+            count = self._lib.lw_num_kernels()
+            self._kernel_names = [self._lib.lw_kernel_name(i).decode() for i in range(count)]
+        return list(self._kernel_names)
 
     @staticmethod
     def _fill(table, arrays, sizes: list[int], role: str, writable: bool) -> None:
