@@ -8,6 +8,7 @@
     lower bench OUT.lwr --model MODEL.onnx [--threads N] [--json FILE] [--baseline-json PREV.json
                 [--max-regression 5%]]       (exit 1 when slower than PREV by more than the margin)
     lower merge A.lwr B.lwr [...] -o ALL.lwr       (artifacts of one model built on different machines)
+    lower report OUT.lwr -o report.html            (one HTML page: graph, passes, memory plan, NPU roofline)
     lower quantize MODEL.onnx --calibration DATA [-o MODEL.int8.onnx] [--method minmax|percentile|entropy]
 
 Exit codes: 0 ok, 1 verification failed, 2 bad input (a one-line error, no traceback).
@@ -25,6 +26,7 @@ import numpy as np
 from . import __version__
 from .errors import LoweringError
 from .inputs import index_bounds, random_input
+from .report_html import report_command
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
 _QUANT_METHODS = ("minmax", "percentile", "entropy")  # lowering.quantize.METHODS, without importing it
@@ -63,6 +65,7 @@ def cli():
     lower disasm OUT.lwr                        the custom target's NPU-1 programs, instruction by instruction
     lower bench OUT.lwr --model MODEL.onnx      latency against ONNX Runtime, same threads
     lower merge A.lwr B.lwr -o ALL.lwr          one artifact from per-target builds (a CI matrix)
+    lower report OUT.lwr -o report.html         one HTML page: graph, passes, memory plan, NPU roofline
     lower quantize MODEL.onnx --calibration D   calibrate and write an int8 QDQ ONNX model
     """
 
@@ -281,8 +284,10 @@ def _open_session(artifact: Path, target: str | None, threads: int | None):
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the run's report as JSON (the custom target: NPU-1 simulator report per segment "
-                   "and totals).")
+              help="Write the run's report (the custom target: NPU-1 simulator report per segment and "
+                   "totals): JSON, or with a path ending in .html one self-contained page with the "
+                   "artifact's graph, passes and memory plan, the per-layer table, roofline and energy "
+                   "(needs matplotlib: pip install 'lowering[report]').")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a Chrome trace (chrome://tracing, Perfetto) of the NPU-1 segments (custom target).")
 @click.option("--profile", "profile_runs", type=int, default=None, metavar="RUNS",
@@ -296,6 +301,11 @@ def run_command(artifact, inputs, output, target, threads, seed, report_path, tr
 
     The simulated accelerator (target custom) runs only when asked for with --target custom; it then
     prints a summary of the simulation (cycles, MAC utilisation, DRAM traffic, energy)."""
+    html_report = report_path is not None and report_path.suffix.lower() in (".html", ".htm")
+    if html_report:
+        from .report_html import require_matplotlib
+
+        require_matplotlib()  # before a long simulation, not after it
     sess = _open_session(artifact, target, threads)
     feed = _load_inputs(inputs, sess, seed)
     if profile_path is not None and profile_runs is None:
@@ -321,7 +331,12 @@ def run_command(artifact, inputs, output, target, threads, seed, report_path, tr
     if report_path is not None:
         if report is None:
             raise LoweringError(f"--report: target {sess.target} keeps no run report (try --target custom)")
-        _write_json(report_path, report)
+        if html_report:
+            from .report_html import write_run_page
+
+            write_run_page(report_path, artifact, report, sess.target, trace_path)
+        else:
+            _write_json(report_path, report)
         click.echo(f"wrote {report_path}")
     if trace_path is not None:
         trace = sess.last_trace()
@@ -662,6 +677,9 @@ def quantize_command(model, calibration, output, method, percentile, per_channel
     click.echo(text if as_json else format_report(result.report))
     if not as_json:
         click.echo(f"wrote {result.path}" + (f" and {report_path}" if report_path is not None else ""))
+
+
+cli.add_command(report_command)
 
 
 def _one_line(exc: BaseException) -> str:
