@@ -9,7 +9,7 @@
                 [--max-regression 5%]]       (exit 1 when slower than PREV by more than the margin)
     lower merge A.lwr B.lwr [...] -o ALL.lwr       (artifacts of one model built on different machines)
     lower report OUT.lwr -o report.html            (one HTML page: graph, passes, memory plan, NPU roofline)
-    lower quantize MODEL.onnx --calibration DATA [-o MODEL.int8.onnx] [--method minmax|percentile|entropy]
+    lower quantize MODEL.onnx [--calibration DATA] [-o MODEL.int8.onnx] [--method minmax|percentile|entropy]
 
 Exit codes: 0 ok, 1 verification failed, 2 bad input (a one-line error, no traceback).
 """
@@ -90,9 +90,15 @@ def cli():
               help="Quantize first (post-training static, QDQ), then compile the quantized model.")
 @click.option("--calibration", type=click.Path(path_type=Path), default=None,
               help="Calibration data for --quantize: a .npz keyed by input name (samples stacked on axis 0) "
-                   "or a folder of them.")
+                   "or a folder of them. Without it: generated random samples, with a warning.")
 @click.option("--method", type=click.Choice(_QUANT_METHODS), default=None,
               help="Calibration method for --quantize (default: minmax).")
+@click.option("--percentile", type=float, default=None,
+              help="Percentile kept by --quantize with --method percentile (default: 99.999).")
+@click.option("--per-channel/--per-tensor", "per_channel", default=None,
+              help="--quantize: one weight scale per output channel (the default), or one per tensor.")
+@click.option("--activation-type", type=click.Choice(["int8", "uint8"]), default=None,
+              help="--quantize: activation integer type (default: int8).")
 @click.option("--accel-config", "accel_config", default=None, metavar="PRESET_OR_JSON",
               help="NPU-1 configuration for --target custom: a preset (default, vta_like, gemmini_like, "
                    "tpu_v1_like) or a JSON config file (default: default).")
@@ -107,11 +113,12 @@ def cli():
               metavar="DIR", help="Write the IR (the --print-after text form) of the first target as "
                                   "imported (DIR/00_import.txt) and after every pass (DIR/NN_<pass>.txt).")
 def compile_command(model, target, output, shapes, disabled, print_after, verify_each, isa, verbose,
-                    quantize, calibration, method, accel_config, cache_dir, no_cache, jobs, dump_ir):
+                    quantize, calibration, method, percentile, per_channel, activation_type, accel_config,
+                    cache_dir, no_cache, jobs, dump_ir):
     """Compile MODEL (an ONNX file) into an artifact."""
     from .driver import CompileOptions, compile_model
 
-    quantization = _quantize_options(quantize, calibration, method)
+    quantization = _quantize_options(quantize, calibration, method, percentile, per_channel, activation_type)
     targets = tuple(t.strip() for t in target.split(",") if t.strip())
     extra = _accel_config_option(accel_config, targets)
     options = CompileOptions(
@@ -231,18 +238,23 @@ def _print_target_summary(name: str, entry: dict, source_nodes: int) -> None:
         click.echo(f"    {shown} -> host: {reason}")
 
 
-def _quantize_options(quantize, calibration, method):
-    """The compile command's --quantize/--calibration/--method as a QuantizeConfig (or None)."""
+def _quantize_options(quantize, calibration, method, percentile=None, per_channel=None, activation_type=None):
+    """The compile command's --quantize and its options (the same as `lower quantize`'s) as a
+    QuantizeConfig (or None)."""
+    given = {"--calibration": calibration, "--method": method, "--percentile": percentile,
+             "--per-channel/--per-tensor": per_channel, "--activation-type": activation_type}
     if quantize is None:
-        if calibration is not None or method is not None:
-            raise LoweringError("--calibration and --method need --quantize int8")
+        stray = [name for name, value in given.items() if value is not None]
+        if stray:
+            raise LoweringError(f"{' and '.join(stray)} need{'s' if len(stray) == 1 else ''} --quantize int8")
         return None
-    if calibration is None:
-        raise LoweringError("--quantize int8 needs --calibration DATA (a .npz keyed by input name, or a "
-                            "folder of them)")
     from .quantize import QuantizeConfig
 
-    return QuantizeConfig(method=method or "minmax")
+    if percentile is not None and method != "percentile":
+        raise LoweringError("--percentile needs --method percentile")
+    return QuantizeConfig(method=method or "minmax", percentile=99.999 if percentile is None else percentile,
+                          per_channel=True if per_channel is None else per_channel,
+                          activation_type=activation_type or "int8")
 
 
 def _load_inputs(path: Path | None, session, seed: int) -> dict[str, np.ndarray]:
@@ -641,8 +653,11 @@ def merge_command(artifacts, output, verbose):
 
 @cli.command("quantize")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--calibration", required=True, type=click.Path(path_type=Path),
-              help="A .npz keyed by input name, samples stacked along axis 0, or a folder of them.")
+@click.option("--calibration", type=click.Path(path_type=Path), default=None,
+              help="A .npz keyed by input name, samples stacked along axis 0, or a folder of them (or of "
+                   "one <input name>.npy per input). "
+                   "Without it: 32 generated random samples, with a warning (the accuracy on real inputs "
+                   "is then unknown).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="QDQ model path (default: MODEL with .int8.onnx).")
 @click.option("--method", type=click.Choice(_QUANT_METHODS), default="minmax", show_default=True,

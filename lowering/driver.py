@@ -33,7 +33,8 @@ class CompileOptions:
     verify_each: bool = False
     isa: str | None = None
     extra: tuple[tuple[str, object], ...] = field(default=())
-    #: Quantize before compiling (a ``lowering.quantize.QuantizeConfig``), with the data at ``calibration``.
+    #: Quantize before compiling (a ``lowering.quantize.QuantizeConfig``), with the data at ``calibration``
+    #: (None: generated random samples, with a warning).
     quantize: QuantizeConfig | None = None
     calibration: str | None = None
 
@@ -45,8 +46,8 @@ class CompileOptions:
         for name, dims in self.shapes:
             if not dims or any(d <= 0 for d in dims):
                 raise LoweringError(f"--shape {name}: dimensions must be positive, got {dims}")
-        if (self.quantize is None) != (self.calibration is None):
-            raise LoweringError("--quantize int8 and --calibration DATA go together")
+        if self.quantize is None and self.calibration is not None:
+            raise LoweringError("--calibration DATA needs --quantize int8")
 
     def target_options(self) -> dict:
         opts = dict(self.extra)
@@ -401,15 +402,21 @@ def _quantize_cached(model_path: Path, model_digest: str, options: CompileOption
     if cache is not None:
         from .cache import entry_key, file_content_hash, package_source_hash
 
-        calibration = Path(options.calibration)
-        if calibration.exists():
+        calibration = Path(options.calibration) if options.calibration is not None else None
+        if calibration is None or calibration.exists():  # generated samples are seeded: one key
+            data = file_content_hash(calibration) if calibration is not None else "generated"
             key = entry_key("quantize", model_digest, model_path.name,
-                            options.quantize.to_json(), file_content_hash(calibration), package_source_hash())
+                            options.quantize.to_json(), data, package_source_hash())
             hit = cache.get(key)
             if hit is not None and "qdq.onnx" in hit[1] and isinstance(hit[0].get("report"), dict):
                 from .onnx.importer import load_model_bytes
 
                 log(f"quantize: cache hit ({key[:16]})")
+                if options.calibration is None:
+                    from .quantize.generated import warn
+
+                    warn("no calibration data: the cached quantization was calibrated on generated random "
+                         "samples; the int8 accuracy on real inputs is unknown (give --calibration DATA)")
                 return load_model_bytes(hit[1]["qdq.onnx"]), hit[0]["report"], hit[1]["qdq.onnx"]
     proto, report, qdq_bytes = _quantize(model_path, options, log)
     if key is not None:

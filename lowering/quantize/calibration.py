@@ -4,7 +4,8 @@ DATA is a ``.npz`` file whose arrays are keyed by model input name and stacked a
 (axis 0), or a folder of such files read in sorted name order. For a model whose batch dimension is fixed
 at B, every file holds a multiple of B samples and the model is fed B samples per run; for a model whose
 batch dimension is symbolic, it is fed one sample per run (shape (1, ...)). A ``.npy`` file (or ``.npy``
-files in the folder) stands for the only input of a single-input model.
+files in the folder) stands for the only input of a single-input model; for a model with several inputs,
+a folder may instead hold one ``<input name>.npy`` per input (the arrays a ``.npz`` would hold).
 
 Nothing is loaded whole: :meth:`CalibrationData.open` reads every file's array headers (names, dtypes,
 shapes) so that a bad file fails before any calibration work, and :meth:`CalibrationData.batches` then
@@ -64,6 +65,7 @@ class _Member:
     shape: tuple[int, ...]
     dtype: np.dtype
     fortran: bool
+    path: Path | None = None  # the .npy file holding it, when not the _File's own path
 
 
 @dataclass
@@ -102,12 +104,15 @@ class CalibrationData:
         if root.is_dir():
             paths = sorted(p for p in root.iterdir() if p.suffix in (".npz", ".npy") and p.is_file())
             if not paths:
-                raise LoweringError(f"{root}: the folder holds no .npz files")
+                raise LoweringError(f"{root}: the folder holds no .npz or .npy files")
         elif root.is_file():
             paths = [root]
         else:
             raise LoweringError(f"{root}: no such file or folder")
-        files = [_scan(p, inputs) for p in paths]
+        if root.is_dir() and _named_npy(paths, inputs):
+            files = [_scan_named_npy(root, paths, inputs)]
+        else:
+            files = [_scan(p, inputs) for p in paths]
         data = cls(root, inputs, files)
         if data.samples == 0:
             raise LoweringError(f"{root}: no calibration samples (every array has 0 samples)")
@@ -173,6 +178,29 @@ def _scan(path: Path, inputs: list[InputSpec]) -> _File:
                     members[key] = _Member(key, info.filename, shape, dtype, fortran)
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise LoweringError(f"{path}: cannot read as .npz ({_why(exc)})") from None
+    return _check_members(path, inputs, members)
+
+
+def _named_npy(paths: list[Path], inputs: list[InputSpec]) -> bool:
+    """A folder of one ``<input name>.npy`` per input of a model with several inputs."""
+    return (len(inputs) > 1 and all(p.suffix == ".npy" for p in paths)
+            and sorted(p.stem for p in paths) == sorted(s.name for s in inputs))
+
+
+def _scan_named_npy(root: Path, paths: list[Path], inputs: list[InputSpec]) -> _File:
+    members = {}
+    for p in paths:
+        try:
+            with open(p, "rb") as fh:
+                shape, fortran, dtype = _read_header(fh)
+        except (OSError, ValueError) as exc:
+            raise LoweringError(f"{p}: cannot read as .npy ({_why(exc)})") from None
+        members[p.stem] = _Member(p.stem, None, shape, dtype, fortran, p)
+    return _check_members(root, inputs, members)
+
+
+def _check_members(path: Path, inputs: list[InputSpec], members: dict[str, _Member]) -> _File:
+    """Check the arrays found in ``path`` against the inputs: names, shapes, dtypes, sample counts."""
     names = [s.name for s in inputs]
     for spec in inputs:
         if spec.name not in members:
@@ -239,13 +267,14 @@ def _widening(got: np.dtype, want: np.dtype) -> bool:
 # --- reading batches ----------------------------------------------------------------------------------
 
 def _read_file(f: _File, inputs: list[InputSpec], batch: int) -> Iterator[dict[str, np.ndarray]]:
-    zf = None if f.path.suffix == ".npy" else zipfile.ZipFile(f.path)
+    zipped = f.path.suffix == ".npz" and f.path.is_file()
+    zf = zipfile.ZipFile(f.path) if zipped else None
     handles = []
     try:
         streams = {}
         for spec in inputs:
             m = f.arrays[spec.name]
-            fh = open(f.path, "rb") if zf is None else zf.open(m.member)
+            fh = zf.open(m.member) if zf is not None else open(m.path or f.path, "rb")
             handles.append(fh)
             streams[spec.name] = _ArrayStream(fh, m)
         for start in range(0, f.samples, batch):

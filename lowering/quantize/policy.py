@@ -4,7 +4,10 @@ The policy (DESIGN.md section 5, ACCELERATOR.md C.5): symmetric int8 weights, pe
 default; per-tensor asymmetric activations, int8 by default (the accelerator computes in int8) or uint8;
 int32 bias with scale ``input_scale * weight_scale`` and zero point 0. The ops in :data:`QUANTIZED_OPS`
 get QuantizeLinear/DequantizeLinear around them; every other op stays float between a DequantizeLinear
-and the next QuantizeLinear, and the report says why (:func:`float_reason`).
+and the next QuantizeLinear, and the report says why (:func:`float_reason`). Two exceptions keep a node of
+a listed type float, decided on the calibrated ranges by the quantizer: a ReduceMean that is not a global
+pool, and an Add of two activations one of which would be erased at the output's int8 step (BERT's
+additive attention mask next to the scores; ``quantizer._erased_input``).
 
 This module imports neither onnx nor onnxruntime, so the QDQ-folding pass and the targets can read the
 op list from it.
@@ -25,8 +28,11 @@ ACTIVATION_TYPES = ("int8", "uint8")
 #: input's scale and zero point (ONNX Runtime quantizes those only when their input is quantized).
 #: ReduceMean only when it averages every spatial axis (the dynamo exporter's global pooling, which the
 #: compiler's ``reduce_mean_to_pool`` pass turns into GlobalAveragePool); see :func:`is_spatial_mean`.
+#: LayerNormalization gets QDQ on its input, scale and output (ONNX Runtime's ``QDQNormalization``) but
+#: runs in float between them (no integer kernel computes it): a model output produced by one (BERT's
+#: last hidden state) then comes from a DequantizeLinear like every other output, at a known step.
 QUANTIZED_OPS = (
-    "Conv", "Gemm", "MatMul",
+    "Conv", "Gemm", "MatMul", "LayerNormalization",
     "Add", "Mul",
     "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean",
     "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh",

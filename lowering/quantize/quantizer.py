@@ -39,6 +39,7 @@ import contextlib
 import io
 import itertools
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -57,6 +58,10 @@ ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 512, 128
 PERCENTILE_BINS = 2048
 #: Most batches fed to one collect_data call (bounds MinMax's per-run bookkeeping too).
 MAX_CHUNK_BATCHES = 1024
+#: An Add stays float when an input spans fewer output steps than this (see :func:`_erased_input`).
+ERASED_STEPS = 4
+ERASED_REASON = ("int8 would erase one input: the other's range dwarfs it (an additive attention mask "
+                 "next to the scores); the Add runs in float")
 
 _ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
@@ -74,11 +79,12 @@ class QuantizeResult:
 
 def quantize_model(model, calibration, output, config: QuantizeConfig | None = None, *,
                    progress: Progress = terminal_progress,
-                   log=lambda message: None) -> QuantizeResult:
+                   log=lambda message: None, warn=None) -> QuantizeResult:
     """Quantize the ONNX file ``model`` with the calibration data ``calibration`` into ``output``.
 
-    Returns the written path and the report (see :mod:`lowering.quantize.report`). The output is written
-    atomically; on any error nothing is left at ``output``.
+    ``calibration`` None: calibrate on generated random inputs (:mod:`.generated`), with one ``warn``
+    line saying so. Returns the written path and the report (see :mod:`lowering.quantize.report`). The
+    output is written atomically; on any error nothing is left at ``output``.
     """
     from ..onnx.importer import load_model_proto
     from .report import build_report
@@ -93,14 +99,25 @@ def quantize_model(model, calibration, output, config: QuantizeConfig | None = N
         pre = tmp / "model.pre.onnx"
         _preprocess(model, pre)
         inputs = input_specs(pre)
+        if calibration is None:
+            from .generated import generate_calibration
+            from .generated import warn as default_warn
+
+            calibration = tmp / "generated.npz"
+            (warn or default_warn)(generate_calibration(load_model_proto(pre), inputs, calibration))
+            generated = True
+        else:
+            generated = False
         data = CalibrationData.open(calibration, inputs)
         log(f"calibration: {data.samples} samples in {len(data.files)} file(s), {data.batch} per run")
         ranges, chunk = _calibrate(pre, data, config, tmp, progress)
         qdq = tmp / "model.qdq.onnx"
-        _quantize(pre, qdq, ranges, config, tmp)
+        excluded = _excluded_nodes(pre, ranges)
+        _quantize(pre, qdq, ranges, config, tmp, list(excluded))
         _check_signature(model, qdq)
         log(f"quantized: measuring the report on the first {config.report_samples} samples")
-        report = build_report(pre, qdq, data, config, chunk_batches=chunk)
+        report = build_report(pre, qdq, data, config, chunk_batches=chunk, excluded=excluded)
+        report["calibration"]["generated"] = generated
         _write_atomically(qdq.read_bytes(), output)
     return QuantizeResult(output, report)
 
@@ -135,15 +152,21 @@ def _quiet():
         logging.disable(logging.NOTSET)
 
 
-def _excluded_nodes(pre: Path) -> list[str]:
-    """Nodes of a quantized op type that the policy keeps float: ReduceMeans that are not global pools."""
+def _excluded_nodes(pre: Path, ranges) -> dict[str, dict]:
+    """Nodes of a quantized op type that the policy keeps float, with ``{"reason": ..., "detail"?: ...}``:
+    ReduceMeans that are not global pools, and Adds that int8 would make lose one input
+    (:func:`_erased_input`)."""
     from onnxruntime.quantization.onnx_model import ONNXModel
 
     from ..onnx.importer import load_model_proto
 
     model = ONNXModel(load_model_proto(pre))
-    excluded = []
+    excluded = {}
     for node in model.nodes():
+        if node.op_type == "Add":
+            reason = _erased_input(model, node, ranges)
+            if reason is not None:
+                excluded[node.name] = reason
         if node.op_type != "ReduceMean":
             continue
         axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
@@ -153,8 +176,37 @@ def _excluded_nodes(pre: Path) -> list[str]:
         ttype = model.get_tensor_type(node.input[0])
         rank = len(ttype.shape.dim) if ttype is not None and ttype.HasField("shape") else None
         if not is_spatial_mean(axes, rank):
-            excluded.append(node.name)
+            excluded[node.name] = {"reason": "no integer kernel (only a mean over every spatial axis, a "
+                                             "global average pool, is quantized)"}
     return excluded
+
+
+def _span(ranges, name: str) -> tuple[float, float] | None:
+    if not name or name not in ranges:
+        return None
+    lo, hi = (float(np.asarray(v).reshape(-1)[0]) for v in ranges[name].range_value)
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
+
+
+def _erased_input(model, node, ranges) -> dict | None:
+    """Why an ``Add`` of two activations stays float: one input's calibrated range spans fewer than
+    :data:`ERASED_STEPS` steps of the output's int8 range, so quantizing the output would round that input
+    away. This is the additive attention mask (``(1 - mask) * finfo.min``, or ``* -10000``) added to the
+    attention scores: at the output scale the mask forces (~1e36 per step), every score rounds to the same
+    code and softmax attends uniformly. Float, the Add keeps the scores exact and the mask's -inf effect."""
+    if len(node.input) != 2 or any(model.get_constant_value(i) is not None for i in node.input):
+        return None
+    out = _span(ranges, node.output[0])
+    spans = [_span(ranges, i) for i in node.input]
+    if out is None or None in spans:
+        return None
+    step = (out[1] - out[0]) / 255.0
+    for name, (lo, hi) in zip(node.input, spans):
+        if 0.0 < hi - lo < ERASED_STEPS * step:
+            return {"reason": ERASED_REASON,
+                    "detail": f"input '{name}' spans [{lo:.3g}, {hi:.3g}], fewer than {ERASED_STEPS} "
+                              f"steps of the output's [{out[0]:.3g}, {out[1]:.3g}]"}
+    return None
 
 
 def _preprocess(model: Path, out: Path) -> None:
@@ -235,7 +287,7 @@ def _calibrate(pre: Path, data: CalibrationData, config: QuantizeConfig, tmp: Pa
     return ranges, chunk
 
 
-def _quantize(pre: Path, qdq: Path, ranges, config: QuantizeConfig, tmp: Path) -> None:
+def _quantize(pre: Path, qdq: Path, ranges, config: QuantizeConfig, tmp: Path, excluded: list[str]) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
@@ -247,7 +299,7 @@ def _quantize(pre: Path, qdq: Path, ranges, config: QuantizeConfig, tmp: Path) -
             str(pre), str(qdq), None,
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZED_OPS),
-            nodes_to_exclude=_excluded_nodes(pre),
+            nodes_to_exclude=excluded,
             per_channel=config.per_channel,
             reduce_range=False,
             activation_type=activation,

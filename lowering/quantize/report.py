@@ -26,7 +26,8 @@ JSON schema (every object's keys are sorted when written; lists keep graph order
       "calibration": {
         "samples": int, "files": int, "batch": int,   # samples per run
         "chunk_batches": int,                   # batches per calibrator.collect_data call
-        "sha256": str | null                    # of the samples as fed (names, dtypes, shapes, bytes)
+        "sha256": str | null,                   # of the samples as fed (names, dtypes, shapes, bytes)
+        "generated": bool                       # random inputs (no data given): accuracy unknown
       },
       "evaluation": {"samples": int, "source": str},
       "layers": [                               # one per Conv/Gemm/MatMul with a constant weight
@@ -50,7 +51,8 @@ JSON schema (every object's keys are sorted when written; lists keep graph order
       },
       "quantized_ops": {op: count},             # nodes running between DequantizeLinear/QuantizeLinear
       "folded_activations": [{"node": str, "op": str}],  # Relu/Clip absorbed into an output range
-      "float_ops": [{"node": str, "op": str, "reason": str}],   # nodes that stayed float
+      "float_ops": [{"node": str, "op": str, "reason": str,     # nodes that stayed float
+                     "detail": str}],           # (detail: only for some reasons, e.g. the ranges)
       "qdq_model": {"sha256": str, "nodes": int, "quantize_linear": int, "dequantize_linear": int}
     }
 """
@@ -73,7 +75,8 @@ _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
 def build_report(fp32_path: Path, qdq_path: Path, data: CalibrationData, config: QuantizeConfig,
-                 chunk_batches: int) -> dict:
+                 chunk_batches: int, excluded: dict[str, dict] | None = None) -> dict:
+    """``excluded``: the nodes of quantized op types the policy kept float: ``{"reason", "detail"?}``."""
     import onnxruntime as ort
     from onnxruntime.quantization.onnx_model import ONNXModel
 
@@ -113,10 +116,8 @@ def build_report(fp32_path: Path, qdq_path: Path, data: CalibrationData, config:
     for node in graph.model.nodes():
         if node.op_type in _QDQ or node.op_type == "Constant":
             continue
-        if node.op_type == "ReduceMean" and not graph.is_quantized(node):
-            float_ops.append({"node": node.name, "op": node.op_type,
-                              "reason": "no integer kernel (only a mean over every spatial axis, a global "
-                                        "average pool, is quantized)"})
+        if node.name in (excluded or {}) and not graph.is_quantized(node):
+            float_ops.append({"node": node.name, "op": node.op_type, **excluded[node.name]})
         elif node.op_type not in QUANTIZED_OPS:
             float_ops.append({"node": node.name, "op": node.op_type, "reason": float_reason(node.op_type)})
         elif graph.is_quantized(node):
@@ -298,7 +299,8 @@ def format_report(report: dict) -> str:
     """The report as a table for a terminal."""
     cfg = report["config"]
     method = cfg["method"] + (f" {cfg['percentile']:g}" if cfg["percentile"] is not None else "")
-    lines = [f"int8 QDQ: {method} calibration on {report['calibration']['samples']} samples; "
+    generated = " generated random" if report["calibration"].get("generated") else ""
+    lines = [f"int8 QDQ: {method} calibration on {report['calibration']['samples']}{generated} samples; "
              f"{'per-channel' if cfg['per_channel'] else 'per-tensor'} int8 weights, "
              f"{cfg['activation_type']} activations, int32 bias"]
     rows = [("layer", "op", "weight scale (min..max, channels)", "in scale/zp", "out scale/zp", "SQNR dB")]

@@ -111,6 +111,7 @@ def qaverage_pool(node, xs):
     else:
         kernel = tuple(node.attr("kernel_shape"))
         geo = window_geometry(node, tuple(x.shape[2:]), kernel, ceil_mode=bool(node.attr("ceil_mode", 0)))
+        _check_uniform_windows(node, tuple(x.shape[2:]), geo)
         xp = np.pad(x, [(0, 0), (0, 0)] + list(zip(geo.pads_begin, geo.pads_end)))
         win = sliding_window_view(xp, kernel, axis=tuple(range(2, 2 + d)))
         index = tuple(slice(0, o * s, s) for o, s in zip(geo.out, geo.strides))
@@ -118,6 +119,23 @@ def qaverage_pool(node, xs):
     y = rounding_shift(total, node.attr("multiplier")[0], node.attr("shift")[0])
     return [finish(y, node.attr("out_zero_point", 0), node.attr("clamp_min"), node.attr("clamp_max"),
                    node.output.type.dtype.numpy)]
+
+
+def _check_uniform_windows(node, spatial: tuple[int, ...], geo) -> None:
+    """The contract's QAveragePool sums undilated windows that all lie inside the padded input (so every
+    window counts the same number of elements); anything else is refused, not silently misread
+    (``evaluate_node`` reports it as a ReferenceError naming the node)."""
+    if any(d != 1 for d in geo.dilations):
+        raise NotImplementedError(f"QAveragePool with dilations {geo.dilations} is not implemented (the "
+                                  "contract's windows are undilated; fold_qdq leaves a dilated pool float)")
+    for axis, (size, k, o, s, pb, pe) in enumerate(zip(spatial, geo.kernel, geo.out, geo.strides,
+                                                         geo.pads_begin, geo.pads_end)):
+        if (o - 1) * s + k > size + pb + pe:
+            raise NotImplementedError(
+                f"QAveragePool's ceil_mode windows run past the padded input along spatial "
+                f"axis {axis} (the last of {o} windows of {k} at stride {s} ends at {(o - 1) * s + k}, the "
+                f"padded input at {size + pb + pe}); the contract needs every window to count the same "
+                "number of elements (pad the end explicitly instead)")
 
 
 @register("QLut", domain=DOMAIN)

@@ -26,9 +26,11 @@ per output channel, through an optional Transpose). Details per op are in ``rewr
 - data-movement ops run on the integers; an input with other parameters than the output first goes
   through a requantization ``QLut`` (exact: the float path requantizes every element the same way).
 
-Finally a ``QLut`` whose input is the only use of a QConv/QMatMul/QAdd/QMul of the same output type
-becomes that op's ``lut`` epilogue, and DequantizeLinear (and Transpose) nodes left without uses are
-removed.
+Then every elementwise region computed from one int8/uint8 tensor alone (a GELU's DQ, Div, Erf, Q, QAdd,
+QMul, QMul) becomes one ``QLut`` holding the reference's evaluation of the region on every code
+(``tables.py``: exact). Finally a ``QLut`` whose input is the only use of a QConv/QMatMul/QAdd/QMul of the
+same output type becomes that op's ``lut`` epilogue, and DequantizeLinear (and Transpose) nodes left
+without uses are removed.
 
 The integer ops requantize in fixed point (round half up), the float path in float32 (round half to
 even): results agree within one quantization step. Whatever does not fold stays float between its
@@ -55,6 +57,7 @@ from .rewrites import (
     fold_mul,
     fold_pool,
 )
+from .tables import collapse_tables
 
 LINEAR_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 LUT_OPS = frozenset(UNARY_OPS) | BINARY_OPS
@@ -125,6 +128,7 @@ class FoldQDQ(Pass):
             absorbed = "".join(f" + {n.op}" for n in (found.bias_add, found.act) if n is not None)
             changes.append(f"{found.core.op} '{found.core.name}'{absorbed} -> "
                            f"{rewrite.node.qualified_op} ({found.out.dtype.name})")
+        changes += collapse_tables(graph)
         changes += self._fuse_tables(graph)
         return PassResult(bool(changes), changes)
 

@@ -14,6 +14,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from lowering.ir import Attr, AttrKind, Graph, Node, TensorType, Value
 from lowering.opinfo import DOMAIN, window_geometry
+from lowering.reference import evaluate_node
 
 from ..fusion.rewriting import merged_meta, new_constant
 from .qparams import (
@@ -354,7 +355,9 @@ MOVE_OPS = {"MaxPool": (0,), "GlobalMaxPool": (0,), "Reshape": (0,), "Flatten": 
 def fold_move(graph: Graph, m: Match) -> Rewrite | str:
     """``Q(op(DQ(x)))`` for a data-movement ``op`` -> ``op(x)`` on the integers; an input whose parameters
     differ from the output's first goes through a ``QLut`` requantization table (exact: the float path
-    requantizes every element the same way)."""
+    requantizes every element the same way). A float constant input (an embedding table under a
+    ``Gather``) is quantized with the QuantizeLinear's own parameters: ``Q(Gather(T, ids))`` is
+    ``Gather(Q(T), ids)`` element for element."""
     node = m.core
     if any(out.uses() for out in node.outputs[1:]):
         return "its second output is used"
@@ -362,6 +365,11 @@ def fold_move(graph: Graph, m: Match) -> Rewrite | str:
     indices = MOVE_OPS[node.op] or [i for i, v in enumerate(inputs) if v is not None]
     before = []
     for i in indices:
+        if inputs[i] is not None and inputs[i].is_const and inputs[i].const.dtype.kind == "f":
+            # a float table (an embedding Gather's): Q(op(T)) == op(Q(T)) exactly, so quantize T once
+            table = evaluate_node(m.q, [inputs[i].const] + [v.const for v in m.q.inputs[1:] if v is not None])
+            inputs[i] = new_constant(graph, table[0], f"{inputs[i].name}_quantized")
+            continue
         found = activation_input(inputs[i], f"input {i}")
         if isinstance(found, str):
             return found

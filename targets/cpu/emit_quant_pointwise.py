@@ -192,7 +192,7 @@ def check_qavgpool(node: Node) -> str | None:
     if kernel is None:
         return "QAveragePool has no kernel_shape"
     if any(d != 1 for d in node.attr("dilations", ())):
-        return "dilated QAveragePool is not supported (the reference sums undilated windows)"
+        return "dilated QAveragePool is not supported (the contract's windows are undilated)"
     geo = window_geometry(node, tuple(shape[2:]), tuple(kernel), ceil_mode=bool(node.attr("ceil_mode", 0)))
     for size, k, o, s, dl, pb, pe in zip(
         shape[2:], kernel, geo.out, geo.strides, geo.dilations, geo.pads_begin, geo.pads_end

@@ -48,6 +48,32 @@ def test_folder_is_read_in_sorted_order(tmp_path):
     np.testing.assert_array_equal(np.concatenate([f["x"] for f in got]), x)
 
 
+def test_folder_of_one_npy_per_input_of_a_multi_input_model(tmp_path):
+    """``DIR/x.npy`` and ``DIR/y.npy``: the arrays a .npz keyed by input name would hold; the digest is
+    that of the same samples in a .npz, and a wrong array is named by its input."""
+    x, y = samples(4), samples(4, seed=1, shape=(2,))
+    (tmp_path / "dir").mkdir()
+    np.save(tmp_path / "dir" / "x.npy", x)
+    np.save(tmp_path / "dir" / "y.npy", np.asfortranarray(y))
+    np.savez(tmp_path / "same.npz", x=x, y=y)
+    got = feeds(tmp_path / "dir", [X, Y])
+    assert len(got) == 4
+    np.testing.assert_array_equal(np.concatenate([f["x"] for f in got]), x)
+    np.testing.assert_array_equal(np.concatenate([f["y"] for f in got]), y)
+    digests = []
+    for path in (tmp_path / "dir", tmp_path / "same.npz"):
+        data = CalibrationData.open(path, [X, Y])
+        list(data.batches())
+        digests.append(data.sha256)
+    assert digests[0] == digests[1]
+    np.save(tmp_path / "dir" / "y.npy", samples(3, shape=(2,)))
+    with pytest.raises(LoweringError, match="inputs hold different numbers of samples"):
+        CalibrationData.open(tmp_path / "dir", [X, Y])
+    np.save(tmp_path / "dir" / "y.npy", samples(4, shape=(3,)))
+    with pytest.raises(LoweringError, match="input 'y' has shape"):
+        CalibrationData.open(tmp_path / "dir", [X, Y])
+
+
 def test_digest_depends_on_samples_not_files(tmp_path):
     x = samples(6)
     np.savez(tmp_path / "one.npz", x=x)
@@ -162,7 +188,7 @@ BAD = [
     ("npy_two_inputs", lambda p: np.save(p / "a.npy", samples(2)) or p / "a.npy", [X, Y],
      ["a.npy", "2 inputs"]),
     ("nowhere", lambda p: p / "nowhere.npz", [X], ["nowhere.npz", "no such file or folder"]),
-    ("empty_folder", lambda p: (p / "e").mkdir() or p / "e", [X], ["no .npz files"]),
+    ("empty_folder", lambda p: (p / "e").mkdir() or p / "e", [X], ["no .npz or .npy files"]),
 ]
 
 

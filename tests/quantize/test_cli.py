@@ -67,10 +67,14 @@ def test_quantize_default_output_name_and_json(tiny, tmp_path, capsys):
                    "--percentile", "0"], ["percentile must be in (0, 100]"]),
     (lambda t, d: ["quantize", t / "cnn.onnx", "--calibration", t / "cnn_cal.npz", "--method", "kl"],
      ["'kl' is not one of"]),
-    (lambda t, d: [t / "cnn.onnx", "--quantize", "int8", "-o", d / "o.lwr"], ["--quantize int8 needs",
-                                                                              "--calibration"]),
+    (lambda t, d: [t / "cnn.onnx", "--per-tensor", "--activation-type", "uint8", "-o", d / "o.lwr"],
+     ["--per-channel/--per-tensor and --activation-type need --quantize int8"]),
+    (lambda t, d: [t / "cnn.onnx", "--quantize", "int8", "--percentile", "99", "-o", d / "o.lwr"],
+     ["--percentile needs --method percentile"]),
     (lambda t, d: [t / "cnn.onnx", "--calibration", t / "cnn_cal.npz", "-o", d / "o.lwr"],
-     ["need --quantize int8"]),
+     ["--calibration needs --quantize int8"]),
+    (lambda t, d: ["quantize", d / "seq.onnx"], ["input 'x' has a symbolic dimension (axis 1)",
+                                                 "--calibration DATA"]),
     (lambda t, d: [t / "cnn.onnx", "--quantize", "int8", "--calibration", d / "nan.npz", "-o", d / "o.lwr"],
      ["nan.npz", "NaN"]),
 ])
@@ -79,6 +83,7 @@ def test_bad_input_exits_2_with_one_line(tiny, tmp_path, capsys, args, needles):
     np.savez(tmp_path / "wrong.npz", x=np.zeros((2, 3, 8, 9), np.float32))
     np.savez(tmp_path / "other.npz", y=np.zeros((2, 3, 8, 8), np.float32))
     np.savez(tmp_path / "empty.npz", x=np.zeros((0, 3, 8, 8), np.float32))
+    onnx.save(_symbolic_sequence(), tmp_path / "seq.onnx")
     code, stdout, err = run_cli(args(tiny, tmp_path), capsys)
     assert code == 2
     assert "Traceback" not in err
@@ -88,6 +93,20 @@ def test_bad_input_exits_2_with_one_line(tiny, tmp_path, capsys, args, needles):
     for needle in needles:
         assert needle in err, (needle, err)
     assert not (tmp_path / "o.lwr").exists()
+
+
+def _symbolic_sequence() -> onnx.ModelProto:
+    """MatMul over an input whose sequence axis is symbolic: nothing to shape generated samples with."""
+    from onnx import TensorProto, helper
+
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "seq",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "S", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "S", 4])],
+                              initializer=[w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
 
 
 def test_cli_method_choices_match_the_package():
@@ -104,8 +123,9 @@ def test_options_record_the_quantization_settings():
     assert minmax.to_json()["quantize"]["method"] == "minmax"
     assert minmax.to_json() != entropy.to_json()
     assert "/data" not in json.dumps(minmax.to_json())  # no paths in an artifact
-    with pytest.raises(LoweringError, match="go together"):
-        CompileOptions(quantize=QuantizeConfig())
+    with pytest.raises(LoweringError, match="--calibration DATA needs --quantize int8"):
+        CompileOptions(calibration="/data/cal.npz")
+    assert CompileOptions(quantize=QuantizeConfig()).calibration is None  # generated samples
 
 
 def test_compile_with_quantize(tiny, tmp_path, capsys):
@@ -145,3 +165,45 @@ def test_compile_with_quantize(tiny, tmp_path, capsys):
         want = ref.run(None, {"x": x})[0]
         got = sess.run(None, {"x": x})[0]
         np.testing.assert_allclose(got, want, rtol=0, atol=1.01 * step)  # within one output step
+
+
+def test_without_calibration_data_generated_samples_and_one_warning(tiny, tmp_path, capsys):
+    """No --calibration: `lower quantize` and `lower MODEL --quantize int8` calibrate on generated random
+    samples, say so in one warning line on stderr, and the report records it."""
+    out = tmp_path / "cnn.int8.onnx"
+    code, stdout, err = run_cli(["quantize", tiny / "cnn.onnx", "-o", out, "--json"], capsys)
+    assert code == 0, err
+    (line,) = [line for line in err.splitlines() if line.strip()]
+    assert line.startswith("warning: no calibration data: calibrating on 32 generated random samples")
+    assert "accuracy on real inputs is unknown" in line
+    report = json.loads(stdout)
+    assert report["calibration"]["generated"] is True and report["calibration"]["samples"] == 32
+    assert report["model"]["cosine_min"] > 0.9  # on the generated samples themselves
+    artifact = tmp_path / "cnn.int8.lwr"
+    for attempt in ("built", "from the build cache"):  # the warning holds for a cached quantization too
+        code, stdout, err = run_cli([tiny / "cnn.onnx", "--quantize", "int8", "--cache-dir",
+                                     tmp_path / "cache", "-o", artifact], capsys)
+        assert code == 0, err
+        assert [line for line in err.splitlines() if line.startswith("warning: no calibration data")], attempt
+        assert "on 32 generated random samples" in stdout
+    with zipfile.ZipFile(artifact) as zf:
+        assert json.loads(zf.read("report.json"))["quantization"]["calibration"]["generated"] is True
+
+
+def test_compile_takes_the_quantize_commands_options(tiny, tmp_path, capsys):
+    """--method/--percentile/--per-tensor/--activation-type on the compile command: the manifest records
+    them, and the QDQ model they give is the one `lower quantize` writes with the same options."""
+    options = ["--method", "percentile", "--percentile", "99.9", "--per-tensor", "--activation-type", "uint8"]
+    artifact, qdq = tmp_path / "cnn.lwr", tmp_path / "cnn.int8.onnx"
+    code, _, err = run_cli([tiny / "cnn.onnx", "--quantize", "int8", "--calibration", tiny / "cnn_cal.npz",
+                            "--no-cache", "-o", artifact] + options, capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["quantize", tiny / "cnn.onnx", "--calibration", tiny / "cnn_cal.npz", "-o", qdq]
+                           + options, capsys)
+    assert code == 0, err
+    with zipfile.ZipFile(artifact) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        report = json.loads(zf.read("report.json"))
+    want = QuantizeConfig(method="percentile", percentile=99.9, per_channel=False, activation_type="uint8")
+    assert manifest["options"]["quantize"] == want.to_json()
+    assert report["quantization"]["qdq_model"]["sha256"] == hashlib.sha256(qdq.read_bytes()).hexdigest()

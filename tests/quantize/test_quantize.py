@@ -283,3 +283,63 @@ def test_progress_bar_only_on_a_terminal(tiny, tmp_path, monkeypatch):
         quantize_model(tiny / "cnn.onnx", tiny / "cnn_cal.npz", tmp_path / "p.onnx",
                        progress=terminal_progress)
         assert ("calibrating (minmax)" in stream.getvalue()) is shown
+
+
+def _masked_attention(mask_value: float) -> onnx.ModelProto:
+    """softmax(x @ w + (1 - m) * mask_value): attention scores plus BERT's additive mask."""
+    from onnx import TensorProto, helper
+
+    w = numpy_helper.from_array(np.random.default_rng(3).standard_normal((8, 8)).astype(np.float32), "w")
+    one = numpy_helper.from_array(np.array(1.0, np.float32), "one")
+    big = numpy_helper.from_array(np.array(mask_value, np.float32), "big")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["s"], name="scores"),
+             helper.make_node("Sub", ["one", "m"], ["inv"], name="invert"),
+             helper.make_node("Mul", ["inv", "big"], ["mask"], name="mask"),
+             helper.make_node("Add", ["s", "mask"], ["masked"], name="add_mask"),
+             helper.make_node("Softmax", ["masked"], ["y"], name="softmax", axis=-1)]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 8]) for n in ("x", "m")]
+    graph = helper.make_graph(nodes, "attention", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])],
+                              initializer=[w, one, big])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("mask_value", [float(np.finfo(np.float32).min), -10000.0])
+def test_an_additive_mask_add_stays_float_so_the_scores_survive(tmp_path, mask_value):
+    """Quantizing ``scores + mask`` at the step the mask forces (~1e36, or ~40 for -10000) rounds every
+    score to one code; the quantizer leaves that Add float, and the probabilities stay close to fp32's."""
+    onnx.save(_masked_attention(mask_value), tmp_path / "att.onnx")
+    rng = np.random.default_rng(0)
+
+    def feeds(n):
+        m = np.ones((n, 4, 8), np.float32)
+        m[..., 6:] = 0
+        return {"x": rng.standard_normal((n, 4, 8)).astype(np.float32), "m": m}
+
+    np.savez(tmp_path / "cal.npz", **feeds(8))
+    report = quantize_model(tmp_path / "att.onnx", tmp_path / "cal.npz", tmp_path / "q.onnx").report
+    (add,) = [f for f in report["float_ops"] if f["op"] == "Add"]
+    assert add["node"] == "add_mask" and "would erase one input" in add["reason"]
+    assert add["detail"].startswith("input 's' spans")
+    feed = {k: v[:1] for k, v in feeds(1).items()}
+    got = ort.InferenceSession(str(tmp_path / "q.onnx")).run(None, feed)[0]
+    want = ort.InferenceSession(str(tmp_path / "att.onnx")).run(None, feed)[0]
+    assert cosines(got, want).min() > 0.99 and np.all(got[..., 6:] == 0)
+
+
+def test_generated_calibration_draws_token_ids_within_the_embedding_table(zoo, tmp_path):
+    """Without data, BERT's token ids are drawn within its word-embedding table (found through the
+    Gather on the initializer) and its attention mask in [0, 2): calibration sees finite values (a mask of
+    2 or more would overflow ``(1 - mask) * finfo.min`` to +inf) and the warning says what was drawn."""
+    from lowering.quantize.generated import table_bounds
+
+    bert = zoo.get("bert_tiny", "legacy", 17)
+    assert table_bounds(onnx.load(str(bert))) == {"input_ids": 100}
+    messages = []
+    report = quantize_model(bert, None, tmp_path / "b.onnx", warn=messages.append).report
+    (message,) = messages
+    assert "input_ids integers in [0, 100) (its Gather table)" in message
+    assert "attention_mask integers in [0, 2)" in message and "floats" not in message
+    assert report["calibration"]["generated"] and report["model"]["cosine_min"] > 0.99

@@ -176,6 +176,23 @@ def test_qaverage_pool_window_and_global(dtype):
     np.testing.assert_array_equal(_run("QAveragePool", [x], attrs, dtype, want.shape), want)
 
 
+@pytest.mark.parametrize("extra, out_shape, message", [
+    ({"dilations": (2, 2)}, (1, 1, 3, 3), r"QAveragePool with dilations \(2, 2\) is not implemented"),
+    # 5 wide, kernel 2, stride 2, ceil_mode: 3 windows, the last one covers column 4 and a missing column 5
+    ({"ceil_mode": 1}, (1, 1, 3, 3), "ceil_mode windows run past the padded input along spatial axis 0"),
+])
+def test_qaverage_pool_refuses_what_the_contract_does_not_define(extra, out_shape, message):
+    """Dilated windows and ceil_mode windows that overhang the padded input are refused with the node's
+    name (the reference used to sum undilated, truncated windows silently)."""
+    from lowering.reference import ReferenceError
+
+    attrs = dict(kernel_shape=(2, 2), strides=(2, 2), x_zero_point=0, out_zero_point=0, multiplier=(1 << 30,),
+                 shift=(32,), clamp_min=-128, clamp_max=127, **extra)
+    attrs["global"] = 0
+    with pytest.raises(ReferenceError, match=message):
+        _run("QAveragePool", [_random(np.int8, (1, 1, 5, 5))], attrs, np.int8, out_shape)
+
+
 @pytest.mark.parametrize("in_dtype,out_dtype", [(np.int8, np.int8), (np.uint8, np.int8), (np.int8, np.uint8)])
 def test_qlut(in_dtype, out_dtype):
     x = _random(in_dtype, (3, 17))

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from lowering.opinfo import DOMAIN
+from lowering.reference import run_graph
 from passes.quantization.fold_qdq import FoldQDQ
 from tests.helpers.graphs import GraphBuilder
 from tests.helpers.parity import run_passes
@@ -196,10 +197,11 @@ def test_scalar_arithmetic_becomes_a_table_and_a_table_after_conv_becomes_its_ep
     half = b.op("Mul", [qdq(b, sig, 1 / 256, -128, name="sig_out"), b.const(np.float32(0.5))], name="half")
     _quantized_output(b, half, 1 / 512, -128)
     graph, _, _ = _fold(b, expect_modified=True)
-    assert _ops(graph) == ["QuantizeLinear", f"{DOMAIN}::QConv", f"{DOMAIN}::QLut", "DequantizeLinear"]
+    # the two tables (sigmoid, then * 0.5) compose into one, which becomes the conv's epilogue
+    assert _ops(graph) == ["QuantizeLinear", f"{DOMAIN}::QConv", "DequantizeLinear"]
     conv = graph.nodes[1]
     assert len(conv.attr("lut")) == 256
-    assert conv.meta.sources == ("conv", "conv_out_q", "sigmoid", "sig_out_q")
+    assert conv.meta.sources == ("conv", "conv_out_q", "sigmoid", "sig_out_q", "half", "out_q")
 
 
 def test_data_movement_runs_on_integers_and_concat_requantizes_unequal_inputs():
@@ -217,6 +219,21 @@ def test_data_movement_runs_on_integers_and_concat_requantizes_unequal_inputs():
         "MaxPool", "Reshape", f"{DOMAIN}::QLut", "Concat"]
     assert all(n.output.type.dtype.value == "int8" for n in graph.nodes if n.op in ("MaxPool", "Concat"))
 
+
+def test_embedding_gather_of_a_float_table_reads_a_quantized_table():
+    """Q(Gather(T, ids)) -> Gather(Q(T), ids): the table is quantized once with the QuantizeLinear's own
+    parameters, exact (values at and past the range saturate the same way, ties round to even)."""
+    b = GraphBuilder()
+    table = _rand(20, 8, scale=2.0)
+    table[0, :4] = np.float32(0.05) * np.array([2.5, 3.5, -2.5, 1e3], np.float32)  # ties and saturation
+    ids = b.input("ids", (2, 5), np.int64)
+    gathered = b.op("Gather", [b.const(table, "table"), ids], {"axis": 0}, name="embed")
+    _quantized_output(b, gathered, 0.05, 7)
+    feeds = {"ids": np.array([[0, 3, 19, 0, 7], [1, 2, 3, 4, 5]], np.int64)}
+    graph, exact, _ = _fold(b, inputs=feeds, expect_modified=True, min_exact=1.0)
+    assert _ops(graph) == ["Gather", "DequantizeLinear"]
+    quantized = graph.nodes[0].input(0).const
+    assert quantized.dtype == np.int8 and quantized[0, :4].tolist() == [9, 11, 5, 127]
 
 def test_what_cannot_fold_stays_float_with_a_reason():
     b = GraphBuilder()
@@ -280,3 +297,52 @@ def test_simplification_keeps_quantized_weights_for_the_fold():
     b.output(b.op("Relu", [weight(b, _rand(3, 2), axis=None)]), "y")
     assert not run_passes(b.graph, [FoldConstants(keep_ops=KEEP_QUANTIZED)])
     assert run_passes(b.graph, [FoldConstants()]) and _ops(b.graph) == []
+
+
+def _gelu_qdq(b, x_q, scale, zp):
+    """ONNX Runtime's QDQ form of the exported erf GELU, ``x * 0.5 * (1 + erf(x / sqrt 2))``."""
+    x = dequantize(b, x_q, scale, zp, name="x_dq")
+    e = b.op("Erf", [b.op("Div", [x, b.const(np.float32(1.4142135), "sqrt2")], name="div")], name="erf")
+    e = qdq(b, e, 2.0 / 255, 0, name="erf")
+    one = dequantize(b, b.const(np.int8(127), "one_q"), np.float32(1 / 127), np.int8(0), name="one_dq")
+    plus = qdq(b, b.op("Add", [e, one], name="add"), 3.0 / 255, -128, name="plus")
+    prod = qdq(b, b.op("Mul", [x, plus], name="mul"), 0.05, -100, name="prod")
+    half = dequantize(b, b.const(np.int8(127), "half_q"), np.float32(0.5 / 127), np.int8(0), name="half_dq")
+    return b.op("Mul", [prod, half], name="mul_half")
+
+
+def test_gelu_chain_on_one_int8_tensor_becomes_one_exact_table(monkeypatch):
+    """DQ -> Div -> Erf -> Q, QAdd, QMul(x, .), QMul: every op a function of the one int8 x, so the region
+    becomes one QLut whose entries are the folded region's own reference results (bit for bit, all 256
+    codes), within a step of the float QDQ model."""
+    import passes.quantization.fold_qdq as fold_qdq
+
+    def build():
+        b = GraphBuilder()
+        x_q = b.input("x", (2, 128), np.int8)
+        _quantized_output(b, _gelu_qdq(b, x_q, 0.04, 3), 0.03, -20)
+        return b
+
+    codes = {"x": np.arange(-128, 128).astype(np.int8).reshape(2, 128)}
+    graph, _, _ = _fold(build(), inputs=codes, expect_modified=True, min_exact=0.95)
+    assert _ops(graph) == [f"{DOMAIN}::QLut", "DequantizeLinear"]
+    assert set(graph.nodes[0].meta.sources) >= {"div", "erf", "add", "mul", "mul_half"}
+    monkeypatch.setattr(fold_qdq, "collapse_tables", lambda g: [])
+    separate = build().graph
+    run_passes(separate, [FoldQDQ()])
+    assert f"{DOMAIN}::QMul" in _ops(separate)  # the same fold, op by op
+    np.testing.assert_array_equal(run_graph(graph, codes)["y"], run_graph(separate, codes)["y"])
+
+
+def test_a_region_whose_inner_value_is_used_outside_is_not_collapsed():
+    b = GraphBuilder()
+    x_q = b.input("x", (4, 8), np.int8)
+    y = _gelu_qdq(b, x_q, 0.04, 3)
+    _quantized_output(b, y, 0.03, -20)
+    prod_q = next(n for n in b.graph.nodes if n.name == "prod_q").output
+    b.output(dequantize(b, prod_q, 0.05, -100, name="side"), "side")
+    graph, _, _ = _fold(b, expect_modified=True, min_exact=0.9)
+    # prod is used outside: the chain up to it collapses into one table, the last QMul stays
+    assert sorted(_ops(graph)) == ["DequantizeLinear"] * 2 + [f"{DOMAIN}::QLut", f"{DOMAIN}::QMul"]
+    lut, mul = (next(n for n in graph.nodes if n.op == op) for op in ("QLut", "QMul"))
+    assert mul.input(0) is lut.output and lut.input(0).name == "x"
