@@ -46,6 +46,9 @@ from .tiling import (
     Plan,
     compulsory_bytes,
     estimate_cycles,
+    pool_slot,
+    pool_tiles,
+    ring_pieces,
     run_pieces,
     search,
 )
@@ -176,7 +179,9 @@ class Epilogue:
     layer), so no input is LOADed. ``out_region``: ``(base line, consumer geometry, consumer input zero
     point)``: ACT writes the output straight into the next layer's padded UB region (after filling its pad
     lines with the zero point) and nothing is STOREd. ``own_base``/``own_lines``: the UB lines this layer's
-    own buffers (input tiles, output and skip slots) use (``own_lines`` 0: all of UB)."""
+    own buffers (input tiles, output and skip slots) use (``own_lines`` 0: all of UB). ``pool``: a MaxPool
+    fused per output tile (``y`` is its output): ACT writes each tile's rows into a pooling slot, POOL reduces
+    them into the output slot and only the pooled rows are STOREd (``tiling.pool_tiles``)."""
 
     add: object = None
     skip: Act | None = None
@@ -185,10 +190,22 @@ class Epilogue:
     out_region: tuple | None = None
     own_base: int = 0
     own_lines: int = 0
+    pool: object = None
 
     def geom(self, g: ConvGeom) -> ConvGeom:
         return dataclasses.replace(g, skip=self.add is not None, in_ub=self.in_base is not None,
-                                   out_ub=self.out_region is not None, ub_lines=self.own_lines)
+                                   out_ub=self.out_region is not None, ub_lines=self.own_lines,
+                                   pool=pool_tuple(self.pool))
+
+
+def pool_tuple(pool) -> tuple:
+    """``ConvGeom.pool`` of a MaxPool node fused into its producing conv (``()`` for None)."""
+    if pool is None:
+        return ()
+    from .vpu import _pool_geometry
+
+    p = _pool_geometry(pool, avg=False)
+    return (p.kh, p.kw, p.sh, p.sw, p.pt, p.pl, p.pb, p.pr, p.oh, p.ow)
 
 
 def region_lines(g: ConvGeom) -> int:
@@ -256,8 +273,8 @@ def _lower(b: ProgramBuilder, node, g: ConvGeom, w: np.ndarray, x_zp_attr: str, 
         add_lut = _lut(ep.add)
         consts.update(add_op=op, add_pb=b.constant(param_line(**fields, line_bytes=cfg.line_bytes)),
                       add_lut=None if add_lut is None else b.constant(pack_lut(add_lut)))
-    if ep.out_region is not None:
-        zp = int(ep.out_region[2])
+    if ep.out_region is not None or ep.pool is not None:
+        zp = int(ep.out_region[2]) if ep.pool is None else -128
         consts["fill_pb"] = b.constant(pack_params(np.zeros(1, np.int64), 0, 1, zp, cfg.block)[:1])
     result = search(cfg, g)
     if result.plan is None:
@@ -303,7 +320,11 @@ class _Schedule:
         else:
             self.in_base = ep.own_base
             in_lines = g.cb * g.u_need * g.wt if p.in_res else 2 * self.in_slot_lines
-        self.out_base = ep.own_base + in_lines
+            if p.ring:
+                in_lines = g.cb * p.ring * g.wt
+        self.pool_base = ep.own_base + in_lines
+        self.pslot = pool_slot(g, p.ho_t) if g.pool else (0, 0, 0)
+        self.out_base = self.pool_base + 2 * g.nb * self.pslot[0] * self.pslot[1]
         self.skip_base = self.out_base + (0 if g.out_ub else 2 * p.nt * self.m_max)
         self.w_slot_lines = p.nt * p.kc * g.taps * self.blk
         self.in_ready, self.w_ready = LD_MX_READY, (LD_MX_READY if g.skip else W_READY)
@@ -341,6 +362,8 @@ class _Schedule:
     def emit(self) -> None:
         if self.g.out_ub:
             self.fill_region()
+        if self.g.pool:
+            self.fill_pool_slots()
         steps = self.steps()
         loaded_in, loaded_w = set(), set()
         in_loads = w_loads = tiles = 0
@@ -357,6 +380,13 @@ class _Schedule:
                     in_items = self.input_band(i, k)
                 loaded_in.add((i, k))
                 free_in = False
+            elif self.p.ring:       # streamed into the ring: the tile's band; freed like a streamed slot
+                if prev is None or prev[0] != i:
+                    in_items = self.input_ring(i)
+                    in_wait = {self.in_free} if in_items else set()
+                    if in_items:
+                        loaded_in.add(i)
+                free_in = i in loaded_in and (nxt is None or nxt[0] != i)
             else:
                 if prev is None or (prev[0], prev[2]) != (i, k):
                     in_slot, in_loads = in_loads % 2, in_loads + 1
@@ -394,7 +424,7 @@ class _Schedule:
             if k == self.k_chunks - 1:
                 if tiles == 0:
                     self.params()
-                self.epilogue(i, j, tiles % 2, first=tiles == 0)
+                (self.pool_epilogue if self.g.pool else self.epilogue)(i, j, tiles % 2, first=tiles == 0)
                 tiles += 1
 
     def _sync(self, loads: list[dict], wait: set, signal: int | None) -> bool:
@@ -437,6 +467,16 @@ class _Schedule:
             return []
         plane = g.u_need * g.wt
         return self._rows(self.blocks(k), u0, u1, lambda c: self.in_base + c * plane + u0 * g.wt, plane)
+
+    def input_ring(self, i: int) -> list[dict]:
+        """Ring input: the rows of band ``i`` (every channel block), split where they wrap."""
+        g, ring = self.g, self.p.ring
+        plane = ring * g.wt
+        out = []
+        for u0, u1 in ring_pieces(g.band(self.p.ho_t, i), ring):
+            out += self._rows(range(g.cb), u0, u1,
+                              lambda c, u0=u0: self.in_base + c * plane + (u0 % ring) * g.wt, plane)
+        return out
 
     def input_tile(self, i: int, k: int, slot: int) -> list[dict]:
         """Streamed input: the rows m-tile ``i`` reads (halo included) into input slot ``slot``."""
@@ -514,6 +554,24 @@ class _Schedule:
                                 ub_outer_stride=stride if mo > 1 else 0, pb_line=self.fill_pb,
                                 clamp_min=zp, clamp_max=zp, lut_en=False, lut_id=0)
 
+    def fill_pool_slots(self) -> None:
+        """Fill every pooling slot with -128 (MaxPool's padding; ACT later writes the conv rows inside the
+        padded rows and columns): first in the layer, like :meth:`fill_region`."""
+        cfg = self.b.cfg
+        self.b.emit("LOAD", buf="PB", sram_line=self.fill_pb, dram_line=self.consts["fill_pb"], rows=1,
+                    row_len=PB_RECORD_LINES, dram_row_stride=0)
+        total = 2 * self.g.nb * self.pslot[0] * self.pslot[1]
+        step = min(MAX_FIELD, cfg.acc_rows)
+        for off in range(0, total, step):
+            self.b.emit("ACT", acc_row=0, ub_line=self.pool_base + off, m_inner=min(step, total - off),
+                        m_outer=1, ub_outer_stride=0, pb_line=self.fill_pb, clamp_min=-128, clamp_max=-128,
+                        lut_en=False, lut_id=0)
+
+    def pool_line(self, n: int, tile: int) -> int:
+        """UB line of the pooling slot of output block ``n`` that m-tile ``tile`` pools from."""
+        rows, pitch, _ = self.pslot
+        return self.pool_base + (2 * n + tile % 2) * rows * pitch
+
     # ---- compute ------------------------------------------------------------------------------------------
     def in_line(self, i: int, k: int, c: int, ky: int, kx: int, slot: int) -> int:
         """UB line of the first pixel m-tile ``i`` reads for block ``c`` and tap ``(ky, kx)``."""
@@ -521,6 +579,8 @@ class _Schedule:
         if self.p.in_res:
             oy0, _ = g.tile(self.p.ho_t, i)
             return self.in_base + c * g.u_need * g.wt + (oy0 * g.out_step + ky) * g.wt + kx
+        if self.p.ring:
+            return self._ring_line(c, g.tile(self.p.ho_t, i)[0], ky, kx)
         u0, u1 = g.tile_u(self.p.ho_t, i)
         return (self.in_base + slot * self.in_slot_lines + (c - self.blocks(k)[0]) * (u1 - u0) * g.wt
                 + ky * g.wt + kx)
@@ -534,10 +594,9 @@ class _Schedule:
 
     def gemms(self, i, j, k, acc_slot, in_slot, w_slot, wait, signal) -> None:
         g, cfg = self.g, self.b.cfg
-        _, hh = g.tile(self.p.ho_t, i)
+        oy0, hh = g.tile(self.p.ho_t, i)
         cs, ns = self.blocks(k), self.n_blocks(j)
-        total = len(ns) * len(cs) * g.taps
-        count = 0
+        items = []
         for n in ns:
             n_valid = -(-min(self.blk, g.cout - n * self.blk) // cfg.n_granule)
             acc = acc_slot * self.p.nt * self.m_max + (n - ns[0]) * self.m_max
@@ -545,14 +604,34 @@ class _Schedule:
                 k_valid = -(-min(self.blk, g.cin - c * self.blk) // cfg.k_granule)
                 for tap in range(g.taps):
                     ky, kx = divmod(tap, g.kw)
-                    first, last = count == 0, count == total - 1
-                    self.b.emit("GEMM", wait=wait if first else (), signal=signal if last else (),
-                                ub_line=self.in_line(i, k, c, ky, kx, in_slot),
-                                wb_line=self.w_line(j, k, n, c, tap, w_slot), acc_row=acc, m_inner=g.wo,
-                                m_outer=hh, ub_inner_stride=g.sw if g.wo > 1 else 1,
-                                ub_outer_stride=g.out_step * g.wt if hh > 1 else 0, k_valid=k_valid,
-                                n_valid=n_valid, accumulate=not (k == 0 and c == cs[0] and tap == 0))
-                    count += 1
+                    line, wb = self.in_line(i, k, c, ky, kx, in_slot), self.w_line(j, k, n, c, tap, w_slot)
+                    for r0, rows in self._row_runs(oy0, hh, ky):     # one run unless it wraps the ring
+                        items.append(dict(ub_line=line if r0 == 0 else self._ring_line(c, oy0 + r0, ky, kx),
+                                          wb_line=wb, acc_row=acc + r0 * g.wo,
+                                          m_inner=g.wo, m_outer=rows, ub_inner_stride=g.sw if g.wo > 1 else 1,
+                                          ub_outer_stride=g.out_step * g.wt if rows > 1 else 0,
+                                          k_valid=k_valid, n_valid=n_valid, reuse_weights=r0 > 0,
+                                          accumulate=not (k == 0 and c == cs[0] and tap == 0)))
+        for q, fields in enumerate(items):
+            self.b.emit("GEMM", wait=wait if q == 0 else (), signal=signal if q == len(items) - 1 else (),
+                        **fields)
+
+    def _row_runs(self, oy0: int, hh: int, ky: int) -> list[tuple[int, int]]:
+        """(first output row offset, rows) of a tile's GEMM rows for tap row ``ky``: one run, or with an input
+        ring, runs split where the input rows they read wrap around it."""
+        if not self.p.ring:
+            return [(0, hh)]
+        step, ring = self.g.out_step, self.p.ring
+        runs, start = [], 0
+        for r in range(1, hh + 1):
+            if r == hh or ((oy0 + r) * step + ky) // ring != ((oy0 + start) * step + ky) // ring:
+                runs.append((start, r - start))
+                start = r
+        return runs
+
+    def _ring_line(self, c: int, oy: int, ky: int, kx: int) -> int:
+        g, ring = self.g, self.p.ring
+        return self.in_base + (c * ring + (oy * g.out_step + ky) % ring) * g.wt + kx
 
     def epilogue(self, i: int, j: int, slot: int, first: bool = False) -> None:
         """ACT per output block (ACC slot -> UB output slot, or straight into the consumer's UB region), the
@@ -606,6 +685,53 @@ class _Schedule:
                         sram_line=out0 + (grp[0] - ns[0]) * self.m_max,
                         dram_line=self.y.plane(0, grp[0]) + oy0 * g.wo, rows=len(grp), row_len=m,
                         dram_row_stride=stride, sram_row_stride=self.m_max if len(grp) > 1 else 0)
+
+    def pool_epilogue(self, i: int, j: int, slot: int, first: bool = False) -> None:
+        """A conv tile with a fused MaxPool: ACT writes the tile's rows into its pooling slot (rows the next
+        tile's windows also read, into the next slot as well: the carried halo; in the last tile, -128 into
+        the bottom padding rows), POOL per output block into the output slot, one STORE of the pooled rows."""
+        g, p = self.g, self.p
+        t = pool_tiles(g, p.ho_t)[i]
+        a, hh = g.tile(p.ho_t, i)
+        _, pitch, pm = self.pslot
+        kh, kw, sh, sw, _, pl, _, _, oh, ow = g.pool
+        ns = self.n_blocks(j)
+        acc0, out0 = slot * p.nt * self.m_max, self.out_base + slot * p.nt * pm
+        acts = []
+        for n in ns:
+            acc_n = acc0 + (n - ns[0]) * self.m_max
+            for r0, r1, tile in ((max(a, t.lo), min(a + hh, t.hi), i), (max(a, t.carry), a + hh, i + 1)):
+                if r1 > r0 and tile < self.mt:
+                    lo = pool_tiles(g, p.ho_t)[tile].lo
+                    acts.append(dict(self.act, acc_row=acc_n + (r0 - a) * g.wo, m_inner=g.wo, m_outer=r1 - r0,
+                                     ub_line=self.pool_line(n, tile) + (r0 - lo) * pitch + pl,
+                                     ub_outer_stride=pitch if r1 > r0 + 1 else 0,
+                                     pb_line=n * PB_RECORD_LINES))
+            if i == self.mt - 1 and t.hi > g.ho:
+                r0 = max(g.ho, t.lo)
+                acts.append(dict(acc_row=acc_n, ub_line=self.pool_line(n, i) + (r0 - t.lo) * pitch,
+                                 m_inner=(t.hi - r0) * pitch, m_outer=1, ub_outer_stride=0,
+                                 pb_line=self.fill_pb, clamp_min=-128, clamp_max=-128, lut_en=False,
+                                 lut_id=0))
+        for q, fields in enumerate(acts):
+            ins = self.b.emit("ACT", wait={MX_VP_READY} if q == 0 else (),
+                              signal={VP_MX_FREE} if q == len(acts) - 1 else (), **fields)
+            if first and q == 0:
+                ins.fence = True            # the PB records / LUT are loaded without a semaphore
+        for q, n in enumerate(ns):
+            self.b.emit("POOL", wait={ST_VP_FREE} if q == 0 else (),
+                        signal={VP_ST_READY} if q == len(ns) - 1 else (), src_line=self.pool_line(n, i),
+                        dst_line=out0 + (n - ns[0]) * pm, in_w=pitch, kh=kh, kw=kw, sh=sh, sw=sw,
+                        out_h=t.r1 - t.r0, out_w=ow, pb_line=0, avg=False)
+        plane, m = oh * ow, (t.r1 - t.r0) * ow
+        groups = [(ns, plane if len(ns) > 1 else 0)] if len(ns) == 1 or plane <= MAX_STRIDE_FIELD else \
+            [(range(n, n + 1), 0) for n in ns]
+        for q, (grp, stride) in enumerate(groups):
+            self.b.emit("STORE", wait={VP_ST_READY} if q == 0 else (),
+                        signal={ST_VP_FREE} if q == len(groups) - 1 else (), buf="UB",
+                        sram_line=out0 + (grp[0] - ns[0]) * pm, dram_line=self.y.plane(0, grp[0]) + t.r0 * ow,
+                        rows=len(grp), row_len=m, dram_row_stride=stride,
+                        sram_row_stride=pm if len(grp) > 1 else 0)
 
     def _skip_loads(self, ns: range, oy0: int, m: int, skip0: int) -> list[dict]:
         """LOADs of the skip operand's tile (blocks ``ns``, ``m`` pixels from row ``oy0``) to ``skip0``,

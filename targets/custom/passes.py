@@ -13,6 +13,10 @@ them), which ``target._build_npu`` honours after re-checking them with :func:`pl
   buffers and the rest fit in UB: the producer's ACT writes the tensor straight into the consumer's UB
   region (pad lines filled with the consumer's pad value: its input zero point, -128 for max pooling) and
   neither STORE nor LOAD is emitted; the pooling layer POOLs from that region and STOREs only its output.
+  When a MaxPool's padded input region does not fit (ResNet-18's stem: 64x113x113), the pooling is fused
+  per output tile instead (``npu_resident_out`` names the pool all the same): the conv's epilogue writes
+  each tile's rows into a pooling slot (carrying the rows the next tile's windows overlap), POOLs them and
+  STOREs only the pooled rows (``conv.Epilogue.pool``, ``tiling.pool_tiles``).
 
 ``--disable-pass npu_residency`` / ``npu_fuse_epilogues`` (CompileOptions.disabled_passes) switch them off.
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from lowering.ir import Graph, Node
+from lowering.ir import Attr, Graph, Node, NodeMeta, TensorType, Value
 from lowering.passmanager import Pass, PassContext, PassResult
 
 FUSE_ATTR, FUSED_INTO, RESIDENT_ATTR = "npu_fuse_add", "npu_fused_into", "npu_resident_out"
@@ -45,6 +49,7 @@ class LayerPlan:
     out_pos: str = ""
     out_lines: int = 0
     consumer: Node | None = None
+    pool: Node | None = None         # a MaxPool fused per output tile (the consumer, absorbed)
     saved_bytes: dict = dataclasses.field(default_factory=dict)
 
     def own(self, ub_lines: int) -> tuple[int, int]:
@@ -58,8 +63,10 @@ def _geom(cfg, node, lp: LayerPlan):
     from .conv import conv_geom
 
     base, own_lines = lp.own(cfg.ub_lines)
+    from .conv import pool_tuple
+
     return dataclasses.replace(conv_geom(node, cfg), skip=lp.add is not None, in_ub=lp.in_base is not None,
-                               out_ub=lp.out_region is not None, ub_lines=own_lines)
+                               out_ub=lp.out_region is not None, ub_lines=own_lines, pool=pool_tuple(lp.pool))
 
 
 def _feasible(cfg, node, lp: LayerPlan) -> bool:
@@ -67,7 +74,7 @@ def _feasible(cfg, node, lp: LayerPlan) -> bool:
     from .tiling import search
 
     g = _geom(cfg, node, lp)
-    pb = g.nb * PB_RECORD_LINES + 1 + (FILL_RECORD_LINES if lp.out_region is not None else 0)
+    pb = g.nb * PB_RECORD_LINES + 1 + (FILL_RECORD_LINES if lp.out_region is not None or lp.pool else 0)
     return g.ub_lines > 0 and pb <= cfg.pb_lines and search(cfg, g).plan is not None
 
 
@@ -87,7 +94,7 @@ def _consumer_region(cfg, target, c: Node):
         gc, fill, pitch = conv_geom(c, cfg), int(c.attr("x_zero_point", 0)), 0
     elif c.qualified_op in POOLS and target.unsupported_reason(c) is None:
         try:
-            gc, fill, pitch = pool_region(c, avg=c.op != "MaxPool")
+            gc, fill, pitch = pool_region(c, avg=c.op != "MaxPool", block=cfg.block)
         except ValueError:
             return None
     else:
@@ -99,7 +106,6 @@ def plan_step(cfg, target, nodes: list[Node], graph_outputs: set, decide_fusion:
               decide_residency: bool = False, fusion: bool = True, residency: bool = True) -> dict:
     """Per conv node id: its :class:`LayerPlan`, for the nodes of one NPU step (in order). Annotated decisions
     are honoured when still legal (``decide_*``: every legal candidate is taken, greedily in order)."""
-    from .conv import region_lines
     from .target import _layout_view
 
     index = {id(n): i for i, n in enumerate(nodes)}
@@ -133,7 +139,6 @@ def plan_step(cfg, target, nodes: list[Node], graph_outputs: set, decide_fusion:
         plans[id(conv)] = lp
         absorbed.add(id(add))
     layers = [n for n in nodes if not _layout_view(n) and id(n) not in absorbed]
-    ub = cfg.ub_lines
     for p, c in zip(layers, layers[1:]) if residency else ():
         if p.qualified_op != QCONV or not c.name:
             continue
@@ -145,23 +150,47 @@ def plan_step(cfg, target, nodes: list[Node], graph_outputs: set, decide_fusion:
                 or id(p.output) in graph_outputs:
             continue
         region = _consumer_region(cfg, target, c)
-        if region is None:
-            continue
-        gc, fill, pitch = region
-        size = region_lines(gc)
-        pos = "top" if lp_p.in_pos == "bottom" else "bottom"
-        base = 0 if pos == "bottom" else ub - size
-        new_p = dataclasses.replace(lp_p, out_region=(base, gc, fill), out_pos=pos, out_lines=size,
-                                    consumer=c, saved_bytes=dict(lp_p.saved_bytes))
-        lp_c = plans.get(id(c), LayerPlan())
-        new_c = dataclasses.replace(lp_c, in_base=base, in_pos=pos, in_lines=size, in_pitch=pitch,
-                                    in_geom=gc, saved_bytes=dict(lp_c.saved_bytes))
-        consumer_ok = _feasible(cfg, c, new_c) if c.qualified_op == QCONV else _pool_feasible(cfg, c, new_c)
-        if not (_feasible(cfg, p, new_p) and consumer_ok):
-            continue
-        new_p.saved_bytes["resident_out"] = 2 * _nbytes(cfg, p.output) - FILL_RECORD_LINES * cfg.line_bytes
-        plans[id(p)], plans[id(c)] = new_p, new_c
+        if region is None or not _plan_resident(cfg, p, c, region, plans, lp_p):
+            _plan_pool_tiles(cfg, target, p, c, plans, lp_p, absorbed)
     return plans
+
+
+def _plan_pool_tiles(cfg, target, p: Node, c: Node, plans: dict, lp_p: LayerPlan, absorbed: set) -> None:
+    """Fuse MaxPool ``c`` into conv ``p``'s epilogue per output tile, if ``p`` can be tiled for it."""
+    if c.op != "MaxPool" or c.domain or target.unsupported_reason(c) is not None or id(p) in plans \
+            or lp_p.in_base is not None:
+        return
+    new_p = dataclasses.replace(lp_p, pool=c, consumer=c, saved_bytes=dict(lp_p.saved_bytes))
+    try:
+        if not _feasible(cfg, p, new_p):
+            return
+    except ValueError:
+        return
+    new_p.saved_bytes["pooled_tiles"] = 2 * _nbytes(cfg, p.output) - FILL_RECORD_LINES * cfg.line_bytes
+    plans[id(p)] = new_p
+    absorbed.add(id(c))
+
+
+def _plan_resident(cfg, p: Node, c: Node, region, plans: dict, lp_p: LayerPlan) -> bool:
+    """Keep conv ``p``'s output in UB as consumer ``c``'s input region, if everything fits."""
+    from .conv import region_lines
+
+    gc, fill, pitch = region
+    ub = cfg.ub_lines
+    size = region_lines(gc)
+    pos = "top" if lp_p.in_pos == "bottom" else "bottom"
+    base = 0 if pos == "bottom" else ub - size
+    new_p = dataclasses.replace(lp_p, out_region=(base, gc, fill), out_pos=pos, out_lines=size,
+                                consumer=c, saved_bytes=dict(lp_p.saved_bytes))
+    lp_c = plans.get(id(c), LayerPlan())
+    new_c = dataclasses.replace(lp_c, in_base=base, in_pos=pos, in_lines=size, in_pitch=pitch,
+                                in_geom=gc, saved_bytes=dict(lp_c.saved_bytes))
+    consumer_ok = _feasible(cfg, c, new_c) if c.qualified_op == QCONV else _pool_feasible(cfg, c, new_c)
+    if not (_feasible(cfg, p, new_p) and consumer_ok):
+        return False
+    new_p.saved_bytes["resident_out"] = 2 * _nbytes(cfg, p.output) - FILL_RECORD_LINES * cfg.line_bytes
+    plans[id(p)], plans[id(c)] = new_p, new_c
+    return True
 
 
 def _nbytes(cfg, value) -> int:
@@ -236,5 +265,84 @@ class PlanNpuResidency(_NpuPlanPass):
         if lp.consumer is None:
             return None
         conv.set_attr(RESIDENT_ATTR, lp.consumer.name)
+        if lp.pool is not None:
+            return (f"{conv.name} -> {lp.pool.name}: pooled per output tile in UB, only the pooled rows are "
+                    f"stored: saves ~{lp.saved_bytes['pooled_tiles']} DRAM bytes")
         return (f"{conv.output.name} ({conv.name} -> {lp.consumer.name}) stays in UB "
                 f"[{lp.out_pos}, {lp.out_lines} lines]: saves ~{lp.saved_bytes['resident_out']} DRAM bytes")
+
+
+class PackNpuTaps(Pass):
+    """A conv with few input channels (the stem's RGB) wastes the array's K rows: Cin = 3 uses 3 of 32, and
+    every one of its kh*kw taps is a GEMM. When ``Cin*kw`` fits one channel block, this pass moves the kw
+    horizontal taps into the channels: the host pads the input horizontally with the zero point and
+    concatenates the ``kw`` column-strided slices (channel ``kx*Cin + c`` at column ``x`` is input column
+    ``x*sw + kx - pl``), and the conv becomes ``kh x 1`` with stride ``(sh, 1)`` over ``Cin*kw`` channels
+    (weights rearranged to match): the same products summed in another order, so bit-exact, with ``kw``
+    times fewer GEMMs and, its input no longer padded from 3 to 32 channels per pixel, fewer DRAM bytes.
+    ``--disable-pass npu_pack_taps`` keeps the conv as it is."""
+
+    name = "npu_pack_taps"
+
+    def __init__(self, target):
+        self.target = target
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        cfg = _config(self.target, ctx)
+        changes = []
+        for node in list(graph.nodes):
+            change = _pack_taps(graph, node, cfg, self.target)
+            if change:
+                changes.append(change)
+        return PassResult(bool(changes), changes)
+
+
+def _pack_taps(graph: Graph, node: Node, cfg, target) -> str | None:
+    import numpy as np
+
+    from .conv import conv_geom
+
+    if node.qualified_op != QCONV or target.unsupported_reason(node) is not None:
+        return None
+    x, w = node.input(0), node.input(1).const
+    g = conv_geom(node, cfg)
+    if g.kw < 2 or g.cin * g.kw > cfg.block or g.cin * 2 > cfg.block or x.type.shape[0] != 1:
+        return None
+    zp = int(node.attr("x_zero_point", 0))
+    i8 = x.type.dtype
+    src, width = x, g.w
+    meta = NodeMeta(sources=tuple(node.meta.sources))
+    new_nodes = []
+    if g.pl or g.pad_right:
+        width = g.pl + g.w + g.pad_right
+        pads = graph.constant(np.array([0, 0, 0, g.pl, 0, 0, 0, g.pad_right], np.int64), "npu_pack_pads")
+        value = graph.constant(np.array(zp, np.int8), "npu_pack_zp")
+        src = Value(graph.unique_name(f"{x.name}_npu_padded"), TensorType(i8, (1, g.cin, g.h, width)))
+        new_nodes.append(Node("Pad", [x, pads, value], [src], {}, graph.unique_name(f"{node.name}_pack_pad"),
+                              meta=meta))
+    slices = []
+    for kx in range(g.kw):
+        const = {k: graph.constant(np.array([v], np.int64), f"npu_pack_{k}")
+                 for k, v in (("starts", kx), ("ends", kx + (g.wo - 1) * g.sw + 1), ("axes", 3),
+                              ("steps", g.sw))}
+        out = Value(graph.unique_name(f"{x.name}_npu_tap{kx}"), TensorType(i8, (1, g.cin, g.h, g.wo)))
+        new_nodes.append(Node("Slice", [src, const["starts"], const["ends"], const["axes"], const["steps"]],
+                              [out], {}, graph.unique_name(f"{node.name}_pack_slice{kx}"), meta=meta))
+        slices.append(out)
+    packed = Value(graph.unique_name(f"{x.name}_npu_packed"), TensorType(i8, (1, g.cin * g.kw, g.h, g.wo)))
+    new_nodes.append(Node("Concat", slices, [packed], {"axis": Attr.infer(1)},
+                          graph.unique_name(f"{node.name}_pack_concat"), meta=meta))
+    cout, cin, kh, kw = w.shape
+    w2 = np.ascontiguousarray(w.transpose(0, 3, 1, 2).reshape(cout, kw * cin, kh, 1))
+    for n in new_nodes:
+        graph.insert_before(node, n)
+        target.packing[n.name] = node.name
+    node.replace_input(0, packed)
+    node.replace_input(1, graph.constant(w2, f"{node.name}_packed_w"))
+    node.set_attr("kernel_shape", (g.kh, 1))
+    node.set_attr("strides", (g.sh, 1))
+    node.set_attr("pads", (g.pt, 0, g.pb, 0))
+    node.attrs.pop("auto_pad", None)
+    node.set_attr("npu_packed_taps", g.kw)
+    return (f"{node.name}: {g.kw} horizontal taps of {g.cin} channels packed into {g.cin * g.kw} channels "
+            f"on the host ({g.kh}x1 conv, {g.kw}x fewer GEMMs)")

@@ -110,15 +110,20 @@ class CustomTarget(Target):
 
     def __init__(self, cfg: AccelConfig | None = None):
         self.cfg = cfg or load_config(preset_name="default")
+        self.packing: dict[str, str] = {}      # host node of npu_pack_taps -> the conv it packs for
 
     def pipeline(self, options: dict) -> list:
-        """C.4 decisions as graph passes (``--disable-pass npu_fuse_epilogues`` / ``npu_residency``)."""
-        from .passes import FuseNpuEpilogues, PlanNpuResidency
+        """The stem's tap packing and the C.4 decisions as graph passes (``--disable-pass npu_pack_taps`` /
+        ``npu_fuse_epilogues`` / ``npu_residency``)."""
+        from .passes import FuseNpuEpilogues, PackNpuTaps, PlanNpuResidency
 
-        return [FuseNpuEpilogues(self), PlanNpuResidency(self)]
+        return [PackNpuTaps(self), FuseNpuEpilogues(self), PlanNpuResidency(self)]
 
     def unsupported_reason(self, node: Node) -> str | None:
         op = node.qualified_op
+        if node.name in self.packing:
+            return (f"packs the horizontal taps of conv '{self.packing[node.name]}' into channels for the "
+                    f"NPU (npu_pack_taps); runs on the host")
         if _layout_view(node):
             return None
         if op in _LAYOUT_VIEWS:
@@ -288,7 +293,7 @@ def _build_npu(cfg: AccelConfig, step: Step, target: CustomTarget | None = None)
             alloc(node.output)
     b.seal_tensors()
     plans = plan_step(cfg, target, step.nodes, {id(v) for v in step.outputs})
-    absorbed = {id(lp.add) for lp in plans.values() if lp.add is not None}
+    absorbed = {id(n) for lp in plans.values() for n in (lp.add, lp.pool) if n is not None}
     stats = []
     for node in step.nodes:
         if _layout_view(node) or id(node) in absorbed:
@@ -296,11 +301,12 @@ def _build_npu(cfg: AccelConfig, step: Step, target: CustomTarget | None = None)
         module, fn = _LOWERINGS[node.qualified_op]
         lp = plans.get(id(node))
         sources = list(node.meta.sources or (node.name,))
-        if lp is not None and lp.add is not None:
-            sources += list(lp.add.meta.sources or (lp.add.name,))
+        fused = None if lp is None else (lp.add or lp.pool)
+        if fused is not None:
+            sources += list(fused.meta.sources or (fused.name,))
         st = b.begin_layer(node.name or node.output.name, sources, node.op)
         ins = [acts[id(v)] for v in node.inputs if v is not None and not v.is_const]
-        out = node.output if lp is None or lp.add is None else lp.add.output
+        out = node.output if fused is None else fused.output
         st.geometry = {"inputs": [list(a.shape) for a in ins], "output": list(node.output.type.shape),
                        **{k: node.attr(k) for k in ("kernel_shape", "strides", "pads") if node.attr(k)}}
         try:
@@ -316,7 +322,7 @@ def _build_npu(cfg: AccelConfig, step: Step, target: CustomTarget | None = None)
                 own_base, own_lines = lp.own(cfg.ub_lines)
                 skip = None if lp.add is None else acts[id(lp.add.input(lp.skip_index))]
                 ep = conv.Epilogue(add=lp.add, skip=skip, skip_index=lp.skip_index, in_base=lp.in_base,
-                                   out_region=lp.out_region,
+                                   out_region=lp.out_region, pool=lp.pool,
                                    own_base=own_base, own_lines=own_lines)
                 conv.lower_qconv(b, node, *ins, acts[id(out)], st, ep)
                 _fusion_stats(st, lp)
@@ -344,6 +350,10 @@ def _fusion_stats(st, lp) -> None:
     if lp.in_base is not None:
         fused["input_in_ub"] = [lp.in_pos, lp.in_lines]
         st.notes.append("input read from UB (resident, written by the previous layer)")
+    if lp.pool is not None:
+        fused["pool"] = lp.pool.name
+        st.notes.append(f"fused {lp.pool.name} (MaxPool) per output tile: only the pooled rows are stored, "
+                        f"saves ~{lp.saved_bytes['pooled_tiles']} DRAM bytes")
     if lp.out_region is not None:
         fused["output_in_ub"] = [lp.consumer.name, lp.out_pos, lp.out_lines]
         st.notes.append(f"output stays in UB for {lp.consumer.name}: saves ~{lp.saved_bytes['resident_out']} "

@@ -10,11 +10,17 @@ A :class:`Plan` fixes ``Ho_t``, ``nt``, ``kc`` (input-channel blocks per K chunk
 (``m_outer``: for m-tile, for n-tile; ``n_outer``: the reverse; the K chunks innermost, partial sums kept in
 ACC) and which operands are resident (input: the whole padded image stays in UB, loaded band by band, no
 halo re-reads; weights: all of them stay in WB) rather than streamed (double-buffered chunks, reloaded when
-the chunk changes). :func:`search` enumerates every plan that fits the buffers and the ISA fields.
+the chunk changes). A streamed input may instead live in a *ring* of ``ring`` UB rows per channel block
+(input row ``u`` at ring row ``u mod ring``): each tile loads only the rows no earlier tile loaded (its band,
+as a resident input does), so the halo rows shared by consecutive tiles are read from DRAM once, while the
+ring holds only two tiles' rows (the image need not fit); a GEMM whose rows wrap around the ring is split
+in two (the second part reuses the weights already in the array). :func:`search` enumerates every plan
+that fits the buffers and the ISA fields.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from dataclasses import dataclass
@@ -60,6 +66,9 @@ class ConvGeom:
     in_ub: bool = False
     out_ub: bool = False
     ub_lines: int = 0
+    # C.4 pooling after conv, per output tile: a fused MaxPool's (kh, kw, sh, sw, pt, pl, pb, pr, oh, ow)
+    # (see :func:`pool_tiles`); the layer's DRAM output is the pooled tensor
+    pool: tuple = ()
 
     @property
     def ho(self) -> int:
@@ -153,6 +162,51 @@ class ConvGeom:
 
 
 @dataclass(frozen=True)
+class PoolTile:
+    """The pooling after an m-tile of a conv with a fused MaxPool: pooled rows ``[r0, r1)``, which read
+    conv rows ``[lo, hi)`` (padding outside ``[0, ho)``) from the tile's pooling slot (slot row 0 = conv row
+    ``lo``); rows of the tile at or past ``carry`` are also written to the next tile's slot."""
+
+    r0: int
+    r1: int
+    lo: int
+    hi: int
+    carry: int
+
+
+@lru_cache(maxsize=4096)
+def pool_tiles(g: ConvGeom, ho_t: int) -> tuple[PoolTile, ...] | None:
+    """Per m-tile :class:`PoolTile` of ``g.pool`` for tiles of ``ho_t`` conv rows, or None when the tiling
+    does not suit it: every tile must complete at least one pooled row, and a tile's windows may reach back
+    only into the previous tile (whose overlapping rows its epilogue writes to both slots: the halo is
+    carried, not recomputed)."""
+    kh, _, sh, _, pt, _, _, _, oh, _ = g.pool
+    mt = -(-g.ho // ho_t)
+    out, r0 = [], 0
+    for i in range(mt):
+        a, b = g.tile(ho_t, i)
+        b += a
+        r1 = oh if i == mt - 1 else min(oh, max(0, (b - 1 + pt - kh + 1) // sh + 1))
+        if r1 <= r0:
+            return None
+        lo, hi = r0 * sh - pt, (r1 - 1) * sh - pt + kh
+        prev_a = g.tile(ho_t, i - 1)[0] if i else -pt
+        if lo < prev_a or (i and lo < 0) or (i < mt - 1 and hi > g.ho):
+            return None
+        out.append(PoolTile(r0, r1, lo, hi, 0))
+        r0 = r1
+    return tuple(dataclasses.replace(t, carry=out[i + 1].lo if i + 1 < mt else g.ho)
+                 for i, t in enumerate(out))
+
+
+def pool_slot(g: ConvGeom, ho_t: int) -> tuple[int, int, int]:
+    """(rows, row pitch in lines, pooled lines per block) of one pooling slot for tiles of ``ho_t`` rows."""
+    _, kw, _, _, _, pl, _, pr, _, ow = g.pool
+    tiles = pool_tiles(g, ho_t)
+    return (max(t.hi - t.lo for t in tiles), pl + g.wo + pr, max((t.r1 - t.r0) * ow for t in tiles))
+
+
+@dataclass(frozen=True)
 class Plan:
     """One tiling candidate (see the module docstring)."""
 
@@ -162,9 +216,12 @@ class Plan:
     order: str          # "m_outer" | "n_outer"
     in_res: bool
     w_res: bool
+    ring: int = 0       # streamed input in a ring of this many UB rows per channel block (0: two slots)
 
     @property
     def residency(self) -> str:
+        if self.ring:
+            return "weights+input_ring" if self.w_res else "input_ring"
         return {(True, True): "both", (True, False): "activations", (False, True): "weights",
                 (False, False): "k_split"}[(self.in_res, self.w_res)]
 
@@ -245,16 +302,52 @@ def _distinct_sizes(total: int, limit: int) -> list[int]:
     return sorted({-(-total // n) for n in range(1, total + 1)} & set(range(1, limit + 1)))
 
 
+@lru_cache(maxsize=4096)
+def ring_rows(g: ConvGeom, ho_t: int) -> int:
+    """The fewest ring rows for m-tiles of ``ho_t`` output rows: tile ``i``'s rows and the band tile ``i + 1``
+    loads (while tile ``i`` may still run) must not share a ring row; 0 when a ring cannot work (a band piece
+    that would wrap holds padding only: a LOAD must carry at least one real row)."""
+    mt = -(-g.ho // ho_t)
+    if mt < 2:
+        return 0
+    need = max(g.band(ho_t, min(i + 1, mt - 1))[1] - g.tile_u(ho_t, i)[0] for i in range(mt))
+    for ring in range(need, min(g.u_need, need + 2 * ho_t * g.out_step + g.kh)):
+        if all(g.real_rows(a, b)[1] for i in range(mt) for a, b in ring_pieces(g.band(ho_t, i), ring)):
+            return ring
+    return 0
+
+
+def ring_pieces(band: tuple[int, int], ring: int) -> list[tuple[int, int]]:
+    """UB rows ``[u0, u1)`` split where they wrap around a ring of ``ring`` rows."""
+    u0, u1 = band
+    out = []
+    while u0 < u1:
+        end = min(u1, (u0 // ring + 1) * ring)
+        out.append((u0, end))
+        u0 = end
+    return out
+
+
 def fits(cfg: AccelConfig, g: ConvGeom, p: Plan, hin_max: int) -> bool:
     """Buffer capacities and ISA field limits of plan ``p``."""
     m = p.ho_t * g.wo
     blk = g.block
     if g.in_ub:
         in_lines = 0
+    elif p.ring:
+        in_lines = g.cb * p.ring * g.wt
     else:
         in_lines = g.cb * g.u_need * g.wt if p.in_res else 2 * p.kc * hin_max * g.wt
     w_lines = g.nb * g.cb * g.taps * blk if p.w_res else 2 * p.nt * p.kc * g.taps * blk
     out_lines = out_slot_count(g) * p.nt * m
+    if g.pool:                      # two pooling slots per output block, two pooled output slots
+        if pool_tiles(g, p.ho_t) is None:
+            return False
+        rows, pitch, pm = pool_slot(g, p.ho_t)
+        out_lines = 2 * g.nb * rows * pitch + 2 * p.nt * pm
+        last = pool_tiles(g, p.ho_t)[-1]
+        if max(rows, pitch, pm) > MAX_FIELD or max(0, last.hi - g.ho) * pitch > min(m, MAX_FIELD):
+            return False
     return (m <= MAX_FIELD and 2 * p.nt * m <= cfg.acc_rows and in_lines + out_lines <= ub_avail(cfg, g)
             and w_lines <= cfg.wb_lines)
 
@@ -269,10 +362,14 @@ def ub_avail(cfg: AccelConfig, g: ConvGeom) -> int:
 
 
 def fixed_bytes(cfg: AccelConfig, g: ConvGeom) -> int:
-    """Output, PB records and LUT: moved once by every plan."""
+    """Output, PB records and LUT (and the pad-fill record of an output kept in UB, of a fused pool's
+    slots): moved once by every plan."""
     outs = int(not g.out_ub) + int(g.skip)          # the output STORE, the skip operand LOAD
+    if g.pool:
+        return (g.nb * (g.pool[-2] * g.pool[-1] + PB_RECORD_LINES) + (LUT_LINES if g.lut else 0)
+                + PB_RECORD_LINES) * cfg.line_bytes          # the pooled output; the -128 fill record
     return (outs * g.nb * g.ho * g.wo + g.nb * PB_RECORD_LINES + (LUT_LINES if g.lut else 0)
-            + (1 if g.skip else 0)) * cfg.line_bytes
+            + (1 if g.skip else 0) + (PB_RECORD_LINES if g.out_ub else 0)) * cfg.line_bytes
 
 
 def compulsory_bytes(cfg: AccelConfig, g: ConvGeom) -> int:
@@ -292,7 +389,7 @@ def evaluate(cfg: AccelConfig, g: ConvGeom, p: Plan, tt: _TileTable) -> tuple[in
     first_i[:, 0] = True                       # first visit of an m-tile: in the j == 0 pass
     first_j = np.zeros((mt, nt_n), bool)
     first_j[0, :] = True
-    if p.in_res:
+    if p.in_res or p.ring:
         in_load = first_i
     elif kc_n > 1 or (p.order == "n_outer" and mt > 1):
         in_load = np.ones((mt, nt_n), bool)
@@ -304,7 +401,7 @@ def evaluate(cfg: AccelConfig, g: ConvGeom, p: Plan, tt: _TileTable) -> tuple[in
         w_load = np.ones((mt, nt_n), bool)
     else:
         w_load = first_j
-    in_b, in_c = (tt.r_bytes, tt.r_bus) if p.in_res else (tt.s_bytes, tt.s_bus)
+    in_b, in_c = (tt.r_bytes, tt.r_bus) if p.in_res or p.ring else (tt.s_bytes, tt.s_bus)
     if g.in_ub:
         in_b, in_c = in_b * 0, in_c * 0
     wblk = g.taps * g.block                     # weight lines per (n block, k block)
@@ -313,9 +410,14 @@ def evaluate(cfg: AccelConfig, g: ConvGeom, p: Plan, tt: _TileTable) -> tuple[in
     nbytes = in_bytes + w_bytes + fixed_bytes(cfg, g)
     mx = nts[None, :] * (g.cb * g.taps) * np.maximum(tt.m, cfg.array_rows)[:, None]
     burst = cfg.dram_burst_bytes
-    store = np.ceil(nts[None, :] * np.ceil(tt.m * cfg.line_bytes / burst)[:, None] * burst
-                    / cfg.dram_bytes_per_cycle) * (int(not g.out_ub) + int(g.skip))
+    out_m = tt.m
     act = nts[None, :] * tt.m[:, None]
+    if g.pool:                      # the pooled rows are stored; POOL (and the carried rows) on the VPU
+        pooled = np.array([(t.r1 - t.r0) * g.pool[-1] for t in pool_tiles(g, p.ho_t)])
+        out_m = pooled
+        act = act + nts[None, :] * (pooled * g.pool[0] * g.pool[1])[:, None]
+    store = np.ceil(nts[None, :] * np.ceil(out_m * cfg.line_bytes / burst)[:, None] * burst
+                    / cfg.dram_bytes_per_cycle) * (int(not g.out_ub) + int(g.skip))
     w_bus = wblk * cfg.line_bytes / cfg.dram_bytes_per_cycle    # bus cycles per (n block, k block)
     dma = in_load * in_c[:, None] * g.cb + w_load * nts[None, :] * g.cb * w_bus + store
     kc0 = min(p.kc, g.cb)
@@ -343,7 +445,7 @@ class SearchResult:
 @lru_cache(maxsize=512)
 def search(cfg: AccelConfig, g: ConvGeom, slack: float = 0.02) -> SearchResult:
     """Every plan that fits; keep those within ``slack`` of the fastest estimate, take the fewest DRAM
-    bytes, ties to fewer cycles. ``plan`` is None when nothing fits."""
+    bytes, ties to fewer cycles (within 0.2%, to taller tiles). ``plan`` is None when nothing fits."""
     results = []
     # m-tiles under R rows are dominated (more reloads, and a GEMM occupies max(M, R) cycles)
     min_rows = -(-min(cfg.array_rows, g.ho * g.wo) // g.wo)
@@ -361,11 +463,22 @@ def search(cfg: AccelConfig, g: ConvGeom, slack: float = 0.02) -> SearchResult:
                             p = Plan(ho_t, nt, kc, order, in_res, w_res)
                             if fits(cfg, g, p, tt.hin_max):
                                 results.append((p, *evaluate(cfg, g, p, tt)))
+                            # the input ring: every K block in one chunk, each m-tile's input loaded once
+                            if in_res or kc < g.cb or g.in_ub or (order == "n_outer" and nt < g.nb):
+                                continue
+                            ring = ring_rows(g, ho_t)
+                            p = Plan(ho_t, nt, kc, order, in_res, w_res, ring)
+                            if ring and fits(cfg, g, p, tt.hin_max):
+                                results.append((p, *evaluate(cfg, g, p, tt)))
     if not results:
         return SearchResult(None)
     fastest = min(r[2] for r in results)
     ok = [r for r in results if r[2] <= fastest * (1 + slack)]
-    best = min(ok, key=lambda r: (r[1], r[2]))
+    least = min(r[1] for r in ok)
+    ok = [r for r in ok if r[1] == least]
+    quickest = min(r[2] for r in ok)
+    # within 0.2% of the quickest: taller tiles (fewer, longer GEMMs: the simulator runs them faster)
+    best = min((r for r in ok if r[2] <= quickest * 1.002), key=lambda r: (-r[0].ho_t, r[2], r[0].ring))
     return SearchResult(best[0], best[1], best[2], len(results), min(r[1] for r in results))
 
 

@@ -579,18 +579,19 @@ class ResidentInput:
     own_lines: int
 
 
-def pool_region(node, avg: bool):
+def pool_region(node, avg: bool, block: int = 32):
     """The conv geometry whose resident-input region (``conv.region_lines``) is this pooling layer's padded
-    input as POOL reads it, the pad value its producer fills in, and the row pitch; ValueError if the
-    pooling cannot read a resident input."""
+    input as POOL reads it (channel blocks of ``block``, the configuration's), the pad value its producer
+    fills in, and the row pitch; ValueError if the pooling cannot read a resident input."""
     from .tiling import ConvGeom
 
     g = _pool_geometry(node, avg)
     _, c, h, w = node.input(0).type.shape
     if avg and _int(node, "global", 0):
-        gc = ConvGeom(h, w, c, c, kh=h, kw=w)        # the plane, unpadded; POOL reads it as g's grid
+        gc = ConvGeom(h, w, c, c, kh=h, kw=w, block=block)   # the plane, unpadded; POOL reads g's grid
         return gc, _int(node, "x_zero_point", 0), g.in_w
-    gc = ConvGeom(h, w, c, c, kh=g.kh, kw=g.kw, sh=g.sh, sw=g.sw, pt=g.pt, pl=g.pl, pb=g.pb, pr=g.pr)
+    gc = ConvGeom(h, w, c, c, kh=g.kh, kw=g.kw, sh=g.sh, sw=g.sw, pt=g.pt, pl=g.pl, pb=g.pb, pr=g.pr,
+                  block=block)
     if (gc.ho, gc.wo) != (g.oh, g.ow) or gc.u_need < g.tile_rows(g.oh):
         raise ValueError("the pooling windows do not tile the padded input as a convolution would")
     return gc, (_int(node, "x_zero_point", 0) if avg else INT8[0]), gc.wt

@@ -72,28 +72,30 @@ def two_blocks(hw=14, c=32, seed=1):
     return m.output(_add(m, f, r1))
 
 
-def lower_and_run(m: GraphMaker, disabled=()):
+def lower_and_run(m: GraphMaker, disabled=(), cfg=CFG):
     """Run the target's passes (minus ``disabled``), lower the (single) NPU step, simulate it; returns
     (outputs, program, stats, simulation result, pass records)."""
-    target = CustomTarget(CFG)
-    records = PassManager(target.pipeline({})).run(m.graph, PassContext(disabled=frozenset(disabled)))
+    target = CustomTarget(cfg)
+    options = {} if cfg is CFG else {"accel_config": cfg.name}
+    records = PassManager(target.pipeline(options)).run(m.graph, PassContext(
+        options=options, disabled=frozenset(disabled) | {"npu_pack_taps"}))     # one NPU step: no host ops
     steps = _steps(m.graph, target)
     assert [s.kind for s in steps] == ["npu"]
     step = steps[0]
     step.name = "npu0"
-    program, stats = _build_npu(CFG, step, target)
+    program, stats = _build_npu(cfg, step, target)
     dram = program.initial_dram()
     acts = {t.name: t for t in program.tensors}
     for v in step.inputs:
         t = acts[v.name]
-        raw = np.frombuffer(pack(m.feeds[v.name], t.zero_point), np.uint8)
+        raw = np.frombuffer(pack(m.feeds[v.name], t.zero_point, cfg.block), np.uint8)
         dram[t.dram_offset:t.dram_offset + raw.size] = raw
-    res = simulate(CFG, program.pack(), dram)
+    res = simulate(cfg, program.pack(), dram)
     outs = {}
     for v in step.outputs:
         t = acts[v.name]
         n = int(np.prod(t.padded_shape))
-        outs[v.name] = unpack(res.dram[t.dram_offset:t.dram_offset + n], tuple(v.type.shape))
+        outs[v.name] = unpack(res.dram[t.dram_offset:t.dram_offset + n], tuple(v.type.shape), cfg.block)
     return outs, program, stats, res, records
 
 
@@ -103,14 +105,14 @@ def _clean(m: GraphMaker):
             n.attrs.pop(key, None)
 
 
-def check(m: GraphMaker, disabled=()):
+def check(m: GraphMaker, disabled=(), cfg=CFG):
     """Bit-exact vs the reference, per-layer predicted DRAM bytes == simulated; returns (stats, report)."""
     _clean(m)
     want = run_graph(m.graph, m.feeds, keep_all=True)
-    outs, program, stats, res, records = lower_and_run(m, disabled)
+    outs, program, stats, res, records = lower_and_run(m, disabled, cfg)
     for name, got in outs.items():
         np.testing.assert_array_equal(got, want[name])
-    report = build_report(CFG, program, res)
+    report = build_report(cfg, program, res)
     rows = {r["name"]: r for r in report["layers"]}
     for st in stats:
         row = rows[st.name]
@@ -155,6 +157,8 @@ def test_chains_of_resident_layers():
     assert bytes1 < bytes0
     resident = [st for st in fused if "output_in_ub" in st.tiling.get("fusion", {})]
     assert len(resident) >= 2
+    for st in resident:     # the search counts the pad-fill record it loads (compulsory: a constant read)
+        assert st.tiling["search_bytes"] == st.predicted_dram_bytes, st.name
 
 
 def test_resnet_block_56x56x64_saving():
@@ -204,3 +208,77 @@ def test_pool_reads_the_conv_output_from_ub(pool, hw, attrs):
     assert fused[0].tiling["fusion"]["output_in_ub"][0] == fused[1].name
     assert fused[1].tiling["input_in_ub"] and fused[1].predicted_dram_bytes < base[1].predicted_dram_bytes
     assert any("stays in UB" in c for r in records for c in r.changes)
+
+
+# ---- MaxPool fused per output tile (when the pooled input region does not fit UB) -------------------------
+def conv_maxpool(hw, cin, cout, k, stride, seed=7, **attrs):
+    m = GraphMaker("conv_maxpool", seed)
+    x = m.qinput(1, cin, hw, hw, dtype=np.int8)
+    h = _conv(m, x, cout, k=k, stride=stride, relu=True, x_zp=3)
+    return m.output(m.node("MaxPool", h, **attrs))
+
+
+@pytest.mark.parametrize("hw, cin, k, stride, attrs", [
+    (224, 3, 7, 2, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),   # the ResNet-18 stem
+    (120, 8, 3, 1, dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),         # bottom overhang rows
+    (116, 8, 3, 1, dict(kernel_shape=[2, 2], strides=[2, 2])),                      # no overlap
+])
+def test_maxpool_fused_per_output_tile(hw, cin, k, stride, attrs):
+    """conv -> MaxPool whose 64-channel padded input cannot stay in UB: the pool runs on each conv output
+    tile before the STORE (the rows shared by consecutive tiles' windows carried into the next slot), so
+    the conv output never reaches DRAM: exact, as predicted, fewer bytes, less energy, no slower."""
+    m = conv_maxpool(hw, cin, 64, k, stride, **attrs)
+    base, rep0, bytes0, _ = check(m, ALL_OFF)
+    fused, rep1, bytes1, records = check(m)
+    assert len(base) == 2 and len(fused) == 1 and fused[0].tiling["fusion"]["pool"]
+    conv_out = 2 * CFG.block * (hw // stride) ** 2
+    assert bytes0 - bytes1 >= 2 * conv_out - 2 * CFG.line_bytes * 10
+    assert rep1["summary"]["energy_pj"]["total"] < rep0["summary"]["energy_pj"]["total"]
+    assert rep1["summary"]["cycles"] <= rep0["summary"]["cycles"]
+    row = next(r for r in rep1["layers"] if r["name"] == fused[0].name)
+    assert abs(fused[0].predicted_cycles - row["cycles"]) <= 0.05 * row["cycles"]
+    assert any("pooled per output tile" in c for r in records for c in r.changes)
+
+
+def test_maxpool_per_tile_every_plan(monkeypatch):
+    """Every tiling the search admits for a conv with a per-tile MaxPool (tile heights, N tiles, loop orders,
+    residencies, input rings) is exact and moves the DRAM bytes the compiler predicts."""
+    import dataclasses
+
+    from targets.custom import conv as conv_module
+    from targets.custom import passes
+    from targets.custom.conv import conv_geom, pool_tuple
+    from targets.custom.tiling import Plan, SearchResult, fits, ring_rows, tile_table
+
+    monkeypatch.setattr(passes, "_plan_resident", lambda *a, **k: False)
+    m = conv_maxpool(15, 40, 70, 3, 1, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    conv, pool = m.graph.nodes[0], m.graph.nodes[1]
+    g = dataclasses.replace(conv_geom(conv, CFG), pool=pool_tuple(pool))
+    plans = []
+    for ho_t in range(1, 6):
+        tt = tile_table(CFG, g, ho_t)
+        for nt in (1, 2, 3):
+            for in_res, w_res in ((True, True), (True, False), (False, True), (False, False)):
+                for order in ("m_outer", "n_outer"):
+                    for ring in (0, ring_rows(g, ho_t)) if not in_res else (0,):
+                        p = Plan(ho_t, nt, 2 if ring else 1, order, in_res, w_res, ring)
+                        if fits(CFG, g, p, tt.hin_max) and not (ring and order == "n_outer" and nt < 3):
+                            plans.append(p)
+    assert len(plans) >= 20 and len({p.ho_t for p in plans}) >= 3 and any(p.ring for p in plans)
+    for plan in plans:
+        monkeypatch.setattr(conv_module, "search", lambda cfg, g, p=plan: SearchResult(p, candidates=1))
+        fused, _, _, _ = check(m)
+        assert len(fused) == 1 and fused[0].tiling["fusion"]["pool"] == pool.name, plan
+
+
+@pytest.mark.parametrize("preset", ["vta_like", "gemmini_like"])
+def test_pool_region_uses_the_configured_block(preset):
+    """16-wide presets: the pooling input region kept in UB is sized in the configuration's channel blocks
+    (it was sized in 32-channel blocks: the second block's ACT wrote past the end of the 2048-line UB)."""
+    from runtime.accel.config import load_config
+
+    cfg = load_config(preset_name=preset)
+    m = conv_pool("max", hw=8, c=32, kernel_shape=[2, 2], strides=[2, 2])
+    fused, _, bytes1, _ = check(m, cfg=cfg)
+    _, _, bytes0, _ = check(m, ALL_OFF, cfg=cfg)
+    assert fused[0].tiling["fusion"]["output_in_ub"][0] == fused[1].name and bytes1 < bytes0
