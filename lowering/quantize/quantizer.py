@@ -98,7 +98,7 @@ def quantize_model(model, calibration, output, config: QuantizeConfig | None = N
         tmp = Path(tmp_name)
         pre = tmp / "model.pre.onnx"
         _preprocess(model, pre)
-        inputs = input_specs(pre)
+        inputs = input_specs(pre, shown=model)
         if calibration is None:
             from .generated import generate_calibration
             from .generated import warn as default_warn
@@ -122,11 +122,17 @@ def quantize_model(model, calibration, output, config: QuantizeConfig | None = N
     return QuantizeResult(output, report)
 
 
-def input_specs(model_path: Path) -> list[InputSpec]:
-    """The model's inputs as ONNX Runtime sees them (initializers excluded)."""
+def input_specs(model_path: Path, shown: Path | None = None) -> list[InputSpec]:
+    """The model's inputs as ONNX Runtime sees them (initializers excluded). ``shown`` names the user's
+    model in errors when ``model_path`` is an intermediate file."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own pybind exception types (Fail, InvalidGraph, ...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LoweringError(f"{shown or model_path}: ONNX Runtime, which calibrates and checks the quantized "
+                            f"model, cannot load it: {first}") from None
     specs = []
     for i in sess.get_inputs():
         if i.type not in _ORT_DTYPES:

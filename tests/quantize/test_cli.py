@@ -207,3 +207,22 @@ def test_compile_takes_the_quantize_commands_options(tiny, tmp_path, capsys):
     want = QuantizeConfig(method="percentile", percentile=99.9, per_channel=False, activation_type="uint8")
     assert manifest["options"]["quantize"] == want.to_json()
     assert report["quantization"]["qdq_model"]["sha256"] == hashlib.sha256(qdq.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("case", ["ir_version_too_new", "float64_weights"])
+def test_models_onnx_runtime_cannot_load_get_one_line(tiny, tmp_path, capsys, case):
+    """Calibration runs the model in ONNX Runtime: a model it refuses is named in one line, exit 2."""
+    model = onnx.load(str(tiny / "cnn.onnx"))
+    if case == "ir_version_too_new":
+        model.ir_version = 99
+    else:
+        init = model.graph.initializer[0]
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float64), init.name))
+    path = tmp_path / f"{case}.onnx"
+    onnx.save(model, str(path))
+    code, _, err = run_cli(["quantize", path, "--calibration", tiny / "cnn_cal.npz",
+                            "-o", tmp_path / "q.onnx"], capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and "Traceback" not in err, err
+    assert not (tmp_path / "q.onnx").exists()
