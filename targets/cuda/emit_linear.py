@@ -1,21 +1,27 @@
-"""Convolution, Gemm and MatMul lowering for the cuda target (fp32, thread-independent kernels).
+"""Convolution, Gemm and MatMul lowering for the cuda target (fp32).
 
 - Conv / lowering::FusedConv (NCHW, 1-D and 2-D, groups incl. depthwise, strides, pads, dilations): an
   implicit GEMM per group, ``out[m, p] = W[m, :] . col[:, p]`` with ``K = C/G * KH * KW``, where the column
   ``col[:, p]`` is never materialised: each thread owns one output position and ``CONV_TM`` output channels
   of one group, walks K as (channel, kh, kw) and addresses the input directly (padding taps are skipped),
   reusing every input value for its channels. Bias, residual (broadcast through image/channel/position
-  strides) and activation run on the accumulators before the one store.
-- Gemm / MatMul and their fused forms: a register-tiled SGEMM; each thread computes a ``TM x TN`` tile of
-  ``C = act(alpha * A . B + beta * bias + R)``, reading A and B through row/column strides (so ``transA`` /
-  ``transB`` and constant weights in their ONNX layout need no packing) and clamping its loads at the
-  matrix edges (only in-range elements are stored). Batched MatMul runs its batch items on grid z, each
-  reading the A and B matrices numpy broadcasting gives it (an index table in ``__constant__`` memory when
-  that is not a plain stride). GEMMs keep the launch-plan step kind "kernel"; a later cuBLASLt path can add
-  a "gemm" step kind without changing these.
+  strides) and activation run on the accumulators before the one store. A 1x1, stride-1, ungrouped conv
+  large enough for the tiled SGEMM is that SGEMM, batched over the images (``W . x[n]``).
+- Gemm / MatMul and their fused forms: ``C = act(alpha * A . B + beta * bias + R)``, A and B read through
+  row/column strides (so ``transA`` / ``transB`` and constant weights in their ONNX layout need no packing).
+  Above a size threshold (:func:`gemm_tile`) a shared-memory tiled SGEMM: a 64 x 64 (or 128 x 128) block
+  tile, K staged through two ``__shared__`` buffers with register prefetch of the next step, a 4 x 4 (8 x 8)
+  register micro-tile per thread, one ``__syncthreads`` per K step; below it the thread-independent
+  kernel, each thread a ``TM x TN`` tile read straight from global memory, clamping its loads at the edges.
+  Both store only in-range elements. Batched MatMul runs its batch items on grid z, each reading the A and
+  B matrices numpy broadcasting gives it (an index table in ``__constant__`` memory when that is not a plain
+  stride). GEMMs keep the launch-plan step kind "kernel"; a later cuBLASLt path can add a "gemm" step kind
+  without changing these.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -114,10 +120,24 @@ def emit_conv(ctx: CudaEmitContext, node: Node) -> KernelCode:
     out = node.output
     bias = node.input(2)
     res = node.input(3) if node.domain == DOMAIN else None
+    pointwise = (g["KH"], g["KW"], g["SH"], g["SW"], g["G"]) == (1, 1, 1, 1, 1) and (g["OH"], g["OW"]) == (
+        g["H"], g["W"])
+    positions = g["OH"] * g["OW"]
+    cfg = gemm_tile(g["M"], positions, g["C"], g["N"]) if pointwise else None
+    if cfg is not None:  # a 1x1 conv is a GEMM per image: out[n] (M x HW) = W (M x C) . x[n] (C x HW)
+        ns, cs, ps = conv_residual_strides(res.type.shape, out.type.shape) if res is not None else (0, 0, 0)
+        return emit_gemm_kernel(
+            ctx, node, m=g["M"], n=positions, k=g["C"], a=node.input(1), b=node.input(0),
+            a_strides=(g["C"], 1), b_strides=(positions, 1), a_index=[0] * g["N"],
+            b_index=list(range(g["N"])), bias=bias, bias_strides=(1, 0), res=res, res_strides=(cs, ps),
+            res_step=ns, tile=cfg)
     cg, mg = g["C"] // g["G"], g["M"] // g["G"]  # input and output channels per group
+    ktot, columns = cg * g["KH"] * g["KW"], g["N"] * positions
+    cfg = gemm_tile(mg, columns, ktot, g["G"])
+    if cfg is not None:
+        return _emit_conv_tiled(ctx, node, g, cfg)
     tm = min(CONV_TM, mg)
     tiles = cdiv(mg, tm)  # channel tiles per group
-    positions = g["OH"] * g["OW"]
     total = g["N"] * g["G"] * tiles * positions
     x = ctx.read(node.input(0), "x")
     w = ctx.weights(node.input(1).const.astype(np.float32), "w")
@@ -176,6 +196,53 @@ def emit_conv(ctx: CudaEmitContext, node: Node) -> KernelCode:
     return KernelCode("\n".join(lines), grid, block, flops=2 * macs)
 
 
+def _emit_conv_tiled(ctx: CudaEmitContext, node: Node, g: dict, cfg: TileConfig) -> KernelCode:
+    """The implicit-GEMM conv through the tiled SGEMM: per group (grid z), ``out (M/G x N*OH*OW) =
+    W_g (M/G x K) . col (K x N*OH*OW)``, the im2col matrix gathered tile by tile into shared memory."""
+    out = node.output
+    bias = node.input(2)
+    res = node.input(3) if node.domain == DOMAIN else None
+    cg, mg = g["C"] // g["G"], g["M"] // g["G"]
+    positions = g["OH"] * g["OW"]
+    ktot, columns = cg * g["KH"] * g["KW"], g["N"] * positions
+    x = ctx.read(node.input(0), "x")
+    w = ctx.weights(node.input(1).const.astype(np.float32), "w")
+    b = ctx.read(bias, "bias") if bias is not None else None
+    r = ctx.read(res, "res") if res is not None else None
+    y = ctx.write(out)
+    lines = [
+        "const int bz = blockIdx.z;  /* the group */",
+        f"const float *am = {w} + bz * {mg * ktot};",
+        *_tiled_body(cfg, m=mg, n=columns, k=ktot, a_strides=(ktot, 1), b_strides=(0, 0),
+                     conv={**g, "x": f"{x} + bz * {cg * g['H'] * g['W']}"}),
+        f"LW_UNROLL for (int r = 0; r < {cfg.tm}; r++) {{",
+        f"    const int row = bm0 + {cfg.row('r')};",
+        f"    if (row >= {mg}) break;",
+        f"    const int ch = bz * {mg} + row;",
+        f"    LW_UNROLL for (int c = 0; c < {cfg.tn}; c++) {{",
+        f"        const int col = bn0 + {cfg.col('c')};",
+        f"        if (col >= {columns}) break;",
+        f"        const int img = col / {positions}, p = col % {positions};",
+        "        float v = acc[r][c];",
+    ]
+    if b is not None:
+        lines.append(f"        v += {b}[ch];")
+    if r is not None:
+        ns, cs, ps = conv_residual_strides(res.type.shape, out.type.shape)
+        terms = [f"{s} * {name}" for s, name in ((ns, "img"), (cs, "ch"), (ps, "p")) if s]
+        lines.append(f"        v += {r}[{' + '.join(terms) or '0'}];")
+    lines += [
+        f"        {y}[(img * {g['M']} + ch) * {positions} + p] = {activation_code(node, 'v')};",
+        "    }",
+        "}",
+    ]
+    grid = (cdiv(columns, cfg.bn), cdiv(mg, cfg.bm), g["G"])
+    if grid[1] > MAX_GRID_YZ or grid[2] > MAX_GRID_YZ:
+        raise LoweringError(f"cuda target: {node.label}: the conv's grid {grid} exceeds the y/z limits")
+    macs = g["N"] * g["M"] * positions * ktot
+    return KernelCode("\n".join(lines), grid, cfg.block, flops=2 * macs)
+
+
 # --- GEMM and MatMul --------------------------------------------------------------------------------
 
 
@@ -195,20 +262,224 @@ def _batch_offset(ctx_prelude: list[str], kernel_table: str, index: list[int], s
     return f"{kernel_table}[bz] * {step}"
 
 
+@dataclass(frozen=True)
+class TileConfig:
+    """A shared-memory tiled SGEMM: a ``bm x bn`` block tile, K staged ``bk`` at a time through two
+    ``__shared__`` buffers, each of the ``(bm/tm) * (bn/tn)`` threads a ``tm x tn`` register micro-tile."""
+
+    bm: int
+    bn: int
+    bk: int
+    tm: int
+    tn: int
+
+    @property
+    def block(self) -> tuple[int, int, int]:
+        return (self.bn // self.tn, self.bm // self.tm, 1)
+
+    @property
+    def threads(self) -> int:
+        return (self.bm // self.tm) * (self.bn // self.tn)
+
+    def row(self, r: str) -> str:
+        """The row in the block tile of this thread's micro-tile row ``r``: groups of ``QUAD`` consecutive
+        rows ``bm / (tm / QUAD)`` apart, so a warp's float4 shared-memory reads do not conflict."""
+        return _quads("tr", r, self.tm, self.bm)
+
+    def col(self, c: str) -> str:
+        return _quads("tc", c, self.tn, self.bn)
+
+    def smem_bytes(self) -> int:
+        return 4 * 2 * self.bk * (self.bm + TILE_PAD + self.bn + TILE_PAD)
+
+
+#: a thread's micro-tile rows (columns) come in groups of QUAD consecutive ones (one float4 read)
+QUAD = 4
+
+
+def _quads(base: str, i: str, per_thread: int, tile: int) -> str:
+    if per_thread == QUAD:
+        return f"{base} + {i}"
+    return f"{base} + {i} / {QUAD} * {tile * QUAD // per_thread} + {i} % {QUAD}"
+
+
+#: 64 x 64 tiles (4 x 4 per thread) and, when there are enough of them to fill the GPU, 128 x 128 (8 x 8)
+TILE_SMALL = TileConfig(64, 64, 16, 4, 4)
+TILE_LARGE = TileConfig(128, 128, 8, 8, 8)
+#: padding of each shared-memory tile row (keeps rows 16-byte aligned, shifts banks between rows)
+TILE_PAD = 4
+#: streaming multiprocessors to fill before the large tile is used (an H100/H200 has 132)
+TILE_LARGE_BLOCKS = 132
+
+
+def gemm_tile(m: int, n: int, k: int, count: int) -> TileConfig | None:
+    """The tiled kernel's configuration for a batch of ``count`` m x n x k GEMMs, or None for the simple
+    kernel (tiny or skinny GEMMs, where a 64 x 64 tile would be mostly padding)."""
+    if m < 32 or n < 32 or k < 8:
+        return None
+    if cdiv(m, TILE_LARGE.bm) * cdiv(n, TILE_LARGE.bn) * count >= TILE_LARGE_BLOCKS:
+        return TILE_LARGE
+    return TILE_SMALL
+
+
+def _gemm_epilogue(node: Node, *, m: int, n: int, alpha: float, beta: float, pc: str | None, pr: str | None,
+                   bias_strides: tuple[int, int], res_strides: tuple[int, int], indent: str) -> list[str]:
+    """``v = alpha * acc[r][c] (+ beta * bias) (+ residual)``, activated and stored at (row, col)."""
+    scaled_acc = "acc[r][c]" if float(alpha) == 1.0 else f"{c_float(alpha)} * acc[r][c]"
+    lines = [f"{indent}float v = {scaled_acc};"]
+    if pc is not None:
+        index = " + ".join(t for t in (f"row * {bias_strides[0]}" if bias_strides[0] else "",
+                                       f"col * {bias_strides[1]}" if bias_strides[1] else "") if t) or "0"
+        scaled = f"{pc}[{index}]" if float(beta) == 1.0 else f"{c_float(beta)} * {pc}[{index}]"
+        lines.append(f"{indent}v += {scaled};")
+    if pr is not None:
+        index = " + ".join(t for t in (f"row * {res_strides[0]}" if res_strides[0] else "",
+                                       f"col * {res_strides[1]}" if res_strides[1] else "") if t) or "0"
+        lines.append(f"{indent}v += rb[{index}];")
+    lines.append(f"{indent}yb[row * {n} + col] = {activation_code(node, 'v')};")
+    return lines
+
+
+def _tiled_body(cfg: TileConfig, *, m: int, n: int, k: int, a_strides: tuple[int, int],
+                b_strides: tuple[int, int], conv: dict | None = None) -> list[str]:
+    """The main loop of the tiled SGEMM: ``acc[tm][tn]`` of this thread, for the block tile at
+    (blockIdx.y * bm, blockIdx.x * bn) of the matrices ``am`` (m x k) and ``bm`` (k x n).
+
+    Each K step of ``bk`` loads the A tile (bm x bk) and the B tile (bk x bn) from global memory into
+    registers, consecutive threads walking the operand's contiguous axis (so the loads coalesce for either
+    layout: transA / transB need no packing); out-of-range elements load as 0, which adds exact zeros. The
+    registers go to the shared buffer not being read, so one barrier per K step suffices: the next tile's
+    global loads are in flight while this tile's FMAs run (register-staged double buffering).
+
+    With ``conv`` (a :func:`conv_geometry` plus ``x``, the input pointer expression of this group's first
+    channel of image 0) B is the implicit im2col matrix of a convolution, ``B[k, col]`` with k = (c, kh, kw)
+    and col = (image, oh, ow), gathered from the input (0 at padding taps): each thread loads one column,
+    decomposed once."""
+    (ars, acs), (brs, bcs) = a_strides, b_strides
+    threads, bm, bn, bk = cfg.threads, cfg.bm, cfg.bn, cfg.bk
+    steps = cdiv(k, bk)
+    la, lb = bm * bk // threads, bk * bn // threads  # elements each thread loads per K step
+
+    def loader(contiguous_outer: bool, outer: int) -> tuple[str, str, str, str]:
+        """(outer index, k index, outer step, k step) of a thread's loads of a tile (outer x bk)."""
+        if contiguous_outer:  # consecutive threads along the outer axis (m of A, n of B)
+            return f"tid % {outer}", f"tid / {outer}", "0", str(threads // outer)
+        return f"tid / {bk}", f"tid % {bk}", str(threads // bk), "0"
+
+    a_outer, a_k, a_os, a_ks = loader(acs != 1 and ars == 1, bm)
+    b_outer, b_k, b_os, b_ks = loader(conv is not None or bcs == 1 or brs != 1, bn)
+
+    def load(k0: str, indent: str) -> list[str]:
+        return [
+            f"{indent}LW_UNROLL for (int i = 0; i < {la}; i++) {{",
+            f"{indent}    const int r = bm0 + la_o + i * {a_os}, c = {k0} + la_k + i * {a_ks};",
+            f"{indent}    ra[i] = r < {m} && c < {k} ? am[r * {ars} + c * {acs}] : 0.0f;",
+            f"{indent}}}",
+            *(load_b(k0, indent) if conv is None else gather_b(k0, indent)),
+        ]
+
+    def load_b(k0: str, indent: str) -> list[str]:
+        return [
+            f"{indent}LW_UNROLL for (int i = 0; i < {lb}; i++) {{",
+            f"{indent}    const int r = {k0} + lb_k + i * {b_ks}, c = bn0 + lb_o + i * {b_os};",
+            f"{indent}    rb_[i] = r < {k} && c < {n} ? bm[r * {brs} + c * {bcs}] : 0.0f;",
+            f"{indent}}}",
+        ]
+
+    def gather_b(k0: str, indent: str) -> list[str]:
+        g = conv
+        taps = g["KH"] * g["KW"]
+        return [
+            f"{indent}LW_UNROLL for (int i = 0; i < {lb}; i++) {{",
+            f"{indent}    const int r = {k0} + lb_k + i * {b_ks};",
+            f"{indent}    float v = 0.0f;",
+            f"{indent}    if (col_ok && r < {k}) {{",
+            f"{indent}        const int c = r / {taps}, tap = r - c * {taps};",
+            f"{indent}        const int kh = tap / {g['KW']}, kw = tap - kh * {g['KW']};",
+            f"{indent}        const int ih = ih0 + kh * {g['DH']}, iw = iw0 + kw * {g['DW']};",
+            f"{indent}        if ((unsigned)ih < {g['H']}u && (unsigned)iw < {g['W']}u) "
+            f"v = xcol[(c * {g['H']} + ih) * {g['W']} + iw];",
+            f"{indent}    }}",
+            f"{indent}    rb_[i] = v;",
+            f"{indent}}}",
+        ]
+
+    def store(buf: str, indent: str) -> list[str]:
+        return [
+            f"{indent}LW_UNROLL for (int i = 0; i < {la}; i++) "
+            f"As[{buf}][la_k + i * {a_ks}][la_o + i * {a_os}] = ra[i];",
+            f"{indent}LW_UNROLL for (int i = 0; i < {lb}; i++) "
+            f"Bs[{buf}][lb_k + i * {b_ks}][lb_o + i * {b_os}] = rb_[i];",
+        ]
+
+    return [
+        f"__shared__ __align__(16) float As[2][{bk}][{bm + TILE_PAD}];",
+        f"__shared__ __align__(16) float Bs[2][{bk}][{bn + TILE_PAD}];",
+        f"const int tid = threadIdx.y * {cfg.block[0]} + threadIdx.x;",
+        f"const int bm0 = blockIdx.y * {bm}, bn0 = blockIdx.x * {bn};",
+        f"const int la_o = {a_outer}, la_k = {a_k};",
+        f"const int lb_o = {b_outer}, lb_k = {b_k};",
+        f"const int tr = threadIdx.y * {QUAD}, tc = threadIdx.x * {QUAD};",  # first row, column
+        *([] if conv is None else [
+            "/* this thread's column of the implicit im2col matrix: (image, oh, ow) */",
+            "const int bcol = bn0 + lb_o;",
+            f"const bool col_ok = bcol < {n};",
+            f"const int cimg = bcol / {conv['OH'] * conv['OW']}, cpos = bcol % {conv['OH'] * conv['OW']};",
+            f"const int ih0 = cpos / {conv['OW']} * {conv['SH']} - {conv['PH']}, "
+            f"iw0 = cpos % {conv['OW']} * {conv['SW']} - {conv['PW']};",
+            f"const float *xcol = {conv['x']} + (col_ok ? cimg : 0) * {conv['C'] * conv['H'] * conv['W']};",
+        ]),
+        f"float ra[{la}], rb_[{lb}];",
+        f"float acc[{cfg.tm}][{cfg.tn}];",
+        f"LW_UNROLL for (int r = 0; r < {cfg.tm}; r++) LW_UNROLL for (int c = 0; c < {cfg.tn}; c++) "
+        "acc[r][c] = 0.0f;",
+        *load("0", ""),
+        *store("0", ""),
+        "__syncthreads();",
+        f"for (int t = 0; t < {steps}; t++) {{",
+        "    const int cur = t & 1;",
+        f"    if (t + 1 < {steps}) {{  /* the next K step's tiles, into registers */",
+        *load(f"(t + 1) * {bk}", "        "),
+        "    }",
+        f"    LW_UNROLL for (int kk = 0; kk < {bk}; kk++) {{",
+        f"        float av[{cfg.tm}], bv[{cfg.tn}];",
+        f"        LW_UNROLL for (int r = 0; r < {cfg.tm}; r++) av[r] = As[cur][kk][{cfg.row('r')}];",
+        f"        LW_UNROLL for (int c = 0; c < {cfg.tn}; c++) bv[c] = Bs[cur][kk][{cfg.col('c')}];",
+        f"        LW_UNROLL for (int r = 0; r < {cfg.tm}; r++) LW_UNROLL for (int c = 0; c < {cfg.tn}; c++) "
+        "acc[r][c] += av[r] * bv[c];",
+        "    }",
+        f"    if (t + 1 < {steps}) {{  /* into the buffer no thread reads in this step */",
+        *store("cur ^ 1", "        "),
+        "    }",
+        "    __syncthreads();",
+        "}",
+    ]
+
+
 def emit_gemm_kernel(ctx: CudaEmitContext, node: Node, *, m: int, n: int, k: int, a: Value, b: Value,
                      a_strides: tuple[int, int], b_strides: tuple[int, int], a_index: list[int],
                      b_index: list[int], alpha: float = 1.0, beta: float = 1.0, bias: Value | None = None,
                      bias_strides: tuple[int, int] = (0, 0), res: Value | None = None,
-                     res_strides: tuple[int, int] = (0, 0), res_step: int = 0) -> KernelCode:
+                     res_strides: tuple[int, int] = (0, 0), res_step: int = 0,
+                     tile: TileConfig | None | bool = True) -> KernelCode:
     """C[i] = act(alpha * A[a_index[i]] . B[b_index[i]] + beta * bias + R[i]) for every batch item i: A
-    (m x k) at element (r, c) = r * a_strides[0] + c * a_strides[1], B (k x n) likewise."""
+    (m x k) at element (r, c) = r * a_strides[0] + c * a_strides[1], B (k x n) likewise, the residual
+    of item i at ``i * res_step`` (row, col) strides ``res_strides``. ``tile``: True picks the kernel by
+    size (:func:`gemm_tile`), None forces the simple kernel, a :class:`TileConfig` that tiled kernel."""
     count = len(a_index)
     if count > MAX_GRID_YZ:
         raise LoweringError(f"cuda target: {node.label}: a batch of {count} GEMMs exceeds the grid's z limit")
-    tm = 4 if m >= 16 else 1
-    tn = 4 if n >= 16 else 1
-    bx, by = (GEMM_BLOCK[0], GEMM_BLOCK[1]) if m >= 16 else (128, 1)
-    grid = (cdiv(n, bx * tn), cdiv(m, by * tm), count)
+    cfg = gemm_tile(m, n, k, count) if tile is True else tile or None
+    if cfg is not None:
+        grid = (cdiv(n, cfg.bn), cdiv(m, cfg.bm), count)
+        block = cfg.block
+        tm, tn = cfg.tm, cfg.tn
+    else:
+        tm = 4 if m >= 16 else 1
+        tn = 4 if n >= 16 else 1
+        bx, by = (GEMM_BLOCK[0], GEMM_BLOCK[1]) if m >= 16 else (128, 1)
+        grid = (cdiv(n, bx * tn), cdiv(m, by * tm), count)
+        block = (bx, by, 1)
     if grid[1] > MAX_GRID_YZ:
         raise LoweringError(f"cuda target: {node.label}: {m} GEMM rows exceed the grid's y limit")
     name = f"{ctx.kernel_name}_" if ctx.kernel_name else ""
@@ -221,56 +492,54 @@ def emit_gemm_kernel(ctx: CudaEmitContext, node: Node, *, m: int, n: int, k: int
     a_off = _batch_offset(prelude, f"{name}a_index", list(a_index), m * k)
     b_off = _batch_offset(prelude, f"{name}b_index", list(b_index), k * n)
     (ars, acs), (brs, bcs) = a_strides, b_strides
-    lines = [
-        "const int bz = blockIdx.z;",
-        f"const int n0 = (blockIdx.x * blockDim.x + threadIdx.x) * {tn};",
-        f"const int m0 = (blockIdx.y * blockDim.y + threadIdx.y) * {tm};",
-        f"if (m0 >= {m} || n0 >= {n}) return;",
+    lines = ["const int bz = blockIdx.z;"]
+    if cfg is None:
+        lines += [
+            f"const int n0 = (blockIdx.x * blockDim.x + threadIdx.x) * {tn};",
+            f"const int m0 = (blockIdx.y * blockDim.y + threadIdx.y) * {tm};",
+            f"if (m0 >= {m} || n0 >= {n}) return;",
+        ]
+    lines += [
         f"const float *am = {pa} + {a_off};",
         f"const float *bm = {pb} + {b_off};",
-        f"int arow[{tm}], bcol[{tn}];",
-        f"LW_UNROLL for (int r = 0; r < {tm}; r++) arow[r] = (m0 + r < {m} ? m0 + r : {m - 1}) * {ars};",
-        f"LW_UNROLL for (int c = 0; c < {tn}; c++) bcol[c] = (n0 + c < {n} ? n0 + c : {n - 1}) * {bcs};",
-        f"float acc[{tm}][{tn}];",
-        f"LW_UNROLL for (int r = 0; r < {tm}; r++) LW_UNROLL for (int c = 0; c < {tn}; c++) "
-        "acc[r][c] = 0.0f;",
-        f"for (int kk = 0; kk < {k}; kk++) {{",
-        f"    float av[{tm}], bv[{tn}];",
-        f"    LW_UNROLL for (int r = 0; r < {tm}; r++) av[r] = am[arow[r] + kk * {acs}];",
-        f"    LW_UNROLL for (int c = 0; c < {tn}; c++) bv[c] = bm[kk * {brs} + bcol[c]];",
-        f"    LW_UNROLL for (int r = 0; r < {tm}; r++) LW_UNROLL for (int c = 0; c < {tn}; c++) "
-        "acc[r][c] += av[r] * bv[c];",
-        "}",
-        f"float *yb = {y} + bz * {m * n};",
     ]
+    if cfg is None:
+        lines += [
+            f"int arow[{tm}], bcol[{tn}];",
+            f"LW_UNROLL for (int r = 0; r < {tm}; r++) arow[r] = (m0 + r < {m} ? m0 + r : {m - 1}) * {ars};",
+            f"LW_UNROLL for (int c = 0; c < {tn}; c++) bcol[c] = (n0 + c < {n} ? n0 + c : {n - 1}) * {bcs};",
+            f"float acc[{tm}][{tn}];",
+            f"LW_UNROLL for (int r = 0; r < {tm}; r++) LW_UNROLL for (int c = 0; c < {tn}; c++) "
+            "acc[r][c] = 0.0f;",
+            f"for (int kk = 0; kk < {k}; kk++) {{",
+            f"    float av[{tm}], bv[{tn}];",
+            f"    LW_UNROLL for (int r = 0; r < {tm}; r++) av[r] = am[arow[r] + kk * {acs}];",
+            f"    LW_UNROLL for (int c = 0; c < {tn}; c++) bv[c] = bm[kk * {brs} + bcol[c]];",
+            f"    LW_UNROLL for (int r = 0; r < {tm}; r++) LW_UNROLL for (int c = 0; c < {tn}; c++) "
+            "acc[r][c] += av[r] * bv[c];",
+            "}",
+        ]
+        row, col = "m0 + r", "n0 + c"
+    else:
+        lines += _tiled_body(cfg, m=m, n=n, k=k, a_strides=a_strides, b_strides=b_strides)
+        row, col = f"bm0 + {cfg.row('r')}", f"bn0 + {cfg.col('c')}"
+    lines.append(f"float *yb = {y} + bz * {m * n};")
     if pr is not None and res_step:
         lines.append(f"const float *rb = {pr} + bz * {res_step};")
     elif pr is not None:
         lines.append(f"const float *rb = {pr};")
     lines += [
         f"LW_UNROLL for (int r = 0; r < {tm}; r++) {{",
-        "    const int row = m0 + r;",
+        f"    const int row = {row};",
         f"    if (row >= {m}) break;",
         f"    LW_UNROLL for (int c = 0; c < {tn}; c++) {{",
-        "        const int col = n0 + c;",
+        f"        const int col = {col};",
         f"        if (col >= {n}) break;",
-        "        float v = " + ("acc[r][c];" if float(alpha) == 1.0 else f"{c_float(alpha)} * acc[r][c];"),
-    ]
-    if pc is not None:
-        index = " + ".join(t for t in (f"row * {bias_strides[0]}" if bias_strides[0] else "",
-                                       f"col * {bias_strides[1]}" if bias_strides[1] else "") if t) or "0"
-        scaled = f"{pc}[{index}]" if float(beta) == 1.0 else f"{c_float(beta)} * {pc}[{index}]"
-        lines.append(f"        v += {scaled};")
-    if pr is not None:
-        index = " + ".join(t for t in (f"row * {res_strides[0]}" if res_strides[0] else "",
-                                       f"col * {res_strides[1]}" if res_strides[1] else "") if t) or "0"
-        lines.append(f"        v += rb[{index}];")
-    lines += [
-        f"        yb[row * {n} + col] = {activation_code(node, 'v')};",
+        *_gemm_epilogue(node, m=m, n=n, alpha=alpha, beta=beta, pc=pc, pr=pr, bias_strides=bias_strides,
+                        res_strides=res_strides, indent="        "),
         "    }",
         "}",
     ]
-    block = (bx, by, 1)
     return KernelCode("\n".join(lines), grid, block, flops=2 * count * m * n * k, prelude="\n".join(prelude))
 
 

@@ -1,9 +1,11 @@
 """Run a cuda-target build without a GPU: its kernels.cu compiled as host C++, behind a simulated driver.
 
-The generated kernels are thread-independent, so emulating a launch is running every thread of every
-block in turn (``emulate.h`` defines the CUDA keywords away and provides ``blockIdx``/``threadIdx``/...).
-:class:`EmulatedKernels` compiles ``kernels.cu`` with g++ (``-Wall -Werror``: the same source nvcc
-builds) plus one generated wrapper per kernel, ``lw_emu_<kernel>(void **params, grid, block)``, which takes
+A thread-independent kernel is emulated by running every thread of every block in turn; a kernel whose
+text uses ``__syncthreads`` (block-cooperative: ``__shared__`` tiles) runs each block's threads as fibers
+that all meet at every barrier, and a divergent barrier fails the launch naming the kernel (``emulate.h``
+explains both and defines the CUDA keywords away). :class:`EmulatedKernels` compiles ``kernels.cu`` with
+g++ (``-Wall -Werror``: the same source nvcc builds) plus one generated wrapper per kernel,
+``lw_emu_<kernel>(void **params, grid, block)`` (0, or -1 with ``lw_emu_error_text()`` set), which takes
 the kernel parameters exactly as ``cuLaunchKernel`` does (each ``params[i]`` points at a pointer value).
 
 :class:`EmulatedDriver` implements the methods of ``runtime.backends.cuda.Driver`` over host memory:
@@ -19,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -42,8 +45,23 @@ def find_host_compiler() -> str | None:
     return None
 
 
+_KERNEL = re.compile(r'extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)\(')
+
+
+def cooperative_kernels(source: str) -> set[str]:
+    """The kernels of ``source`` whose text (up to the next kernel) uses ``__syncthreads``."""
+    starts = [(m.start(), m.group(1)) for m in _KERNEL.finditer(source)]
+    found = set()
+    for i, (start, name) in enumerate(starts):
+        end = starts[i + 1][0] if i + 1 < len(starts) else len(source)
+        if "__syncthreads" in source[start:end]:
+            found.add(name)
+    return found
+
+
 def driver_source(source: str, steps: list[dict]) -> str:
     """The emulator's translation unit: emulate.h, kernels.cu, and one launch wrapper per kernel."""
+    cooperative = cooperative_kernels(source)
     wrappers, seen = [], set()
     for step in steps:
         name = step["kernel"]
@@ -54,26 +72,17 @@ def driver_source(source: str, steps: list[dict]) -> str:
         for i, arg in enumerate(step["args"]):
             ctype = CTYPES[arg.get("dtype", "float32")]
             qualified = f"const {ctype} *" if arg.get("access") == "read" else f"{ctype} *"
-            casts.append(f"*({qualified}const *)params[{i}]")
+            casts.append(f"*({qualified}const *)lw_emu_params[{i}]")
         wrappers.append(
-            f'extern "C" void lw_emu_{name}(void **params, const unsigned *grid, const unsigned *block) {{\n'
-            "    gridDim = {grid[0], grid[1], grid[2]};\n"
-            "    blockDim = {block[0], block[1], block[2]};\n"
-            "    for (unsigned bz = 0; bz < grid[2]; bz++)\n"
-            "    for (unsigned by = 0; by < grid[1]; by++)\n"
-            "    for (unsigned bx = 0; bx < grid[0]; bx++) {\n"
-            "        blockIdx = {bx, by, bz};\n"
-            "        for (unsigned tz = 0; tz < block[2]; tz++)\n"
-            "        for (unsigned ty = 0; ty < block[1]; ty++)\n"
-            "        for (unsigned tx = 0; tx < block[0]; tx++) {\n"
-            "            threadIdx = {tx, ty, tz};\n"
-            f"            {name}({', '.join(casts)});\n"
-            "        }\n"
-            "    }\n"
+            f"static void lw_emu_body_{name}(void) {{ {name}({', '.join(casts)}); }}\n"
+            f'extern "C" int lw_emu_{name}(void **params, const unsigned *grid, const unsigned *block) {{\n'
+            f'    return lw_emu_launch("{name}", params, grid, block, lw_emu_body_{name}, '
+            f"{int(name in cooperative)});\n"
             "}\n"
         )
     return (f'#include "{HEADER.name}"\n'
             "#pragma GCC diagnostic ignored \"-Wunused-function\"\n"
+            "#line 1 \"kernels.cu\"\n"
             + source + "\n/* ---- emulator launch wrappers ---- */\n" + "\n".join(wrappers))
 
 
@@ -102,8 +111,13 @@ class EmulatedKernels:
     def wrapper(self, name: str):
         fn = getattr(self.lib, f"lw_emu_{name}")
         fn.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint)]
-        fn.restype = None
+        fn.restype = ctypes.c_int
         return fn
+
+    def error_text(self) -> str:
+        fn = self.lib.lw_emu_error_text
+        fn.restype = ctypes.c_char_p
+        return fn().decode(errors="replace")
 
 
 class EmulatedDriver:
@@ -222,7 +236,8 @@ class EmulatedDriver:
             raise CudaError(f"cuda target: cuLaunchKernel({what}) failed (too much shared memory)")
         grid_arr = (ctypes.c_uint * 3)(*grid)
         block_arr = (ctypes.c_uint * 3)(*block)
-        self.kernels.wrapper(name)(ctypes.cast(params, ctypes.c_void_p), grid_arr, block_arr)
+        if self.kernels.wrapper(name)(ctypes.cast(params, ctypes.c_void_p), grid_arr, block_arr):
+            raise CudaError(f"cuda target: kernel {what} failed on the emulator: {self.kernels.error_text()}")
         self.launches.append(name)
         self.check_guards()
 

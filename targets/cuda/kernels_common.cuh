@@ -4,9 +4,11 @@
  * emulate.h, as host C++ with g++ (the emulator tests run every kernel that way). Everything here is a
  * __device__ helper; the generator appends one extern "C" __global__ kernel per computing node.
  *
- * The kernels of this slice are thread-independent: each thread computes its own outputs from global
- * memory, with no shared memory, no __syncthreads and no warp shuffles, and a thread past the end of the
- * work returns at once. That is what lets the emulator run them one thread after another.
+ * Most kernels are thread-independent: each thread computes its own outputs from global memory and a
+ * thread past the end of the work returns at once; the emulator runs those one thread after another. The
+ * tiled SGEMM is block-cooperative (__shared__ tiles, __syncthreads): every thread of its block reaches
+ * every barrier (no early return), and the emulator runs its threads as fibers meeting at each barrier.
+ * No kernel uses warp shuffles (the emulator has no warps).
  */
 
 #define LW_DEV __device__ __forceinline__

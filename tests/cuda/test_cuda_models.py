@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from lowering.driver import CompileOptions, compile_model
 from runtime.artifact import open_artifact
-from targets.cuda.emulate import emulated_executor
+from targets.cuda.emulate import cooperative_kernels, emulated_executor
 from tests.zoo.fixtures import zoo  # noqa: F401  (pytest fixture)
 
 from .harness import require_nvcc
@@ -62,6 +62,10 @@ def test_zoo_models(zoo, tmp_path, name):  # noqa: F811
     ops = {k["op"] for k in json.loads(art.read("report.json"))["targets"]["cuda"]["kernels"]}
     if name == "mobilenet_style":
         assert "lowering::FusedConv" in ops
+    if name in ("resnet_style", "mobilenet_style"):  # some convs are the shared-memory tiled kernels
+        entry = art.targets["cuda"]
+        tiled = cooperative_kernels(art.read(entry["source"]).decode())
+        assert any(step["kernel"] in tiled for step in entry["launch_plan"])
     if name == "mlp":
         assert "Softmax" in ops
 
