@@ -452,7 +452,8 @@ def _report_summary(report: dict) -> list[str]:
                    "--atol should allow one quantization step.")
 @click.option("--emulate", is_flag=True,
               help="With --target cuda: run the cuda target's kernels on the CPU emulator (the same "
-                   "kernels.cu compiled as host C++, every thread in turn, a block's threads meeting at each barrier), for a machine without a GPU.")
+                   "kernels.cu compiled as host C++, every thread in turn, a block's threads meeting at "
+                   "each barrier), for a machine without a GPU.")
 def verify_command(artifact, model, inputs, rtol, atol, target, seed, as_json, bisect, emulate):
     """Run ARTIFACT and ONNX Runtime on the same inputs; exit 1 on mismatch.
 

@@ -25,20 +25,38 @@ UNARY_OPS = {
     "Relu": 0, "LeakyRelu": 1, "Clip": 2, "Sigmoid": 0, "Tanh": 0, "Neg": 0, "Abs": 0, "Exp": 0,
     "Sqrt": 0, "Identity": 0, "Gelu": 1, "Erf": 0, "Reciprocal": 0, "Log": 0, "Floor": 0, "Ceil": 0,
     "Round": 0, "Sign": 0,
+    "Cos": 0, "Sin": 0, "Tan": 0, "Acos": 0, "Asin": 0, "Atan": 0, "Cosh": 0, "Sinh": 0, "Acosh": 0,
+    "Asinh": 0, "Atanh": 0, "Softplus": 0, "Softsign": 0, "HardSwish": 0, "Mish": 0,
+    "Elu": 1, "Celu": 1, "ThresholdedRelu": 1, "Swish": 1, "Selu": 2, "HardSigmoid": 2, "Shrink": 2,
+}
+#: The float parameters of the parameterized unary activations: (attribute, default) in parameter order.
+UNARY_ATTRS = {
+    "Elu": (("alpha", 1.0),), "Celu": (("alpha", 1.0),), "ThresholdedRelu": (("alpha", 1.0),),
+    "Swish": (("alpha", 1.0),), "Selu": (("alpha", 1.6732632423543772), ("gamma", 1.0507009873554805)),
+    "HardSigmoid": (("alpha", 0.2), ("beta", 0.5)), "Shrink": (("bias", 0.0), ("lambd", 0.5)),
 }
 INTEGER_UNARY_OPS = frozenset({"Neg", "Abs", "Sign", "Identity"})
 #: Binary arithmetic: two operands of one numeric type give that type (Pow: a float32 base and any numeric
-#: exponent). Min and Max are variadic in ONNX; with two inputs they are binary elementwise ops.
-BINARY_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max"})
+#: exponent). Min and Max are variadic in ONNX; with two inputs they are binary elementwise ops. PRelu is
+#: ``x < 0 ? x * slope : x`` (the slope broadcasts to x).
+BINARY_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "PRelu"})
+#: Variadic elementwise ops that are not body ops themselves: a chain of Add (Mean: then a Div by the count).
+VARIADIC_OPS = frozenset({"Sum", "Mean"})
 #: Comparisons: two operands of one numeric type (bool too, for Equal) give bool.
 COMPARE_OPS = frozenset({"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"})
 #: Logic on bool tensors.
 LOGIC_OPS = frozenset({"And", "Or", "Xor"})
+#: Bitwise ops on integer tensors (the result has the operands' type). BitShift's parameter is its
+#: direction (0: LEFT, 1: RIGHT); a shift by a negative amount or by the width or more gives 0 (-1 for a
+#: right shift of a negative signed value), as opset 28 defines it.
+BITWISE_OPS = frozenset({"BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift"})
+INTEGER_DTYPES = (DType.INT64, DType.INT32, DType.INT8, DType.UINT8)
 #: Elementwise ops whose result type is not their operands' -> (operands, float parameters when fused).
 #: Cast's parameter is its ONNX ``to`` code; IsInf's are ``detect_positive`` and ``detect_negative``; Mod's
 #: is ``fmod`` (1: C fmod, the dividend's sign; 0, integers only: the divisor's sign).
 TYPED_OPS = {
     "Not": (1, 0), "IsNaN": (1, 0), "IsInf": (1, 2), "Cast": (1, 1), "Where": (3, 0), "Mod": (2, 1),
+    "BitwiseAnd": (2, 0), "BitwiseOr": (2, 0), "BitwiseXor": (2, 0), "BitwiseNot": (1, 0), "BitShift": (2, 1),
     **{op: (2, 0) for op in COMPARE_OPS | LOGIC_OPS},
 }
 #: Every op a ``lowering::FusedElementwise`` body can hold.
@@ -74,6 +92,8 @@ def activation_params(node: Node) -> tuple[float, ...] | None:
             else:
                 return None
         return tuple(bounds)
+    if node.op in UNARY_ATTRS:
+        return tuple(float(node.attr(name, default)) for name, default in UNARY_ATTRS[node.op])
     return ()
 
 
@@ -94,6 +114,8 @@ def elementwise_params(node: Node) -> tuple[float, ...] | None:
         return (float(node.attr("to")),)
     if node.op == "Mod":
         return (float(node.attr("fmod", 0)),)
+    if node.op == "BitShift":
+        return (1.0 if node.attr("direction", "") == "RIGHT" else 0.0,)
     if node.op == "IsInf":
         return (float(node.attr("detect_positive", 1)), float(node.attr("detect_negative", 1)))
     if node.op in UNARY_OPS:
@@ -113,10 +135,10 @@ def elementwise_result(op: str, dtypes: list[DType], params: tuple[float, ...] =
         if dtypes[0] is not DType.BOOL or dtypes[1] is not dtypes[2] or dtypes[1] not in STORED_DTYPES:
             return f"Where takes a bool condition and two operands of one type, not ({kinds})"
         return dtypes[1]
-    if op == "Pow":
-        if dtypes[0] is not DType.FLOAT32 or dtypes[1] not in NUMERIC_DTYPES:
-            return f"Pow takes a float32 base and a numeric exponent, not ({kinds})"
-        return DType.FLOAT32
+    if op == "Pow":  # the result has the base's type (an integer power is computed in double, truncated)
+        if dtypes[0] not in NUMERIC_DTYPES or dtypes[1] not in NUMERIC_DTYPES:
+            return f"Pow takes a numeric base and exponent, not ({kinds})"
+        return dtypes[0]
     if op == "Mod" and not (params and params[0]) and dtypes[0] is DType.FLOAT32:
         return "Mod of float32 tensors needs fmod=1"
     if any(d is not dtypes[0] for d in dtypes):
@@ -124,6 +146,8 @@ def elementwise_result(op: str, dtypes: list[DType], params: tuple[float, ...] =
     dtype = dtypes[0]
     if op in LOGIC_OPS or op == "Not":
         allowed, result = (DType.BOOL,), DType.BOOL
+    elif op in BITWISE_OPS:
+        allowed, result = INTEGER_DTYPES, dtype
     elif op in ("IsNaN", "IsInf"):
         allowed, result = (DType.FLOAT32,), DType.BOOL
     elif op in COMPARE_OPS:

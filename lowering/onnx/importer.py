@@ -36,7 +36,22 @@ NEWER_OPSETS: dict[str, dict[str, object]] = {
     "QuantizeLinear": {"precision": 0},  # 0: computed in the input's type, as in opset 21
     "Range": {"stash_type": 1},  # only applies to float16/bfloat16 ranges
     "Mod": {},  # opset 28 allows fmod=0 on floats (A - floor(A/B)*B); integer and fmod=1 unchanged
+    # opset 22 added bfloat16 to these:
+    **{op: {} for op in ("Cos", "Sin", "Tan", "Acos", "Asin", "Atan", "Cosh", "Sinh", "Acosh", "Asinh",
+                         "Atanh", "Elu", "Selu", "HardSigmoid", "HardSwish", "Mish", "Softplus", "Softsign",
+                         "ThresholdedRelu", "Dropout", "LpNormalization", "EyeLike",
+                         "InstanceNormalization", "NegativeLogLikelihoodLoss")},
+    # opset 28 widened the types (BitShift: signed integers, defined for every shift amount) of these:
+    "Celu": {}, "OneHot": {}, "DepthToSpace": {}, "BitShift": {},
+    "SpaceToDepth": {"mode": "DCR"},  # kept (IMPLEMENTED_ATTRS): the reference and cpu target do CRD too
+    "ReduceLogSum": {}, "ReduceLogSumExp": {},  # opset 28 dropped their integer types; floats unchanged
 }
+#: Attributes a revision after MAX_OPSET added that the reference implements: kept whatever their value.
+IMPLEMENTED_ATTRS: dict[str, frozenset[str]] = {"SpaceToDepth": frozenset({"mode"})}
+
+#: Ops introduced after MAX_OPSET -> the opset whose definition the reference interpreter implements (a
+#: model at a newer opset imports them while that definition is still current).
+NEW_OPS: dict[str, int] = {"Swish": 24, "RMSNormalization": 23, "BitCast": 26, "CumProd": 26}
 
 _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: DType.FLOAT32,
@@ -136,7 +151,7 @@ def _check_newer_opset(model: onnx.ModelProto, opset: int, name: str) -> None:
             since = onnx.defs.get_schema(node.op_type, opset).since_version
         except Exception:
             continue  # not an op at this opset: onnx.checker or the unsupported-op check reports it
-        if since <= MAX_OPSET:
+        if since <= MAX_OPSET or NEW_OPS.get(node.op_type) == since:
             continue
         added = NEWER_OPSETS.get(node.op_type)
         if added is None:
@@ -145,7 +160,7 @@ def _check_newer_opset(model: onnx.ModelProto, opset: int, name: str) -> None:
                 changed.append(f"{node.op_type} (node '{label}', revised in opset {since})")
             continue
         for attr in list(node.attribute):
-            if attr.name not in added:
+            if attr.name not in added or attr.name in IMPLEMENTED_ATTRS.get(node.op_type, ()):
                 continue
             value = onnx.helper.get_attribute_value(attr)
             value = value.decode() if isinstance(value, bytes) else value

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..ir import Node
-from ..opinfo import DOMAIN, window_geometry
+from ..opinfo import DOMAIN, FLOAT_MAX, window_geometry
 
 Kernel = Callable[[Node, list], list]
 REGISTRY: dict[str, Kernel] = {}
@@ -107,6 +107,9 @@ def clip(node, xs):
     x = xs[0]
     lo = xs[1] if len(xs) > 1 and xs[1] is not None else None
     hi = xs[2] if len(xs) > 2 and xs[2] is not None else None
+    if x.dtype.kind == "f":  # an absent float bound is the largest finite float, as in ONNX Runtime: -inf
+        lo = np.float32(-FLOAT_MAX) if lo is None else lo  # becomes -FLT_MAX
+        hi = np.float32(FLOAT_MAX) if hi is None else hi
     if lo is not None:
         x = np.maximum(x, lo.astype(x.dtype))
     if hi is not None:
@@ -250,7 +253,8 @@ def softmax(node, xs):
 @register("Flatten")
 def flatten(node, xs):
     x = xs[0]
-    axis = node.attr("axis", 1) % (x.ndim + 1) if x.ndim else 0
+    axis = node.attr("axis", 1)
+    axis = axis + x.ndim if axis < 0 else axis  # in [-rank, rank]: -1 keeps the last axis apart
     return [x.reshape(int(np.prod(x.shape[:axis])), -1)]
 
 

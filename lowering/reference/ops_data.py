@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ops import register
+from .ops import ONNX_TYPE_CODES, register
 
 
 def _normalize_indices(indices: np.ndarray, size: int, what: str) -> np.ndarray:
@@ -283,3 +283,128 @@ def resize(node, xs):
             y = (np.take(y, ax.lo, axis=axis) * ax.w_lo.astype(np.float64).reshape(shape)
                  + np.take(y, ax.hi, axis=axis) * ax.w_hi.astype(np.float64).reshape(shape))
     return [np.ascontiguousarray(y.astype(x.dtype, copy=False))]
+
+
+# --- scatters, one-hot, eye, block rearrangements, dropout -------------------------------------------
+
+def _scatter_combine(reduction: str):
+    """How a scattered update meets the element already there (ONNX ``reduction``)."""
+    table = {"none": lambda old, new: new, "add": np.add, "mul": np.multiply, "max": np.maximum,
+             "min": np.minimum}
+    if reduction not in table:
+        raise NotImplementedError(f"scatter reduction '{reduction}'")
+    return table[reduction]
+
+
+@register("ScatterElements")
+def scatter_elements(node, xs):
+    """``y = data``, then for every position p of indices, in storage order: ``y[p with p[axis] =
+    indices[p]] = combine(that, updates[p])`` (duplicates apply in order)."""
+    data, updates = xs[0], xs[2]
+    axis = node.attr("axis", 0) % data.ndim
+    idx = _normalize_indices(xs[1], data.shape[axis], "ScatterElements")
+    combine = _scatter_combine(node.attr("reduction", "none"))
+    y = np.array(data, copy=True)
+    for p in np.ndindex(*idx.shape):
+        target = p[:axis] + (int(idx[p]),) + p[axis + 1:]
+        y[target] = combine(y[target], updates[p])
+    return [y]
+
+
+@register("ScatterND")
+def scatter_nd(node, xs):
+    """``y = data``, then for each index tuple (the last axis of indices), in order: ``y[tuple] =
+    combine(y[tuple], updates[...])``, a slice when the tuple is shorter than data's rank."""
+    data, indices, updates = xs[0], np.asarray(xs[1]).astype(np.int64), xs[2]
+    combine = _scatter_combine(node.attr("reduction", "none"))
+    k = indices.shape[-1]
+    y = np.array(data, copy=True)
+    flat_idx = indices.reshape(-1, k)
+    flat_upd = updates.reshape((flat_idx.shape[0],) + data.shape[k:])
+    for t, u in zip(flat_idx, flat_upd):
+        target = tuple(int(_normalize_indices(t[j], data.shape[j], "ScatterND")) for j in range(k))
+        y[target] = combine(y[target], u)
+    return [y]
+
+
+@register("OneHot")
+def one_hot(node, xs):
+    """``values[1]`` where an index (in [-depth, depth): negative ones count from the end) equals the
+    position along the new ``axis``, ``values[0]`` elsewhere; out-of-range indices give an all-off row."""
+    indices = np.asarray(xs[0])
+    depth = int(np.asarray(xs[1]).reshape(-1)[0])
+    values = np.asarray(xs[2]).reshape(-1)
+    axis = node.attr("axis", -1)
+    rank = indices.ndim + 1
+    axis %= rank
+    idx = np.trunc(indices).astype(np.int64) if indices.dtype.kind == "f" else indices.astype(np.int64)
+    idx = np.where(idx < 0, idx + depth, idx)
+    positions = np.arange(depth).reshape((depth,) + (1,) * indices.ndim)
+    hot = np.moveaxis(positions == idx[None], 0, axis)
+    return [np.where(hot, values[1], values[0]).astype(values.dtype)]
+
+
+@register("EyeLike")
+def eye_like(node, xs):
+    """Ones on the ``k``-th diagonal of a 2-D tensor shaped like the input, in ``dtype`` (default the
+    input's type)."""
+    x = xs[0]
+    dtype = node.attr("dtype")
+    out = ONNX_TYPE_CODES[int(dtype)] if dtype is not None else x.dtype
+    return [np.eye(x.shape[0], x.shape[1], k=node.attr("k", 0), dtype=out)]
+
+
+def block_permutation(op: str, shape: tuple[int, ...], blocksize: int, mode: str):
+    """SpaceToDepth / DepthToSpace as a reshape of the N-C-H-W input to 6-D and a transpose: (the 6-D
+    shape, the permutation, the output shape)."""
+    n, c, h, w = shape
+    b = blocksize
+    if op == "SpaceToDepth":
+        six = (n, c, h // b, b, w // b, b)
+        perm = (0, 3, 5, 1, 2, 4) if mode == "DCR" else (0, 1, 3, 5, 2, 4)
+        return six, perm, (n, c * b * b, h // b, w // b)
+    if mode == "DCR":
+        six, perm = (n, b, b, c // (b * b), h, w), (0, 3, 4, 1, 5, 2)
+    else:
+        six, perm = (n, c // (b * b), b, b, h, w), (0, 1, 4, 2, 5, 3)
+    return six, perm, (n, c // (b * b), h * b, w * b)
+
+
+@register("SpaceToDepth", "DepthToSpace")
+def space_depth(node, xs):
+    x = xs[0]
+    b = int(node.attr("blocksize"))
+    if x.ndim != 4 or (node.op == "SpaceToDepth" and (x.shape[2] % b or x.shape[3] % b)) or \
+            (node.op == "DepthToSpace" and x.shape[1] % (b * b)):
+        raise ValueError(f"{node.op} with blocksize {b} of a tensor of shape {x.shape}")
+    six, perm, out = block_permutation(node.op, x.shape, b, node.attr("mode", "DCR"))
+    return [np.ascontiguousarray(x.reshape(six).transpose(perm)).reshape(out)]
+
+
+def dropout_is_identity(node, ratio, training) -> bool:
+    """Whether a Dropout computes its input unchanged: not training (the default), or a ratio of 0."""
+    training = bool(np.asarray(training).reshape(-1)[0]) if training is not None else False
+    ratio = float(np.asarray(ratio).reshape(-1)[0]) if ratio is not None else node.attr("ratio", 0.5)
+    return not training or ratio == 0.0
+
+
+@register("Dropout")
+def dropout(node, xs):
+    """Inference: the input, and (output 1) a mask of trues. Training with a nonzero ratio drops random
+    elements, which nothing here reproduces: refused."""
+    x = xs[0]
+    ratio = xs[1] if len(xs) > 1 else None
+    training = xs[2] if len(xs) > 2 else None
+    if not dropout_is_identity(node, ratio, training):
+        raise NotImplementedError("Dropout in training mode with a nonzero ratio (random)")
+    return [x, np.ones(x.shape, dtype=np.bool_)][: len(node.outputs)]
+
+
+@register("BitCast")
+def bit_cast(node, xs):
+    """The input's bytes read as the type ``to`` (of the same width)."""
+    x = np.ascontiguousarray(xs[0])
+    to = np.dtype(ONNX_TYPE_CODES[int(node.attr("to"))])
+    if to.itemsize != x.dtype.itemsize:
+        raise ValueError(f"BitCast from {x.dtype} to {to}: the widths differ")
+    return [x.view(to)]

@@ -36,6 +36,8 @@ ALIGN = 64
 # lw_run's nonzero results (set by the generated kernels: targets/cpu/kernels_index.c)
 RUN_STATUS = {
     3: "an index was out of range (a Gather, GatherElements or GatherND index outside its axis)",
+    4: "a run-time operand contradicts the compiled shapes (Reduce* axes, Slice/Pad/Split/TopK/Resize "
+       "parameters, Range bounds, ConstantOfShape's shape, OneHot's depth, a training-mode Dropout)",
 }
 
 

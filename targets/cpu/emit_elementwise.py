@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from lowering.ir import DType, Node, Value
 from lowering.opinfo import (
     BODY_OPS,
     DOMAIN,
+    FLOAT_MAX,
     ONNX_DTYPE_CODES,
     STORED_DTYPES,
+    VARIADIC_OPS,
     body_arity,
     body_param_count,
     elementwise_params,
@@ -36,7 +40,7 @@ from lowering.opinfo import (
 )
 
 from .pack import batchnorm_scale_shift
-from .registry import ALL_TYPES, C_TYPES, EmitContext, KernelCode, c_float, numel, register
+from .registry import ALL_TYPES, C_TYPES, EmitContext, KernelCode, align, c_float, numel, register
 
 FLOAT_UNARY_C = {
     "Relu": "lw_relu({0})",
@@ -57,18 +61,35 @@ FLOAT_UNARY_C = {
     "Ceil": "ceilf({0})",
     "Round": "rintf({0})",
     "Sign": "lw_signf({0})",
+    **{op: f"{op.lower()}f({{0}})" for op in ("Cos", "Sin", "Tan", "Acos", "Asin", "Atan", "Cosh", "Sinh",
+                                               "Acosh", "Asinh", "Atanh")},
+    "Softplus": "({0} > 0.0f ? {0} + log1pf(lw_expf(-{0})) : log1pf(lw_expf({0})))",
+    "Softsign": "{0} / (1.0f + fabsf({0}))",
+    "HardSwish": "{0} * lw_clip({0} * (1.0f / 6.0f) + 0.5f, 0.0f, 1.0f)",
+    "Mish": "{0} * lw_tanhf({0} > 0.0f ? {0} + log1pf(lw_expf(-{0})) : log1pf(lw_expf({0})))",
+    "Elu": "({0} >= 0.0f ? {0} : {p0} * expm1f({0}))",
+    "Celu": "({0} > 0.0f ? {0} : {p0} * expm1f({0} / {p0}))",
+    "ThresholdedRelu": "({0} > {p0} ? {0} : 0.0f)",
+    "Swish": "{0} * lw_sigmoid({p0} * {0})",
+    "Selu": "{p1} * ({0} > 0.0f ? {0} : {p0} * expm1f({0}))",
+    "HardSigmoid": "lw_clip({p0} * {0} + {p1}, 0.0f, 1.0f)",
+    "Shrink": "({0} < -{p1} ? {0} + {p0} : {0} > {p1} ? {0} - {p0} : 0.0f)",
 }
 INTEGER_UNARY_C = {"Neg": "-{0}", "Abs": "({0} < 0 ? -{0} : {0})", "Sign": "(({0} > 0) - ({0} < 0))",
                    "Identity": "{0}"}
 FLOAT_BINARY_C = {"Add": "{0} + {1}", "Sub": "{0} - {1}", "Mul": "{0} * {1}", "Div": "{0} / {1}",
-                  "Min": "lw_minf({0}, {1})", "Max": "lw_maxf({0}, {1})", "Pow": "powf({0}, (float){1})"}
+                  "Min": "lw_minf({0}, {1})", "Max": "lw_maxf({0}, {1})", "Pow": "powf({0}, (float){1})",
+                  "PRelu": "({0} < 0 ? {0} * {1} : {0})"}
 INTEGER_BINARY_C = {**FLOAT_BINARY_C, "Div": "({1} != 0 ? {0} / {1} : 0)", "Min": "({0} < {1} ? {0} : {1})",
                     "Max": "({0} > {1} ? {0} : {1})"}
 TYPED_C = {
     "Equal": "{0} == {1}", "Less": "{0} < {1}", "LessOrEqual": "{0} <= {1}", "Greater": "{0} > {1}",
     "GreaterOrEqual": "{0} >= {1}", "And": "{0} & {1}", "Or": "{0} | {1}", "Xor": "{0} ^ {1}", "Not": "!{0}",
     "IsNaN": "{0} != {0}", "Where": "{0} ? {1} : {2}",
+    "BitwiseAnd": "{0} & {1}", "BitwiseOr": "{0} | {1}", "BitwiseXor": "{0} ^ {1}", "BitwiseNot": "~{0}",
 }
+#: the unsigned type of the same width (a left shift is done unsigned: no overflow, the bits wrap)
+UNSIGNED_C = {DType.INT8: "uint8_t", DType.UINT8: "uint8_t", DType.INT32: "uint32_t", DType.INT64: "uint64_t"}
 #: Pow by these constant exponents, without powf (x^0.5 is sqrt but for -inf and -0, as powf has it)
 POW_BY_CONSTANT = {1.0: "{0}", 2.0: "{0} * {0}", 3.0: "{0} * {0} * {0}", 0.5: "lw_pow_half({0})"}
 ROW_CHUNK = 8192  # elements per parallel task when the inner dimension is long
@@ -218,8 +239,19 @@ def _expression(op: str, dtypes: list[DType], names: list[str], params: list[flo
         a, b = names
         return f"fmodf({a}, {b})" if is_float else f"({b} != 0 ? {a} % {b} : 0)" if params[0] else \
             f"lw_imod({a}, {b})"
-    if op == "Pow" and last_constant is not None and float(last_constant) in POW_BY_CONSTANT:
+    if op == "BitShift":
+        a, b = names
+        ctype, bits = C_TYPES[dtypes[0]], dtypes[0].itemsize * 8
+        out_of_range = f"((int64_t){b} < 0 || (int64_t){b} >= {bits})"
+        if params[0]:  # RIGHT: >> is arithmetic on gcc's signed types; -1 fill for a negative value
+            return f"({ctype})({out_of_range} ? ({a} < 0 ? -1 : 0) : {a} >> {b})"
+        unsigned = UNSIGNED_C[dtypes[0]]
+        return f"({ctype})({out_of_range} ? 0 : ({unsigned})(({unsigned}){a} << {b}))"
+    if op == "Pow" and last_constant is not None and float(last_constant) in POW_BY_CONSTANT \
+            and (is_float or float(last_constant) != 0.5):
         return POW_BY_CONSTANT[float(last_constant)].format(names[0])
+    if op == "Pow" and not is_float:  # an integer base: pow in double, truncated to the base's type
+        return f"({C_TYPES[dtypes[0]]})pow((double){names[0]}, (double){names[1]})"
     if op in TYPED_C:
         return TYPED_C[op].format(*names)
     if op in FLOAT_BINARY_C:
@@ -270,7 +302,32 @@ def emit_fused(ctx: EmitContext, node: Node) -> KernelCode:
 def standard_body(node: Node) -> tuple[list[Value], list[str], list[int], list[float]] | None:
     """A standard elementwise node as a body: (inputs, ops, args, params); None when its parameters are not
     compile-time constants. Variadic Min/Max become a chain of binary ops."""
+    if node.op in VARIADIC_OPS:  # Sum: a chain of Add; Mean: then a Div by the count (an inlined constant)
+        inputs = [v for v in node.inputs if v is not None]
+        n = len(inputs)
+        if node.op == "Mean" and inputs[0].type is not None:
+            inputs.append(Value(f"{node.name}_count", const=np.array(n, inputs[0].type.dtype.numpy)))
+        m = len(inputs)  # body registers m, m + 1, ... are the ops' results
+        ops, args = (["Add"] * (n - 1), [0, 1] + [a for k in range(2, n) for a in (m + k - 2, k)]) if n > 1 \
+            else (["Identity"], [0])
+        if m > n:
+            ops, args = ops + ["Div"], args + [m + len(ops) - 1, n]
+        return inputs, ops, args, []
     params = elementwise_params(node)
+    x = node.input(0)
+    if node.op == "Clip" and (params is None or (x is not None and x.type is not None
+                                                 and x.type.dtype is not DType.FLOAT32)):
+        # bounds computed at run time, or integer data: Max with the lower bound, then Min with the upper
+        bounds = [(op, node.input(i)) for i, op in ((1, "Max"), (2, "Min"))]
+        if x is not None and x.type is not None and x.type.dtype is DType.FLOAT32:  # absent: +-FLT_MAX
+            bounds = [(op, v if v is not None else Value(f"{node.name}_{op.lower()}", const=np.float32(
+                FLOAT_MAX if op == "Min" else -FLOAT_MAX).reshape(()))) for op, v in bounds]
+        bounds = [(op, v) for op, v in bounds if v is not None]
+        if not bounds:
+            return [x], ["Identity"], [0], []
+        n = len(bounds) + 1  # registers: x, the bounds, then each op's result
+        args = [a for j in range(len(bounds)) for a in (0 if j == 0 else n + j - 1, j + 1)]
+        return [x] + [v for _, v in bounds], [op for op, _ in bounds], args, []
     if params is None:
         return None
     if node.op in ("Min", "Max"):
@@ -293,7 +350,7 @@ def check_standard(node: Node) -> str | None:
     return _body_types_reason(node, inputs, ops, args, params)
 
 
-@register(*sorted(BODY_OPS - {"Identity"}), check=check_standard, dtypes=None)
+@register(*sorted(BODY_OPS - {"Identity"} | VARIADIC_OPS), check=check_standard, dtypes=None)
 def emit_standard(ctx: EmitContext, node: Node) -> KernelCode:
     return emit_body(ctx, node, *standard_body(node))
 
@@ -307,8 +364,10 @@ def emit_copy(ctx: EmitContext, node: Node) -> KernelCode:
 def check_batchnorm(node: Node) -> str | None:
     if node.attr("training_mode", 0):
         return "BatchNormalization in training mode is not supported by the cpu target"
-    if any(v is None or not v.is_const for v in node.inputs[1:5]):
-        return "BatchNormalization scale, bias, mean and variance must be constants on the cpu target"
+    params = node.inputs[1:5]
+    if len(params) < 4 or any(v is None or v.type is None or v.type.dtype is not DType.FLOAT32
+                              for v in params):
+        return "BatchNormalization needs float32 scale, bias, mean and variance"
     if node.input(0).type.rank < 2:
         return "BatchNormalization needs an input of rank 2 or more"
     return None
@@ -317,10 +376,22 @@ def check_batchnorm(node: Node) -> str | None:
 @register("BatchNormalization", check=check_batchnorm, data_inputs=1)
 def emit_batchnorm(ctx: EmitContext, node: Node) -> KernelCode:
     shape = node.input(0).type.shape
-    scale, shift = batchnorm_scale_shift(*(v.const for v in node.inputs[1:5]), node.attr("epsilon", 1e-5))
     n, c, p = shape[0], shape[1], numel(shape[2:])
-    body = (
+    eps = node.attr("epsilon", 1e-5)
+    prologue, workspace = "", 0
+    if all(v.is_const for v in node.inputs[1:5]):
+        scale, shift = batchnorm_scale_shift(*(v.const for v in node.inputs[1:5]), eps)
+        scale, shift = ctx.weights(scale), ctx.weights(shift)
+    else:  # parameters computed at run time: the same float32 arithmetic as batchnorm_scale_shift
+        s, b, m, v = (ctx.ptr(x) for x in node.inputs[1:5])
+        prologue = (f"float *sc = (float *)ctx->ws, *sh = sc + {c};\n"
+                    f"for (long i = 0; i < {c}; i++) {{\n"
+                    f"    sc[i] = {s}[i] / sqrtf({v}[i] + {c_float(eps)});\n"
+                    f"    sh[i] = {b}[i] - {m}[i] * sc[i];\n"
+                    "}\n")
+        scale, shift, workspace = "sc", "sh", align(8 * c)
+    body = prologue + (
         f"lw_scale_shift(ctx->nt, {ctx.ptr(node.input(0))}, {ctx.out(node.output)}, {n}, {c}, {p}, "
-        f"{ctx.weights(scale)}, {ctx.weights(shift)});"
+        f"{scale}, {shift});"
     )
-    return KernelCode(body, flops=2 * numel(shape))
+    return KernelCode(body, flops=2 * numel(shape), workspace=workspace)

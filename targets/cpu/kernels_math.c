@@ -182,3 +182,141 @@ static void lw_arg_extreme(int nt, const float *x, int64_t *y, long outer, long 
         for (long i = 0; i < n; i++) y[o * inner + i0 + i] = index[i];
     }
 }
+
+/* ---- any reduction over any axes, the axes known at compile time or read at run time ----
+ * The reduced axes are the set bits of `mask` over x's `rank` dimensions `shape`; y holds the kept
+ * dimensions in order (ny elements). One sequential pass over x in storage order accumulates each element
+ * into its output's double accumulator (acc: ny doubles of workspace; LogSumExp also ny more for the
+ * maxima). Empty reductions give the ONNX identities: 0 (sums, L1, L2), 1 (product), -inf (max, LogSum,
+ * LogSumExp), +inf (min), NaN (mean). */
+enum {
+    LW_REDUCE_PROD = 4, LW_REDUCE_L1, LW_REDUCE_L2, LW_REDUCE_SUMSQ, LW_REDUCE_LOGSUM, LW_REDUCE_LOGSUMEXP
+};
+
+/* Status lw_run returns when a run-time operand (Reduce* axes) contradicts the compiled output shape. */
+#define LW_STATUS_OPERAND 4
+
+static void lw_reduce_any(const float *x, float *y, double *acc, int rank, const long *shape, unsigned mask,
+                          long ny, int op) {
+    long ostride[16], count = 1, nx = 1, step = 1;
+    for (int d = rank - 1; d >= 0; d--) {
+        nx *= shape[d];
+        if (mask >> d & 1u) { ostride[d] = 0; count *= shape[d]; }
+        else { ostride[d] = step; step *= shape[d]; }
+    }
+    const double init = op == LW_REDUCE_PROD                               ? 1.0
+                        : op == LW_REDUCE_MAX || op == LW_REDUCE_LOGSUMEXP ? -INFINITY
+                        : op == LW_REDUCE_MIN                              ? INFINITY
+                                                                           : 0.0;
+    double *top = acc + ny; /* LogSumExp: the maxima, then acc the sums of exp(x - max) */
+    for (long o = 0; o < ny; o++) { acc[o] = init; if (op == LW_REDUCE_LOGSUMEXP) top[o] = -INFINITY; }
+    for (int phase = op == LW_REDUCE_LOGSUMEXP ? 0 : 1; phase < 2; phase++) {
+        if (phase == 1 && op == LW_REDUCE_LOGSUMEXP)
+            for (long o = 0; o < ny; o++) acc[o] = 0.0;
+        long idx[16] = {0}, o = 0;
+        for (long i = 0; i < nx; i++) {
+            const double v = x[i];
+            double *a = acc + o;
+            switch (phase == 0 ? LW_REDUCE_MAX : op) {
+            case LW_REDUCE_SUM: case LW_REDUCE_MEAN: *a += v; break;
+            case LW_REDUCE_MAX:
+                if (phase == 0) { a = top + o; }
+                *a = v > *a || v != v ? v : *a; break;
+            case LW_REDUCE_MIN: *a = v < *a || v != v ? v : *a; break;
+            case LW_REDUCE_PROD: *a *= v; break;
+            case LW_REDUCE_L1: *a += fabs(v); break;
+            case LW_REDUCE_L2: case LW_REDUCE_SUMSQ: *a += v * v; break;
+            case LW_REDUCE_LOGSUM: *a += v; break;
+            case LW_REDUCE_LOGSUMEXP: *a += top[o] == -INFINITY ? exp(v) : exp(v - top[o]); break;
+            }
+            for (int d = rank - 1; d >= 0; d--) { /* next position: the odometer and the output index */
+                o += ostride[d];
+                if (++idx[d] < shape[d]) break;
+                o -= ostride[d] * shape[d];
+                idx[d] = 0;
+            }
+        }
+    }
+    for (long o = 0; o < ny; o++) {
+        const double a = acc[o];
+        double r = a;
+        if (op == LW_REDUCE_MEAN) r = a / (double)count;
+        else if (op == LW_REDUCE_L2) r = sqrt(a);
+        else if (op == LW_REDUCE_LOGSUM) r = log(a);
+        else if (op == LW_REDUCE_LOGSUMEXP) r = top[o] == -INFINITY ? log(a) : top[o] + log(a);
+        y[o] = (float)r;
+    }
+}
+
+/* The reduced-axes mask of run-time axes (n of them; n == 0: every axis), or -1 when an axis is out of
+ * range or the kept dimensions are not the compiled output's (out_rank dims out_shape; keepdims: reduced
+ * axes stay as ones). */
+static long lw_reduce_mask(const int64_t *axes, long n, int rank, const long *shape, int keepdims,
+                           int out_rank, const long *out_shape) {
+    unsigned mask = n ? 0u : (1u << rank) - 1u;
+    for (long i = 0; i < n; i++) {
+        const int64_t a = axes[i];
+        if (a < -rank || a >= rank) return -1;
+        mask |= 1u << (a < 0 ? a + rank : a);
+    }
+    int k = 0;
+    for (int d = 0; d < rank; d++) {
+        const int reduced = mask >> d & 1u;
+        if (reduced && !keepdims) continue;
+        if (k >= out_rank || out_shape[k] != (reduced ? 1 : shape[d])) return -1;
+        k++;
+    }
+    return k == out_rank ? (long)mask : -1;
+}
+
+/* Normalize each of `rows` rows of `len` elements: y = (x - mean) / sqrt(var + eps), or without `center`
+ * x / sqrt(mean(x^2) + eps) (statistics in double, two passes), then y * scale[p] (+ bias[p]) with the
+ * parameter index p = (row % rmod) * rmul + j / jdiv for element j: RMSNormalization (rmod 1, rmul 0,
+ * jdiv 1: per element), InstanceNormalization (rmod C, rmul 1, jdiv len: per channel),
+ * GroupNormalization (rmod G, rmul C/G, jdiv spatial size). */
+static void lw_norm_rows(int nt, const float *x, float *y, long rows, long len, float eps, int center,
+                         const float *scale, const float *bias, long rmod, long rmul, long jdiv) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && rows > 1 && rows * len > 65536)
+    for (long r = 0; r < rows; r++) {
+        const float *xr = x + r * len;
+        float *yr = y + r * len;
+        double mean = 0.0, ss = 0.0;
+        if (center) {
+            for (long j = 0; j < len; j++) mean += xr[j];
+            mean /= (double)len;
+        }
+        for (long j = 0; j < len; j++) { const double d = xr[j] - mean; ss += d * d; }
+        const double inv = 1.0 / sqrt(ss / (double)len + (double)eps);
+        const long base = (r % rmod) * rmul;
+        for (long j = 0; j < len; j++) {
+            const long p = base + j / jdiv;
+            double v = (xr[j] - mean) * inv * (double)scale[p];
+            if (bias) v += (double)bias[p];
+            yr[j] = (float)v;
+        }
+    }
+}
+
+/* Along the middle axis of [outer][len][inner]: Hardmax (kind 0: 1 at the first maximum, else 0) or
+ * LpNormalization (kind 1 or 2: x / ||x||_p, the norm in double; 0 where the norm is 0, as ONNX Runtime). */
+static void lw_along_axis(const float *x, float *y, long outer, long len, long inner, int kind) {
+    for (long o = 0; o < outer; o++)
+        for (long i = 0; i < inner; i++) {
+            const float *xo = x + o * len * inner + i;
+            float *yo = y + o * len * inner + i;
+            if (kind == 0) {
+                long best = 0;
+                for (long a = 1; a < len; a++)
+                    if (xo[a * inner] > xo[best * inner]) best = a;
+                for (long a = 0; a < len; a++) yo[a * inner] = a == best ? 1.0f : 0.0f;
+                continue;
+            }
+            double n = 0.0;
+            for (long a = 0; a < len; a++) {
+                const double v = xo[a * inner];
+                n += kind == 1 ? fabs(v) : v * v;
+            }
+            if (kind == 2) n = sqrt(n);
+            for (long a = 0; a < len; a++) yo[a * inner] = n == 0.0 ? 0.0f : (float)(xo[a * inner] / n);
+        }
+}

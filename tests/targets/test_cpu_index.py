@@ -199,8 +199,8 @@ def test_unsupported_cases_give_reasons():
     starts = Value("s", TensorType(DType.INT64, (1,)))
     const = lambda a: Value("c", const=np.asarray(a))  # noqa: E731
     reasons = {
-        "Slice starts (input 1 's') must be a constant": _node(
-            "Slice", [x, starts, const(i64(2))]),
+        "Slice starts (input 1 'f') must be 1 int32 or int64 value(s)": _node(
+            "Slice", [x, Value("f", TensorType(DType.FLOAT32, (1,))), const(i64(2))]),
         "Resize mode 'cubic' is not supported": _node(
             "Resize", [x, None, const(np.array([1, 1, 2, 2], np.float32))], {"mode": "cubic"}),
         "Resize of axis 1": _node(
@@ -209,9 +209,10 @@ def test_unsupported_cases_give_reasons():
         "linear Resize of int8 data": _node(
             "Resize", [Value("q", TensorType(DType.INT8, (1, 1, 2, 2))), None,
                        const(np.array([1, 1, 2, 2], np.float32))], {"mode": "linear"}),
-        "Pad pads (input 1 's') must be a constant": _node("Pad", [x, starts]),
+        "Pad pads (input 1 's') must be 8 int64 values": _node("Pad", [x, starts]),
         "Gather indices (input 1) are float32": _node("Gather", [x, x]),
-        "TopK k (input 1 's') must be a constant": _node("TopK", [x, starts]),
+        "TopK k (input 1 'f') must be 1 int64 value(s)": _node(
+            "TopK", [x, Value("f", TensorType(DType.FLOAT32, (1,)))]),
         "Slice has a step of 0": _node(
             "Slice", [x, const(i64(0)), const(i64(2)), const(i64(1)), const(i64(0))]),
         "Resize: Resize needs a scales or a sizes input": _node(

@@ -183,7 +183,7 @@ def _typed(name: str, dtype: DType, *shape: int) -> Value:
     return Value(name, TensorType(dtype, shape))
 
 
-F32, I64, BOOL, F16 = DType.FLOAT32, DType.INT64, DType.BOOL, DType.FLOAT16
+F32, I64, I32, BOOL, F16 = DType.FLOAT32, DType.INT64, DType.INT32, DType.BOOL, DType.FLOAT16
 
 
 @pytest.mark.parametrize("make_node, reason", [
@@ -196,10 +196,10 @@ F32, I64, BOOL, F16 = DType.FLOAT32, DType.INT64, DType.BOOL, DType.FLOAT16
      "'o' is float16, which the cpu elementwise kernels do not compute"),
     (lambda: Node("Mod", [_typed("a", F32, 3), _typed("b", F32, 3)], [_typed("o", F32, 3)]),
      "Mod of float32 tensors needs fmod=1"),
-    (lambda: Node("ReduceSum", [_typed("x", F32, 2, 3), _typed("axes", I64, 1)], [_typed("o", F32, 2)]),
-     "ReduceSum axes must be a constant"),
-    (lambda: Node("CumSum", [_typed("x", F32, 2, 3), _typed("axis", I64)], [_typed("o", F32, 2, 3)]),
-     "CumSum's axis must be a constant"),
+    (lambda: Node("ReduceSum", [_typed("x", F32, 2, 3), _typed("axes", I32, 1)], [_typed("o", F32, 2)]),
+     "ReduceSum axes (input 1 'axes') must be int64"),
+    (lambda: Node("CumSum", [_typed("x", F32, 2, 3), _typed("axis", F32)], [_typed("o", F32, 2, 3)]),
+     "CumSum's axis must be one int32 or int64 value"),
     (lambda: Node("ArgMax", [_typed("x", I64, 2, 3)], [_typed("o", I64, 3)]),
      "ArgMax takes a float32 tensor to int64 indices, not int64"),
     (lambda: Node("FusedElementwise", [_typed("x", F32, 3)], [_typed("o", F32, 3)], domain=DOMAIN,
