@@ -440,7 +440,8 @@ def _axes_attr(*axes: int) -> dict:
             "Add operands must have one element type",
         ),
         (
-            lambda: Node("Resize", [_typed("x", F32, 1, 1, 4, 4), _typed("roi", F32, 0), _typed("scales", F32, 4)],
+            lambda: Node("Resize",
+                         [_typed("x", F32, 1, 1, 4, 4), _typed("roi", F32, 0), _typed("scales", F32, 4)],
                          [_typed("o", F32, 1, 1, 8, 8)]),
             "Resize scales (input 2 'scales') must be a constant",
         ),
