@@ -19,7 +19,14 @@ Entries are single files, ``DIR/v1/<key[:2]>/<key>.entry`` (a zip of ``meta.json
 SHA-256 in ``meta.json``), written to a temporary file in the same folder, fsynced and renamed into place:
 concurrent builds each write a complete entry and the last rename wins; a killed build leaves at most a
 ``.tmp`` file that is never read. An entry that fails to parse or whose hashes do not match is ignored
-(and overwritten by the rebuild). There is no eviction: delete the folder to reclaim space.
+(and overwritten by the rebuild).
+
+Size bound: after every store, entries beyond the bound are deleted, least recently used first (a hit
+refreshes its entry's modification time, so the order does not depend on the file system recording access
+times). The bound is ``$LOWERING_CACHE_MAX_BYTES``, else the one ``lower cache --max-bytes`` recorded in
+``DIR/config.json``, else :data:`DEFAULT_MAX_BYTES`; sizes take K/M/G/T suffixes (powers of 1024), 0 means
+no bound. Temporary files older than an hour (left by killed builds) are deleted too. ``lower cache``
+(``lowering.cache_cli``) shows the cache (``--info``), empties it (``--clear``) and sets the bound.
 
 Default location: ``$LOWERING_CACHE_DIR``, else ``$XDG_CACHE_HOME/lowering``, else ``~/.cache/lowering``.
 """
@@ -32,13 +39,22 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 CACHE_FORMAT = 1
+#: the size bound when neither LOWERING_CACHE_MAX_BYTES nor ``lower cache --max-bytes`` set one
+DEFAULT_MAX_BYTES = 5 << 30
+#: a temporary file older than this (seconds) belongs to a killed build and is deleted by the next trim
+STALE_TMP_SECONDS = 3600
+_CONFIG = "config.json"
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SOURCE_SUFFIXES = (".py", ".c", ".h", ".cuh", ".cu")
 _OWN_PACKAGES = ("lowering", "passes", "targets", "runtime")
 
@@ -50,6 +66,37 @@ def default_cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
     return base / "lowering"
+
+
+def parse_size(text) -> int:
+    """``"500M"``, ``"2G"``, ``"1.5GiB"``, ``"4096"`` -> bytes (K/M/G/T are powers of 1024). ValueError when
+    it is not a size."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(?:i?b)?\s*", str(text), re.IGNORECASE)
+    if not match:
+        raise ValueError(f"{text!r} is not a size (e.g. 4096, 500M, 2G)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def format_size(n: int) -> str:
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+@dataclass
+class CacheStats:
+    root: Path
+    entries: int
+    bytes: int
+    max_bytes: int
+    max_bytes_from: str
+    temporary: int  # temporary files (builds writing now, or killed ones)
+
+    def to_json(self) -> dict:
+        return {"location": str(self.root), "entries": self.entries, "bytes": self.bytes,
+                "max_bytes": self.max_bytes, "max_bytes_from": self.max_bytes_from,
+                "temporary_files": self.temporary}
 
 
 def _digest(*parts) -> str:
@@ -138,13 +185,40 @@ def entry_key(*parts) -> str:
 
 
 class BuildCache:
-    """A folder of cache entries. ``get`` returns ``(meta, blobs)`` or None; ``put`` stores atomically.
+    """A folder of cache entries. ``get`` returns ``(meta, blobs)`` or None; ``put`` stores atomically, then
+    trims the folder to ``max_bytes`` (None: the configured bound, see the module docstring; 0: none).
     Every failure to read or write is a miss or a skipped store (logged), never an error: the cache can
-    only save time."""
+    only save time. A malformed ``$LOWERING_CACHE_MAX_BYTES`` is a user's mistake (a LoweringError)."""
 
-    def __init__(self, root, log=lambda message: None):
+    def __init__(self, root, log=lambda message: None, max_bytes: int | None = None):
         self.root = Path(root)
         self.log = log
+        if max_bytes is None:
+            max_bytes, self.max_bytes_from = self._configured_bound()
+        else:
+            self.max_bytes_from = "argument"
+        self.max_bytes = int(max_bytes)
+
+    def _configured_bound(self) -> tuple[int, str]:
+        explicit = os.environ.get("LOWERING_CACHE_MAX_BYTES")
+        if explicit:
+            try:
+                return parse_size(explicit), "LOWERING_CACHE_MAX_BYTES"
+            except ValueError as exc:
+                from .errors import LoweringError
+
+                raise LoweringError(f"LOWERING_CACHE_MAX_BYTES: {exc}") from None
+        config = self.root / _CONFIG
+        try:
+            value = json.loads(config.read_text())["max_bytes"]
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                return value, str(config)
+            raise ValueError(f"max_bytes {value!r} is not a size in bytes")
+        except OSError:  # none, or the folder is unusable (a store then says so)
+            pass
+        except (ValueError, KeyError, TypeError) as exc:
+            self.log(f"cache: ignoring {config} ({type(exc).__name__}: {exc})")
+        return DEFAULT_MAX_BYTES, "default"
 
     def _path(self, key: str) -> Path:
         return self.root / f"v{CACHE_FORMAT}" / key[:2] / f"{key}.entry"
@@ -172,6 +246,10 @@ class BuildCache:
         except Exception as exc:  # any damage at all: a miss, and the rebuild overwrites the entry
             self.log(f"cache: ignoring corrupted entry {path.name} ({type(exc).__name__}: {exc}); rebuilding")
             return None
+        try:
+            os.utime(path)  # recently used: the last to be evicted
+        except OSError:
+            pass
         return meta["value"], blobs
 
     def put(self, key: str, value: dict, blobs: dict[str, bytes]) -> None:
@@ -199,3 +277,107 @@ class BuildCache:
                     os.unlink(tmp)
                 except OSError:
                     pass
+        if tmp is None and self.max_bytes > 0:
+            self.trim(keep=path)
+
+    # ---- size bound and housekeeping (``lower cache``) ----------------------------------------------
+
+    def _files(self):
+        """``(path, stat, is_temporary)`` of every entry and temporary file, of every cache format."""
+        try:
+            versions = [d for d in self.root.iterdir() if re.fullmatch(r"v\d+", d.name) and d.is_dir()]
+        except OSError:
+            return
+        for version in versions:
+            for shard in version.iterdir():
+                if not shard.is_dir():
+                    continue
+                for path in shard.iterdir():
+                    temporary = path.name.startswith(".") and path.name.endswith(".tmp")
+                    if not (temporary or path.name.endswith(".entry")):
+                        continue
+                    try:
+                        yield path, path.stat(), temporary
+                    except OSError:  # deleted meanwhile by another build's trim
+                        continue
+
+    def stats(self) -> CacheStats:
+        entries = size = temporary = 0
+        for _, st, is_tmp in self._files():
+            if is_tmp:
+                temporary += 1
+            else:
+                entries += 1
+                size += st.st_size
+        return CacheStats(self.root, entries, size, self.max_bytes, self.max_bytes_from, temporary)
+
+    def trim(self, max_bytes: int | None = None, keep: Path | None = None) -> tuple[int, int]:
+        """Delete the least recently used entries until the rest fit ``max_bytes`` (default: the bound;
+        0: no bound), and temporary files older than an hour. ``keep`` (the entry just stored) stays.
+        Returns (entries deleted, bytes freed)."""
+        bound = self.max_bytes if max_bytes is None else max_bytes
+        now = time.time()
+        entries, total = [], 0
+        for path, st, is_tmp in self._files():
+            if is_tmp:
+                if now - st.st_mtime > STALE_TMP_SECONDS:
+                    _unlink(path)
+                continue
+            entries.append((st.st_mtime, path, st.st_size))
+            total += st.st_size
+        removed = freed = 0
+        if bound <= 0 or total <= bound:
+            return removed, freed
+        for _, path, size in sorted(entries):
+            if total <= bound:
+                break
+            if keep is not None and path == keep:
+                continue
+            if _unlink(path):
+                removed += 1
+                freed += size
+            total -= size  # gone either way (another build may have deleted it first)
+        if removed:
+            self.log(f"cache: evicted {removed} least recently used entries ({format_size(freed)}) to stay "
+                     f"within {format_size(bound)}")
+        return removed, freed
+
+    def clear(self) -> tuple[int, int]:
+        """Delete every entry and temporary file (and the emptied folders; nothing else in the folder).
+        Returns (entries deleted, bytes freed)."""
+        removed = freed = 0
+        for path, st, is_tmp in list(self._files()):
+            if _unlink(path) and not is_tmp:
+                removed += 1
+                freed += st.st_size
+        for version in [d for d in self.root.glob("v*") if re.fullmatch(r"v\d+", d.name) and d.is_dir()]:
+            for folder in [*version.iterdir(), version]:
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty (a build is writing there), not a folder, or already gone
+                    pass
+        return removed, freed
+
+    def set_max_bytes(self, max_bytes: int) -> Path:
+        """Record ``max_bytes`` as this folder's bound (``config.json``, written atomically; a set
+        ``$LOWERING_CACHE_MAX_BYTES`` still wins). Raises OSError when the folder is not writable."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self.root / _CONFIG
+        fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".tmp", dir=self.root)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"max_bytes": int(max_bytes)}, f)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, config)
+        except BaseException:
+            _unlink(Path(tmp))
+            raise
+        return config
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+        return True
+    except OSError:
+        return False

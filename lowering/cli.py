@@ -9,6 +9,7 @@
                 [--max-regression 5%]]       (exit 1 when slower than PREV by more than the margin)
     lower merge A.lwr B.lwr [...] -o ALL.lwr       (artifacts of one model built on different machines)
     lower report OUT.lwr -o report.html            (one HTML page: graph, passes, memory plan, NPU roofline)
+    lower cache [--info | --clear | --max-bytes SIZE]   (the build cache: where, how big, trim or empty)
     lower quantize MODEL.onnx [--calibration DATA] [-o MODEL.int8.onnx] [--method minmax|percentile|entropy]
 
 Exit codes: 0 ok, 1 verification failed, 2 bad input (a one-line error, no traceback).
@@ -24,6 +25,7 @@ import click
 import numpy as np
 
 from . import __version__
+from .cache_cli import cache_command
 from .errors import LoweringError
 from .inputs import index_bounds, random_input
 from .report_html import report_command
@@ -66,6 +68,7 @@ def cli():
     lower bench OUT.lwr --model MODEL.onnx      latency against ONNX Runtime, same threads
     lower merge A.lwr B.lwr -o ALL.lwr          one artifact from per-target builds (a CI matrix)
     lower report OUT.lwr -o report.html         one HTML page: graph, passes, memory plan, NPU roofline
+    lower cache --info                          the build cache: location, entries, size (also --clear)
     lower quantize MODEL.onnx --calibration D   calibrate and write an int8 QDQ ONNX model
     """
 
@@ -696,6 +699,7 @@ def quantize_command(model, calibration, output, method, percentile, per_channel
 
 
 cli.add_command(report_command)
+cli.add_command(cache_command)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,6 +1,8 @@
 """Graph IR -> ONNX ModelProto: the optimized graph, for inspection in Netron and for round trips.
 
-Fused ops keep their ``lowering`` domain; standard ops export as themselves.
+Fused ops keep their ``lowering`` domain; standard ops export as themselves. A name that is not text (the
+bytes protobuf hands back for a string field of a damaged model that is not valid UTF-8) is refused with a
+LoweringError naming the node or tensor, never a UnicodeDecodeError from deep inside ``onnx.helper``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..errors import LoweringError
 from ..ir import AttrKind, Graph
 
 _TO_ONNX = {
@@ -16,6 +19,37 @@ _TO_ONNX = {
     "float64": onnx.TensorProto.DOUBLE, "int8": onnx.TensorProto.INT8, "uint8": onnx.TensorProto.UINT8,
     "int32": onnx.TensorProto.INT32, "int64": onnx.TensorProto.INT64, "bool": onnx.TensorProto.BOOL,
 }
+
+
+def _check_text(graph: Graph) -> None:
+    """Every name the ModelProto will hold must be ``str`` (see the module docstring)."""
+    def check(value, what: str) -> None:
+        if not isinstance(value, str):
+            shown = bytes(value[:40]) if isinstance(value, (bytes, bytearray)) else value
+            raise LoweringError(f"{graph.name if isinstance(graph.name, str) else 'model'}: {what} {shown!r} "
+                                "is not valid UTF-8 text (a damaged model?)")
+
+    check(graph.name, "the graph name")
+    for v in list(graph.inputs) + list(graph.constants()):
+        check(v.name, "tensor name")
+    for name in graph.output_names:
+        check(name, "output name")
+    for i, node in enumerate(graph.nodes):
+        check(node.name, f"the name of node {i} ({node.op if isinstance(node.op, str) else '?'})")
+        check(node.op, f"the op type of node {i}")
+        check(node.domain or "", f"the domain of node {i}")
+        for v in list(node.inputs) + list(node.outputs):
+            if v is not None:
+                check(v.name, f"a tensor name of node {i} ({node.op})")
+        for key, attr in node.attrs.items():
+            check(key, f"an attribute name of node {i} ({node.op})")
+            if attr.kind is AttrKind.STRING:
+                check(attr.value, f"attribute '{key}' of node {i} ({node.op})")
+            elif attr.kind is AttrKind.STRINGS:
+                for item in attr.value:
+                    check(item, f"attribute '{key}' of node {i} ({node.op})")
+        for source in node.meta.sources:
+            check(source, f"a source node name of node {i} ({node.op})")
 
 
 def _value_info(name, type_):
@@ -33,6 +67,7 @@ def _attribute(name, attr):
 
 def export_graph(graph: Graph) -> onnx.ModelProto:
     """Build a ModelProto for ``graph`` (constants become initializers)."""
+    _check_text(graph)
     nodes, initializers = [], []
     for v in sorted(graph.constants(), key=lambda v: v.name):
         initializers.append(numpy_helper.from_array(np.asarray(v.const), v.name))

@@ -107,9 +107,10 @@ def import_model(
     _check_supported(model, name)
     _bind_input_shapes(model, shapes or {}, name)
     try:
-        model = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        model = shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except Exception as exc:
         raise LoweringError(f"{name}: ONNX shape inference failed: {str(exc).strip()}") from None
+    _check_node_shapes(model, name)
     return _GraphBuilder(model, name).build()
 
 
@@ -237,6 +238,80 @@ def _bind_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]
                 )
 
 
+#: convolution ops -> the index of their weight input (the data input is input 0) and of their bias
+_CONV_WEIGHT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
+_CONV_BIAS = {"Conv": 2, "QLinearConv": 8}
+
+
+def _known_shapes(graph: onnx.GraphProto) -> dict[str, list[int]]:
+    shapes = {}
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        tt = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and tt.HasField("shape") \
+                and all(d.HasField("dim_value") and d.dim_value >= 0 for d in tt.shape.dim):
+            shapes[vi.name] = [d.dim_value for d in tt.shape.dim]
+    for init in graph.initializer:
+        shapes[init.name] = list(init.dims)
+    return shapes
+
+
+def _check_node_shapes(model: onnx.ModelProto, name: str) -> None:
+    """Refuse, naming the node, convolutions whose attributes, bias or input disagree with the weight's
+    shape, and Reshapes that change the element count. ONNX shape inference does not check them all (it
+    computes negative sizes, ignores ``group``, trusts the Reshape target); the targets would otherwise
+    fail deep inside (weight packing), or build code that reads out of bounds."""
+    shapes = _known_shapes(model.graph)
+    for node in model.graph.node:
+        if node.op_type == "Reshape" and not _domain(node) and len(node.input) > 0 and node.output:
+            x, y = shapes.get(node.input[0]), shapes.get(node.output[0])
+            if x is not None and y is not None and int(np.prod(x, dtype=np.float64)) != \
+                    int(np.prod(y, dtype=np.float64)):
+                raise LoweringError(f"{name}: node '{node.name or '<unnamed>'}' (Reshape) reshapes "
+                                    f"'{node.input[0]}' of shape {x} into {y}: the element counts differ")
+            continue
+        w_index = _CONV_WEIGHT.get(node.op_type)
+        if w_index is None or _domain(node) or len(node.input) <= w_index:
+            continue
+        label = f"{name}: node '{node.name or '<unnamed>'}' ({node.op_type})"
+        attrs = {a.name: a for a in node.attribute}
+        group = attrs["group"].i if "group" in attrs else 1
+        if group < 1:
+            raise LoweringError(f"{label} has group={group}; it must be at least 1")
+        for key, least in (("strides", 1), ("dilations", 1), ("pads", 0)):
+            if key in attrs and any(v < least for v in attrs[key].ints):
+                raise LoweringError(f"{label} has {key}={list(attrs[key].ints)}; each must be at least "
+                                    f"{least}")
+        x_name, w_name = node.input[0], node.input[w_index]
+        w, x = shapes.get(w_name), shapes.get(x_name)
+        if w is None:
+            continue
+        if len(w) < 3:
+            raise LoweringError(f"{label}: weight '{w_name}' has shape {w}; a convolution weight has rank 3 "
+                                "or more (M x C/group x kernel...)")
+        spatial = len(w) - 2
+        for key, count in (("kernel_shape", spatial), ("strides", spatial), ("dilations", spatial),
+                           ("pads", 2 * spatial)):
+            if key in attrs and len(attrs[key].ints) != count:
+                raise LoweringError(f"{label} has {key}={list(attrs[key].ints)}: {count} values expected for "
+                                    f"the weight '{w_name}' of shape {w}")
+        if "kernel_shape" in attrs and list(attrs["kernel_shape"].ints) != w[2:]:
+            raise LoweringError(f"{label} has kernel_shape={list(attrs['kernel_shape'].ints)}, which "
+                                f"disagrees with its weight '{w_name}' of shape {w}")
+        if w[0] % group:
+            raise LoweringError(f"{label}: weight '{w_name}' has {w[0]} output channels, not a multiple of "
+                                f"group={group}")
+        b_index = _CONV_BIAS.get(node.op_type)
+        b = shapes.get(node.input[b_index]) if b_index is not None and len(node.input) > b_index \
+            and node.input[b_index] else None
+        if b is not None and b != [w[0]]:
+            raise LoweringError(f"{label}: bias '{node.input[b_index]}' has shape {b}; the weight '{w_name}' "
+                                f"of shape {w} needs [{w[0]}]")
+        if x is not None and (len(x) != len(w) or x[1] != w[1] * group):
+            raise LoweringError(f"{label}: input '{x_name}' has shape {x}, but the weight '{w_name}' of "
+                                f"shape {w} with group={group} expects rank {len(w)} and {w[1] * group} "
+                                "channels")
+
+
 def _tensor_type(type_proto: onnx.TypeProto) -> TensorType | None:
     if not type_proto.HasField("tensor_type"):
         return None
@@ -281,6 +356,7 @@ class _GraphBuilder:
     def build(self) -> Graph:
         g = self.model.graph
         for vi in list(g.value_info) + list(g.output) + list(g.input):
+            self._check_dims(vi)
             self.types[vi.name] = _tensor_type(vi.type)
             if vi.type.HasField("tensor_type"):
                 self.elem_types[vi.name] = vi.type.tensor_type.elem_type
@@ -304,12 +380,29 @@ class _GraphBuilder:
         self._fill_missing_types()
         return self.graph
 
+    def _check_dims(self, vi: onnx.ValueInfoProto) -> None:
+        """A negative dimension (ONNX shape inference computes one for a window larger than its padded
+        input) names the node that produces the tensor."""
+        tt = vi.type.tensor_type
+        dims = [d.dim_value for d in tt.shape.dim] if vi.type.HasField("tensor_type") else []
+        if all(d >= 0 for d in dims):
+            return
+        producer = next((n for n in self.model.graph.node if vi.name in n.output), None)
+        if producer is None:
+            raise LoweringError(f"{self.name}: tensor '{vi.name}' has the shape {dims}, a negative dimension")
+        raise LoweringError(f"{self.name}: node '{producer.name or '<unnamed>'}' ({producer.op_type}) gives "
+                            f"'{vi.name}' the shape {dims}, a negative dimension (do its kernel_shape, "
+                            "pads, strides and dilations fit its input?)")
+
     def _to_array(self, tensor: onnx.TensorProto, what: str) -> np.ndarray:
         try:
             array = numpy_helper.to_array(tensor)
         except Exception as exc:
             raise LoweringError(f"{self.name}: cannot read tensor '{what}': {exc}") from None
-        DType.from_numpy(array.dtype)  # raises for unsupported element types
+        try:
+            DType.from_numpy(array.dtype)
+        except ValueError as exc:
+            raise LoweringError(f"{self.name}: tensor '{what}': {exc}") from None
         return np.ascontiguousarray(array).reshape(array.shape)  # ascontiguousarray makes 0-d arrays 1-d
 
     def _define(self, value: Value) -> None:
@@ -331,7 +424,11 @@ class _GraphBuilder:
             inputs.append(self.values[name])
         attrs = {}
         for a in proto.attribute:
-            converted = _convert_attr(a)
+            try:
+                converted = _convert_attr(a)
+            except UnicodeDecodeError:
+                raise LoweringError(f"{self.name}: {label} attribute '{a.name}' is not valid UTF-8 text "
+                                    "(a damaged model?)") from None
             if converted is None:
                 raise LoweringError(f"{self.name}: {label} attribute '{a.name}' has an unsupported kind")
             attrs[a.name] = converted

@@ -1,5 +1,8 @@
-"""``python -m tests.fuzz [--models N] [--artifacts M] [--seed S] [--real-cc] [--workdir DIR]``: a fuzzing
-campaign; prints the outcome counts and every problem, exits 1 when there was one."""
+"""A fuzzing campaign; prints the outcome counts and every problem, exits 1 when there was one.
+
+    python -m tests.fuzz [--models N] [--artifacts M] [--seed S] [--target T [--qdq]] [--real-cc]
+                         [--workdir DIR]
+"""
 
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ def main(argv=None) -> int:
     parser.add_argument("--artifacts", type=int, default=2000, help="damaged artifacts through runtime.load")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--real-cc", action="store_true", help="compile successes with the real C compiler")
+    parser.add_argument("--target", default="cpu", help="the target(s) mutated models are built for")
+    parser.add_argument("--qdq", action="store_true", help="mutate the int8 QDQ model (for --target custom)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep cases and problems here")
     args = parser.parse_args(argv)
     import onnx
@@ -28,7 +33,8 @@ def main(argv=None) -> int:
     problems = 0
     start = time.perf_counter()
     if args.models:
-        counts = fuzz_models(args.models, args.seed, workdir / "models", real_cc=args.real_cc)
+        counts = fuzz_models(args.models, args.seed, workdir / "models", real_cc=args.real_cc,
+                             target=args.target, qdq=args.qdq)
         problems += counts["problem"]
         print(f"models: {args.models} cases in {time.perf_counter() - start:.0f} s: "
               f"{dict(sorted(counts.items()))}")

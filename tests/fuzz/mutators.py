@@ -6,7 +6,8 @@ another exception); raw byte damage must always be refused, semantic manifest ed
 may load or be refused.
 
 Successful compiles would spend most of the time in the C compiler, which is not what is fuzzed here, so by
-default ``CC`` is a stub that writes an empty library (``fake_cc``); ``--real-cc`` uses the real one.
+default ``CC`` (and ``NVCC``) is a stub that writes an empty library (``fake_cc``); ``--real-cc`` uses the
+real ones.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import random
 import stat
@@ -69,6 +71,22 @@ def base_model(seed: int = 0) -> onnx.ModelProto:
     return model
 
 
+def qdq_base_model(seed: int, workdir: Path) -> onnx.ModelProto:
+    """``base_model`` quantized to int8 QDQ (what ``--target custom`` needs), calibrated on seeded
+    random inputs."""
+    from lowering.quantize import quantize_model
+    from lowering.quantize.progress import no_progress
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    onnx.save(base_model(seed), workdir / "base.onnx")
+    rng = np.random.default_rng(seed)
+    np.savez(workdir / "calibration.npz", x=rng.standard_normal((8, 3, 8, 8)).astype(np.float32))
+    quantize_model(workdir / "base.onnx", workdir / "calibration.npz", workdir / "base.int8.onnx",
+                   progress=no_progress)
+    return onnx.load(workdir / "base.int8.onnx")
+
+
 _DTYPES = [TensorProto.INT64, TensorProto.INT8, TensorProto.BOOL, TensorProto.STRING, TensorProto.DOUBLE,
            TensorProto.FLOAT16, TensorProto.UINT8, TensorProto.COMPLEX64, 0, 99]
 _ABSURD = [0, -1, -7, 10**6, 10**12, 2**31, 2**62]
@@ -90,7 +108,9 @@ def _structural(rng: random.Random, model: onnx.ModelProto) -> str:
         t.data_type = rng.choice(_DTYPES)
         return "initializer dtype"
     if choice == 3:
-        t = rng.choice(list(g.initializer))
+        t = rng.choice([t for t in g.initializer if t.dims] or [None])
+        if t is None:
+            return "initializer dims (none)"
         i = rng.randrange(len(t.dims))
         t.dims[i] = rng.choice(_ABSURD[:4] + [t.dims[i] + 1])
         return "initializer dims"
@@ -152,14 +172,14 @@ def mutate_model(rng: random.Random, data: bytes) -> tuple[str, bytes]:
     return "+".join(what), out
 
 
-def check_lower(model_path: Path, out_path: Path) -> tuple[str, str | None]:
-    """Run ``lower MODEL -o OUT --no-cache``; return (outcome, problem or None)."""
+def check_lower(model_path: Path, out_path: Path, target: str = "cpu") -> tuple[str, str | None]:
+    """Run ``lower MODEL -o OUT --no-cache --target TARGET``; return (outcome, problem or None)."""
     from lowering.cli import main
 
     stdout, stderr = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            code = main([str(model_path), "-o", str(out_path), "--no-cache"])
+            code = main([str(model_path), "-o", str(out_path), "--no-cache", "--target", target])
     except BaseException as exc:  # the oracle: nothing may escape main
         import traceback
 
@@ -179,26 +199,73 @@ def check_lower(model_path: Path, out_path: Path) -> tuple[str, str | None]:
     return "refused", None
 
 
+#: ONNX Runtime's input type names -> numpy
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+              "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+#: ONNX Runtime's own limits, not a fault of the model: a missing kernel (an old opset), an opset version
+#: it does not know for a domain no node uses
+_ORT_LIMITS = ("NOT_IMPLEMENTED", "ValidateOpsetForDomain")
+#: a model whose inputs hold more elements is not run by ONNX Runtime here (memory on a shared machine)
+ORT_MAX_INPUT_ELEMENTS = 1 << 22
+
+
+def ort_refusal(model_path: Path) -> str | None:
+    """Why ONNX Runtime refuses the model (creating a session or running it on zeros), or None when it
+    runs it, or cannot tell (inputs too large, an input type it does not name)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.intra_op_num_threads = 1
+    try:
+        sess = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - any refusal is the answer
+        return " ".join(str(exc).split())[:300]
+    feeds = {}
+    for arg in sess.get_inputs():
+        shape = [d if isinstance(d, int) and d >= 0 else 1 for d in arg.shape]
+        if arg.type not in _ORT_TYPES or max(shape, default=1) > ORT_MAX_INPUT_ELEMENTS \
+                or math.prod(shape) > ORT_MAX_INPUT_ELEMENTS:
+            return None
+        feeds[arg.name] = np.zeros(shape, _ORT_TYPES[arg.type])
+    try:
+        sess.run(None, feeds)
+    except Exception as exc:  # noqa: BLE001
+        return " ".join(str(exc).split())[:300]
+    return None
+
+
 def fuzz_models(cases: int, seed: int, workdir: Path, real_cc: bool = False, log=print,
-                report_internal: bool = True) -> Counter:
-    """``cases`` mutated models through ``lower``. Returns outcome counts (``problem``: cases that broke the
-    oracle, each logged). ``internal error``: exit 2 with one line, but from a compiler bug the model
-    reached (logged when ``report_internal``, the model kept as ``internal<i>.onnx``)."""
+                report_internal: bool = True, target: str = "cpu", ort_oracle: bool = True,
+                qdq: bool = False) -> Counter:
+    """``cases`` mutated models through ``lower --target TARGET``. Returns outcome counts (``problem``:
+    cases that broke the oracle, each logged). ``internal error``: exit 2 with one line, but from a
+    compiler bug the model reached (logged when ``report_internal``, the model kept as
+    ``internal<i>.onnx``). With ``ort_oracle``, a model ``lower`` builds must also be one ONNX Runtime
+    runs (``accepted, ORT refuses`` is a problem: a compiler that builds an inconsistent model generates
+    code whose result ONNX does not define, or that reads past a tensor). ``qdq``: mutate the int8 QDQ
+    form of the model."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    data = base_model(seed).SerializeToString()
+    data = (qdq_base_model(seed, workdir / "qdq") if qdq else base_model(seed)).SerializeToString()
     counts: Counter = Counter()
-    old_cc = os.environ.get("CC")
-    if not real_cc:
-        os.environ["CC"] = str(fake_cc(workdir))
+    old = {name: os.environ.get(name) for name in ("CC", "NVCC")}
+    if not real_cc:  # the cuda target's nvcc too
+        os.environ["CC"] = os.environ["NVCC"] = str(fake_cc(workdir))
     try:
         for i in range(cases):
             what, mutated = mutate_model(rng, data)
             model = workdir / f"case{i}.onnx"
             model.write_bytes(mutated)
             out = workdir / f"case{i}.lwr"
-            outcome, problem = check_lower(model, out)
+            outcome, problem = check_lower(model, out, target)
+            if outcome == "ok" and ort_oracle:
+                refusal = ort_refusal(model)
+                if refusal is not None and not any(limit in refusal for limit in _ORT_LIMITS):
+                    outcome = "accepted, ORT refuses"
+                    problem = f"built, but ONNX Runtime refuses it: {refusal}"
             counts[outcome] += 1
             if outcome == "internal error":
                 if report_internal:
@@ -213,10 +280,11 @@ def fuzz_models(cases: int, seed: int, workdir: Path, real_cc: bool = False, log
             if out.exists():
                 out.unlink()
     finally:
-        if old_cc is None:
-            os.environ.pop("CC", None)
-        else:
-            os.environ["CC"] = old_cc
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return counts
 
 
