@@ -6,7 +6,10 @@
   Softmax -> MatMul chain by, computed the way that chain computes it (see :func:`attention`). Its
   optional ``q_perm`` / ``k_perm`` / ``v_perm`` / ``y_perm`` attributes are transposes folded into it
   (``passes.fusion.fold_transpose``): the operand it computes with is ``np.transpose(input, q_perm)``, and
-  its output is ``np.transpose(result, y_perm)``.
+  its output is ``np.transpose(result, y_perm)``. Optional ``q_slice`` / ``k_slice`` / ``v_slice``
+  ``[axis, start, stop]`` read the operand from part of its input, before the permutation
+  (``np.transpose(input[..., start:stop, ...], q_perm)``, the slice along ``axis``): Q, K and V sliced
+  from one fused projection (``fuse_transformer.fold_qkv_split``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,14 @@ def attention_scores(node, q, k, bool_mask, mask):
     return scores.astype(np.float32)
 
 
+def _operand(x, perm, bounds):
+    """``np.transpose(x[lo:hi along axis], perm)`` (each part only when its attribute is set)."""
+    if bounds is not None:
+        axis, lo, hi = (int(b) for b in bounds)
+        x = x[(slice(None),) * axis + (slice(lo, hi),)]
+    return _permuted(x, perm)
+
+
 def _permuted(x, perm):
     return x if perm is None else np.transpose(x, perm)
 
@@ -62,7 +73,8 @@ def attention(node, xs):
     additive float mask and an optional bool mask, both broadcast to [..., Sq, Sk]. A row whose scores are
     all -inf gives NaN, as Softmax does; with ``nan_to_zero`` (the exporters' IsNaN -> Where guard after
     the softmax) every NaN probability becomes 0 instead."""
-    q, k, v = (_permuted(x, node.attr(f"{n}_perm", None)) for x, n in zip(xs[:3], "qkv"))
+    q, k, v = (_operand(x, node.attr(f"{n}_perm", None), node.attr(f"{n}_slice", None))
+               for x, n in zip(xs[:3], "qkv"))
     mask = xs[3] if len(xs) > 3 else None
     bool_mask = xs[4] if len(xs) > 4 else None
     scores = attention_scores(node, q, k, bool_mask, mask)

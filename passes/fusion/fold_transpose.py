@@ -126,6 +126,8 @@ class FoldTranspose(Pass):
     def _fold_attention(graph: Graph, node: Node) -> list[str]:
         changes = []
         for index, name in enumerate(("q_perm", "k_perm", "v_perm")):
+            if node.attr("qkv"[index] + "_slice", None) is not None:
+                continue  # the slice is along an axis of the input as it is: a transpose under it stays
             transpose = _transpose_producer(node.input(index))
             perm = permutation(transpose) if transpose is not None else None
             if perm is None or len(perm) != 4:

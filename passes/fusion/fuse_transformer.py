@@ -14,6 +14,9 @@ in any order and ``Div`` by sqrt 2 or ``Mul`` by 1/sqrt 2, attention scaled afte
 ``Mul``) or before it on both operands (``scaled_dot_product_attention``), masked by an additive float
 mask, a ``Where`` with a bool mask, or both, and the IsNaN -> Where guard after the Softmax that some
 exports add. A constant bool mask that is the causal triangle becomes ``causal=1`` (no mask input).
+Q, K and V that are the head views of one Split (GPT-2's fused q/k/v projection: ``Split -> Reshape ->
+Transpose`` each) are read in place as ``q_slice`` / ``k_slice`` / ``v_slice`` of one view of the Split's
+input (:func:`fold_qkv_split`): the Split's copy and the transposes are gone.
 
 A rewrite fires only when every matched intermediate value is used inside the match alone (and is not a
 graph output), and every constant is what the pattern needs; otherwise the chain stays as it is and the
@@ -28,7 +31,7 @@ import math
 
 import numpy as np
 
-from lowering.ir import Attr, AttrKind, DType, Graph, Node, Value
+from lowering.ir import Attr, AttrKind, DType, Graph, Node, TensorType, Value
 from lowering.opinfo import DOMAIN
 from lowering.passmanager import Pass, PassContext, PassResult
 
@@ -402,6 +405,7 @@ def _causal_or_mask(bool_mask: Value, attrs: dict, scores_shape: tuple[int, ...]
 
 def fuse_attention(graph: Graph, softmax: Node) -> str:
     group, inputs, attrs, result = match_attention(graph, softmax)
+    split_note = fold_qkv_split(graph, group, inputs, attrs)
     while inputs and inputs[-1] is None:
         inputs.pop()
     name = graph.unique_name(f"{softmax.name}_attention")
@@ -409,7 +413,110 @@ def fuse_attention(graph: Graph, softmax: Node) -> str:
                 domain=DOMAIN, meta=merged_meta(group))
     replace_group(graph, group, node)
     kinds = "causal " if attrs["causal"] else ""
-    return f"{kinds}attention at '{softmax.name}' ({len(group)} nodes) -> {node.qualified_op} '{name}'"
+    return (f"{kinds}attention at '{softmax.name}' ({len(group)} nodes) -> {node.qualified_op} '{name}'"
+            + split_note)
+
+
+# --- Q, K and V sliced from one projection ------------------------------------------------------------
+
+QKV = "qkv"
+
+
+def _only_read_by(graph: Graph, value: Value, readers: set[int]) -> bool:
+    return not is_graph_output(graph, value) and all(id(u.node) in readers for u in value.uses())
+
+
+def _split_offsets(split: Node) -> list[int]:
+    """Where each output of a Split starts along its axis (from the outputs' inferred shapes)."""
+    axis = split.attr("axis", 0) % split.input(0).type.rank
+    starts, at = [], 0
+    for out in split.outputs:
+        starts.append(at)
+        at += out.type.shape[axis]
+    return starts
+
+
+def _sliced_operand(graph: Graph, value: Value, index: int, readers: set[int]):
+    """``value`` = ``[Transpose](Reshape(Split(x)[j]))`` with private intermediates, the Reshape a view
+    that keeps the dims before the split axis and splits the rest as ``[m, *r]``: ``(chain, split, view
+    shape, perm, slice)`` such that ``value`` is ``transpose(reshape(x, view)[..., lo:hi (axis), ...],
+    perm)``; else None (with why)."""
+    if not _only_read_by(graph, value, readers):
+        return None, f"'{value.name}' is also read outside the attention"
+    chain: list[Node] = []
+    transpose = made_by(value, "Transpose")
+    perm: tuple[int, ...] = (0, 1, 2, 3)
+    src = value
+    if transpose is not None:
+        perm = tuple(int(p) % 4 for p in transpose.attr("perm", (3, 2, 1, 0)))
+        src = transpose.input(0)
+        chain.append(transpose)
+        if not _only_read_by(graph, src, {id(transpose)}):
+            return None, f"'{src.name}' is also read elsewhere"
+    reshape = made_by(src, "Reshape")
+    split = made_by(reshape.input(0), "Split") if reshape is not None else None
+    if split is None:
+        return None, "not a Reshape of a Split output"
+    chain.insert(0, reshape)
+    part = reshape.input(0)
+    if not _only_read_by(graph, part, {id(reshape)}) or src.type.rank != 4:
+        return None, f"'{part.name}' is read elsewhere or its view is not rank 4"
+    inner = (2, 3) if index == 1 else (3,)  # the head size innermost (K: or the keys)
+    if not any(perm[a] == 3 for a in inner):
+        return None, "the head size would not be contiguous"
+    x_shape, view = split.input(0).type.shape, src.type.shape
+    axis = split.attr("axis", 0) % len(x_shape)
+    j = next(i for i, out in enumerate(split.outputs) if out is part)
+    tail = int(np.prod(x_shape[axis + 1:], dtype=np.int64))
+    start, size = _split_offsets(split)[j] * tail, part.type.shape[axis] * tail  # in elements of a row
+    rest = int(np.prod(view[axis + 1:], dtype=np.int64)) if axis < 3 else 0
+    if (axis >= 3 or tuple(view[:axis]) != tuple(x_shape[:axis]) or rest == 0
+            or start % rest or size % rest or x_shape[axis] * tail % rest):
+        return None, f"the view {list(view)} does not keep the split's rows"
+    full = tuple(view[:axis]) + (x_shape[axis] * tail // rest,) + tuple(view[axis + 1:])
+    return (chain, split, full, perm, (axis, start // rest, (start + size) // rest)), ""
+
+
+def fold_qkv_split(graph: Graph, group: list[Node], inputs: list, attrs: dict) -> str:
+    """Q, K and V that are head views of the parts of one Split (GPT-2's fused ``c_attn`` projection,
+    ``Split -> Reshape -> Transpose`` each) become slices of one view of the Split's input: the attention
+    reads them in place through ``q_slice`` / ``k_slice`` / ``v_slice`` ``[axis, start, stop]`` and the
+    Transposes' ``*_perm``, and the Split (a copy of the projection) is gone. Only a Split whose every
+    output is one of this attention's operands is folded. Returns a note for the change line."""
+    readers = {id(n) for n in group}
+    found = {}
+    for index in range(3):
+        folded, _ = _sliced_operand(graph, inputs[index], index, readers)
+        if folded is not None:
+            found[index] = folded
+    splits = {id(f[1]): f[1] for f in found.values()}
+    notes = []
+    for split in splits.values():
+        mine = {i: f for i, f in found.items() if f[1] is split}
+        parts = {id(found[i][0][0].input(0)) for i in mine}
+        views = {f[2] for f in mine.values()}
+        x = split.input(0)
+        if len(parts) != len(split.outputs) or len(views) != 1 or (
+                made_by(x, "Transpose") is not None and tuple(x.type.shape) == next(iter(views))):
+            continue
+        chains = [n for f in mine.values() for n in f[0]]
+        if len({id(n) for n in chains + group}) != len(chains) + len(group):
+            continue  # an operand read twice (Q is K): its chain would be removed twice
+        view_shape = next(iter(views))
+        view = Value(graph.unique_name(f"{split.name}_heads"), TensorType(x.type.dtype, view_shape))
+        shape = new_constant(graph, np.asarray(view_shape, np.int64), f"{split.name}_heads_shape")
+        reshape = Node("Reshape", [x, shape], [view], name=graph.unique_name(f"{split.name}_heads"),
+                       meta=split.meta)
+        graph.insert_before(split, reshape)
+        for i, (chain, _, _, perm, bounds) in mine.items():
+            inputs[i] = view
+            if perm != (0, 1, 2, 3):
+                attrs[f"{QKV[i]}_perm"] = list(perm)
+            attrs[f"{QKV[i]}_slice"] = list(bounds)
+            group.extend(chain)
+        group.append(split)
+        notes.append(f"'{split.name}'")
+    return f" (Q, K, V sliced from the split {', '.join(notes)})" if notes else ""
 
 
 #: anchor op -> rewrite; each returns a change line or raises NoMatch

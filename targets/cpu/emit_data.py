@@ -17,6 +17,8 @@ from .registry import (
 
 #: integer max pooling kernels of kernels_quant.c, by element type
 INT_MAXPOOL = {DType.INT8: "lw_maxpool2d_i8", DType.UINT8: "lw_maxpool2d_u8"}
+#: LW_POOL_SLOTS of kernels_ops.c: at most this many threads run one float pooling, one row buffer each
+POOL_SLOTS = 64
 
 
 def check_pool(node: Node) -> str | None:
@@ -51,12 +53,23 @@ def emit_pool(ctx: EmitContext, node: Node) -> KernelCode:
         int(node.op == "MaxPool"),
         int(bool(node.attr("count_include_pad", 0))),
     ]
-    kernel_fn = INT_MAXPOOL.get(node.input(0).type.dtype, "lw_pool2d")
-    body = (
-        f"static const lw_pool_geom g = {c_longs(fields)};\n"
-        f"{kernel_fn}(ctx->nt, &g, {ctx.ptr(node.input(0))}, {ctx.out(node.output)});"
-    )
-    return KernelCode(body, flops=numel(node.output.type.shape) * numel(kernel))
+    int_kernel = INT_MAXPOOL.get(node.input(0).type.dtype)
+    head = f"static const lw_pool_geom g = {c_longs(fields)};\n"
+    x, y = ctx.ptr(node.input(0)), ctx.out(node.output)
+    flops = numel(node.output.type.shape) * numel(kernel)
+    if int_kernel is not None:
+        return KernelCode(f"{head}{int_kernel}(ctx->nt, &g, {x}, {y});", flops=flops)
+    body = f"{head}lw_pool2d(ctx->nt, &g, {x}, {y}, (float *)ctx->ws);"
+    return KernelCode(body, flops=flops, workspace=pool_workspace(fields, ctx.isa.vec))
+
+
+def pool_workspace(fields: list[int], vec: int) -> int:
+    """Bytes of lw_pool2d's row buffers: up to POOL_SLOTS threads' padded row and phases, each
+    ``lw_pool_row_len`` floats (kernels_ops.c)."""
+    planes, _, w, oh, ow, _, kw, _, sw, _, dw, _, pw = fields[:13]
+    phase_len = -(-(ow + (kw - 1) * dw // sw) // vec) * vec
+    row_len = sw * phase_len + pw + w + 2 * vec
+    return min(POOL_SLOTS, planes * oh) * 2 * row_len * 4
 
 
 def check_global_pool(node: Node) -> str | None:

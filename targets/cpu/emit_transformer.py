@@ -3,7 +3,9 @@
 - ``LayerNormalization``: rows of the trailing ``axis..rank-1`` elements; a constant scale or bias that
   broadcasts to that row is expanded into the weights blob, so the kernel always reads full rows.
 - ``lowering::Attention``: Q/K/V rank 4 ([B, H, S, D]); masks broadcast through strides (0 where a
-  mask dimension is 1), so the [B, 1, 1, Sk] padding mask of a BERT never becomes [B, H, Sq, Sk].
+  mask dimension is 1), so the [B, 1, 1, Sk] padding mask of a BERT never becomes [B, H, Sq, Sk]. Q, K
+  and V are read through their ``*_perm`` layouts and ``*_slice`` parts (an element offset into the
+  input and its strides), so GPT-2's three heads views of one fused projection are read in place.
 """
 
 from __future__ import annotations
@@ -97,15 +99,38 @@ def _perm(node: Node, name: str) -> tuple[int, ...]:
     return (0, 1, 2, 3) if perm is None else tuple(int(a) for a in perm)
 
 
-def _operand(node: Node, i: int) -> tuple[tuple[int, ...], list[int]]:
-    """The shape the Attention computes with of input ``i`` (Q, K, V) and its element strides."""
+def _slice(node: Node, i: int) -> tuple[int, int, int] | None:
+    """The ``[axis, start, stop]`` part of input ``i`` the Attention reads (``q_slice``...), or None."""
+    bounds = node.attr("qkv"[i] + "_slice", None)
+    return None if bounds is None else tuple(int(b) for b in bounds)
+
+
+def _operand(node: Node, i: int) -> tuple[tuple[int, ...], list[int], int]:
+    """The shape the Attention computes with of input ``i`` (Q, K, V), its element strides and the
+    element offset where it starts in the input (its ``*_slice`` and ``*_perm`` applied)."""
     value, perm = node.input(i), _perm(node, "qkv"[i] + "_perm")
-    strides = _contiguous(value.type.shape)
-    return tuple(value.type.shape[p] for p in perm), [strides[p] for p in perm]
+    shape, strides, offset = list(value.type.shape), _contiguous(value.type.shape), 0
+    bounds = _slice(node, i)
+    if bounds is not None:
+        axis, start, stop = bounds
+        shape[axis], offset = stop - start, start * strides[axis]
+    return tuple(shape[p] for p in perm), [strides[p] for p in perm], offset
+
+
+def _slice_reason(node: Node) -> str | None:
+    for i in range(3):
+        bounds = _slice(node, i)
+        if bounds is None:
+            continue
+        shape = node.input(i).type.shape
+        if len(bounds) != 3 or not 0 <= bounds[0] < len(shape) or not 0 <= bounds[1] < bounds[2] <= \
+                shape[bounds[0]]:
+            return f"Attention {'qkv'[i]}_slice {list(bounds)} is not a part of {list(shape)}"
+    return None
 
 
 def _attention_shapes(node: Node):
-    (q, _), (k, _), (v, _) = (_operand(node, i) for i in range(3))
+    (q, _, _), (k, _, _), (v, _, _) = (_operand(node, i) for i in range(3))
     sk = k[-1] if node.attr("k_transposed", 0) else k[-2]
     kd = k[-2] if node.attr("k_transposed", 0) else k[-1]
     return q, k, v, sk, kd
@@ -120,7 +145,7 @@ def check_attention(node: Node) -> str | None:
         return "Attention computes float32 only"
     if any(node.input(i).type.rank != 4 for i in range(3)) or node.output.type.rank != 4:
         return "Attention needs rank-4 Q, K, V and output ([batch, heads, sequence, head size])"
-    reason = _layout_reason(node)
+    reason = _slice_reason(node) or _layout_reason(node)
     if reason is not None:
         return reason
     q, k, v, sk, kd = _attention_shapes(node)
@@ -154,7 +179,7 @@ def _contiguous(shape) -> list[int]:
 def attention_strides(node: Node) -> dict[str, list[int]]:
     """Element strides of Q (b, h, query, d), K (b, h, key, d), V (b, h, key, d) and Y (b, h, query, d)
     in the tensors the node reads and writes (its ``*_perm`` layouts applied)."""
-    (_, qs), (_, ks), (_, vs) = (_operand(node, i) for i in range(3))
+    (_, qs, _), (_, ks, _), (_, vs, _) = (_operand(node, i) for i in range(3))
     y_perm, out = _perm(node, "y_perm"), _contiguous(node.output.type.shape)
     ys = [0] * 4
     for axis, p in enumerate(y_perm):
@@ -196,11 +221,14 @@ def emit_attention(ctx: EmitContext, node: Node) -> KernelCode:
     ] + [f".{name} = {c_longs(strides[:4 if name == 'k_stride' else 3])}"
          for name, strides in attention_strides(node).items()]
     bool_ptr = "NULL" if bool_mask is None else ctx.ptr(bool_mask)
+    qkv = []
+    for i in range(3):
+        offset = _operand(node, i)[2]
+        qkv.append(f"({ctx.ptr(node.input(i))} + {offset})" if offset else ctx.ptr(node.input(i)))
     body = (
         f"static const lw_attention_geom g = {{{', '.join(fields)}}};\n"
-        f"lw_attention(ctx->nt, &g, {ctx.ptr(node.input(0))}, {ctx.ptr(node.input(1))}, "
-        f"{ctx.ptr(node.input(2))}, {ctx.opt_ptr(mask)}, {bool_ptr}, {ctx.out(node.output)}, "
-        "(float *)ctx->ws);"
+        f"lw_attention(ctx->nt, &g, {qkv[0]}, {qkv[1]}, {qkv[2]}, {ctx.opt_ptr(mask)}, {bool_ptr}, "
+        f"{ctx.out(node.output)}, (float *)ctx->ws);"
     )
     b, h, sq, d, dv = q[0], q[1], q[2], q[3], v[3]
     vec = ctx.isa.vec

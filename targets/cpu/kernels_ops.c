@@ -24,61 +24,148 @@ static inline long lw_taps_inside(long start, long k, long d, long lo, long hi) 
     return count;
 }
 
-/* Pool one output row: combine every valid tap into the row with vectorizable column loops (strides 1
- * and 2 get their own loops), then divide averages by the separable count of counted taps. */
-static void lw_pool_row(const lw_pool_geom *g, const float *xp, float *row, long oh) {
-    const float init = g->is_max ? -INFINITY : 0.0f;
-    for (long ow = 0; ow < g->OW; ow++) row[ow] = init;
-    const long sw = g->SW;
+/* The odd floats of the 2 * LW_VEC at p (the even ones: lw_load_even). */
+#if LW_VEC == 16
+#define LW_ODD_INDICES 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#elif LW_VEC == 8
+#define LW_ODD_INDICES 1, 3, 5, 7, 9, 11, 13, 15
+#else
+#define LW_ODD_INDICES 1, 3, 5, 7
+#endif
+static inline lw_vf lw_load_odd(const float *p) {
+    lw_vf a = lw_load(p), b = lw_load(p + LW_VEC);
+#if defined(__clang__)
+    return __builtin_shufflevector(a, b, LW_ODD_INDICES);
+#else
+    return __builtin_shuffle(a, b, (lw_vi){LW_ODD_INDICES});
+#endif
+}
+
+/* Row buffers: the padded row (PW pads, the W combined columns, then the fill) and its SW phases of Lp
+ * columns each (phase p holds padded columns SW * i + p), Lp = L rounded up to whole vectors, L = OW +
+ * (KW - 1) * DW / SW the columns any output reads per phase. Both have room for whole-vector reads past
+ * their ends (lanes that only feed discarded outputs). */
+static inline long lw_pool_phase_len(const lw_pool_geom *g) {
+    return LW_CDIV(g->OW + (g->KW - 1) * g->DW / g->SW, LW_VEC) * LW_VEC;
+}
+static inline long lw_pool_row_len(const lw_pool_geom *g) {
+    return g->SW * lw_pool_phase_len(g) + g->PW + g->W + 2 * LW_VEC;
+}
+
+/* Pool one output row in two vectorised passes. Vertical: v = max (or sum) over the window's valid input
+ * rows, column by column, into the padded row buffer (the pads hold -inf, or 0: neither changes a max or
+ * a sum). Horizontal: the padded row is split into its SW phases, so tap kw of output ow reads phase
+ * (kw * DW) % SW at ow + (kw * DW) / SW: every tap is a contiguous load, and a block of LW_VEC outputs
+ * combines its KW taps in registers (the last block through a buffer). Averages are divided by the
+ * separable count of counted taps. The max is the compare-select x > m ? x : m, NaN inputs skipped, as
+ * with every other order of the same taps. */
+static void lw_pool_row(const lw_pool_geom *g, const float *xp, float *row, long oh, float *vpad,
+                        float *phase) {
+    const int is_max = g->is_max;
+    const float init = is_max ? -INFINITY : 0.0f;
+    const long W = g->W, SW = g->SW, Lp = lw_pool_phase_len(g), OW = g->OW, KW = g->KW;
+    float *v = vpad + g->PW;
+    int first = 1;
     for (long kh = 0; kh < g->KH; kh++) {
-        long ih = oh * g->SH - g->PH + kh * g->DH;
+        const long ih = oh * g->SH - g->PH + kh * g->DH;
         if (ih < 0 || ih >= g->H) continue;
-        const float *xr = xp + ih * g->W;
-        for (long kw = 0; kw < g->KW; kw++) {
-            long off = kw * g->DW - g->PW, lo, hi;
-            lw_tap_range(off, sw, g->W, g->OW, &lo, &hi);
-            const float *src = xr + off;
-            if (g->is_max) {
-                if (sw == 1) for (long ow = lo; ow < hi; ow++) row[ow] = LW_MAX(src[ow], row[ow]);
-                else if (sw == 2) for (long ow = lo; ow < hi; ow++) row[ow] = LW_MAX(src[2 * ow], row[ow]);
-                else for (long ow = lo; ow < hi; ow++) row[ow] = LW_MAX(src[ow * sw], row[ow]);
-            } else {
-                if (sw == 1) for (long ow = lo; ow < hi; ow++) row[ow] += src[ow];
-                else if (sw == 2) for (long ow = lo; ow < hi; ow++) row[ow] += src[2 * ow];
-                else for (long ow = lo; ow < hi; ow++) row[ow] += src[ow * sw];
+        const float *xr = xp + ih * W;
+        if (first) memcpy(v, xr, (size_t)W * sizeof(float));
+        else if (is_max) for (long c = 0; c < W; c++) v[c] = LW_MAX(xr[c], v[c]);
+        else for (long c = 0; c < W; c++) v[c] += xr[c];
+        first = 0;
+    }
+    if (first) for (long c = 0; c < W; c++) v[c] = init;
+    const float *ph = vpad;
+    if (SW == 2) {
+        for (long i = 0; i < Lp; i += LW_VEC) {
+            lw_store(phase + i, lw_load_even(vpad + 2 * i));
+            lw_store(phase + Lp + i, lw_load_odd(vpad + 2 * i));
+        }
+        ph = phase;
+    } else if (SW > 2) {
+        for (long p = 0; p < SW; p++)
+            for (long i = 0; i < Lp; i++) phase[p * Lp + i] = vpad[SW * i + p];
+        ph = phase;
+    }
+    const long ld = SW == 1 ? 0 : Lp; /* SW == 1: the padded row is the one phase */
+    long off[KW];
+    for (long kw = 0; kw < KW; kw++) off[kw] = (kw * g->DW % SW) * ld + kw * g->DW / SW;
+    for (long ow = 0; ow < OW; ow += LW_VEC) {
+        lw_vf acc;
+        if (is_max && KW == 3) { /* the common 3-wide max window, unrolled */
+            const lw_vf a = lw_load(ph + off[0] + ow), b = lw_load(ph + off[1] + ow);
+            const lw_vf c = lw_load(ph + off[2] + ow);
+            acc = lw_vselect((lw_vi)(b > a), b, a);
+            acc = lw_vselect((lw_vi)(c > acc), c, acc);
+        } else {
+            acc = lw_splat(init);
+            for (long kw = 0; kw < KW; kw++) {
+                const lw_vf x = lw_load(ph + off[kw] + ow);
+                acc = is_max ? lw_vselect((lw_vi)(x > acc), x, acc) : acc + x;
             }
         }
+        if (ow + LW_VEC <= OW) lw_store(row + ow, acc);
+        else for (long u = 0; u < OW - ow; u++) row[ow + u] = acc[u];
     }
-    if (g->is_max) return;
+    if (is_max) return;
     const int pad = g->count_include_pad;
     const long rows = lw_taps_inside(oh * g->SH - g->PH, g->KH, g->DH, pad ? -g->PH : 0,
                                      pad ? g->H + g->PHE : g->H);
-    for (long ow = 0; ow < g->OW; ow++) {
-        long cols = lw_taps_inside(ow * sw - g->PW, g->KW, g->DW, pad ? -g->PW : 0,
-                                   pad ? g->W + g->PWE : g->W);
+    for (long ow = 0; ow < OW; ow++) {
+        long cols = lw_taps_inside(ow * SW - g->PW, KW, g->DW, pad ? -g->PW : 0, pad ? W + g->PWE : W);
         row[ow] = row[ow] / (float)(rows * cols);
     }
 }
 
-static void lw_pool2d(int nt, const lw_pool_geom *g, const float *x, float *y) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && g->planes * g->OH * g->OW > 16384)
-    for (long t = 0; t < g->planes; t++)
-        for (long oh = 0; oh < g->OH; oh++)
-            lw_pool_row(g, x + t * g->H * g->W, y + (t * g->OH + oh) * g->OW, oh);
+#define LW_POOL_SLOTS 64 /* row-buffer slots in the workspace: at most this many threads run one pooling */
+
+/* Rows of output planes split evenly over the threads, each with its slot of the workspace (the padded row
+ * and the phases, lw_pool_row_len floats each; emit_data.py sizes it). */
+static void lw_pool2d(int nt, const lw_pool_geom *g, const float *x, float *y, float *ws) {
+    const long len = lw_pool_row_len(g), tasks = g->planes * g->OH;
+    const long slots = LW_MIN((long)LW_POOL_SLOTS, tasks);
+#pragma omp parallel num_threads(nt) if (nt > 1 && tasks * g->OW > 16384)
+    {
+        const long used = LW_MIN((long)omp_get_num_threads(), slots), tid = omp_get_thread_num();
+        float *buf = ws + LW_MIN(tid, slots - 1) * 2 * len;
+        const long t0 = tid < used ? tid * tasks / used : tasks;
+        const long t1 = tid < used ? (tid + 1) * tasks / used : tasks;
+        const float init = g->is_max ? -INFINITY : 0.0f;
+        if (t0 < t1)
+            for (long c = 0; c < len; c++) buf[c] = init; /* the pads; lw_pool_row rewrites the row itself */
+        for (long t = t0; t < t1; t++) {
+            const long plane = t / g->OH, oh = t % g->OH;
+            lw_pool_row(g, x + plane * g->H * g->W, y + t * g->OW, oh, buf, buf + len);
+        }
+    }
 }
 
-/* Global average / max over the P spatial positions of each of the given planes. */
+/* Global average / max over the P spatial positions of each of the given planes, LW_VEC lanes at a time:
+ * the max as the compare-select x > m ? x : m per lane, then across lanes (NaN skipped, the result the
+ * sequential loop gives), the average from double lane sums. */
 static void lw_global_pool(int nt, const float *x, float *y, long planes, long P, int is_max) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && planes * P > 65536)
     for (long t = 0; t < planes; t++) {
         const float *xp = x + t * P;
+        long i = 0;
         if (is_max) {
+            lw_vf vm = lw_splat(-INFINITY);
+            for (; i + LW_VEC <= P; i += LW_VEC) {
+                const lw_vf v = lw_load(xp + i);
+                vm = lw_vselect((lw_vi)(v > vm), v, vm);
+            }
             float m = -INFINITY;
-            for (long i = 0; i < P; i++) m = xp[i] > m ? xp[i] : m;
+            for (int l = 0; l < LW_VEC; l++) m = vm[l] > m ? vm[l] : m;
+            for (; i < P; i++) m = xp[i] > m ? xp[i] : m;
             y[t] = m;
         } else {
+            double lanes[LW_VEC] = {0};
+            for (; i + LW_VEC <= P; i += LW_VEC)
+                for (int l = 0; l < LW_VEC; l++) lanes[l] += xp[i + l];
             double s = 0.0;
-            for (long i = 0; i < P; i++) s += xp[i];
+            for (int l = 0; l < LW_VEC; l++) s += lanes[l];
+            for (; i < P; i++) s += xp[i];
             y[t] = (float)(s / (double)P);
         }
     }

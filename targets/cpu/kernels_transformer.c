@@ -132,29 +132,55 @@ static void lw_attention_pv(const float *const *ar, const long *rows, const long
         }
 }
 
-/* exp(x) for x in [-inf, 0] (no NaN): lw_vexpf's polynomial and rounding without the handling of large
- * and NaN arguments, the underflow mask shared by the clamp and the result, 2^n built from t's bits. */
+/* exp(x) for x in [-inf, 0] (NaN gives NaN): lw_vexpf's range reduction (x = n ln 2 + r, |r| <= ln 2 / 2, x
+ * clamped at -87 and the result zeroed below it, 2^n built from t's bits) with a shorter polynomial,
+ * e^r = 1 + r (c4 + r (c3 + ...)) of degree 5 (minimax, relative error 1.2e-7, Arm's optimized-routines
+ * expf) evaluated in Estrin's form: fewer operations and a shorter dependency chain than lw_vexpf's. */
 static inline lw_vf lw_attention_exp(lw_vf x) {
     const lw_vf lo = lw_splat(-87.0f), round = lw_splat(12582912.0f); /* 1.5 * 2^23 */
     const lw_vi under = (lw_vi)(x < lo);
-    const lw_vf xc = lw_vselect(under, lo, x);
+    const lw_vf xc = lw_vmax(lo, x); /* max(lo, x): NaN stays NaN */
     const lw_vf t = xc * 1.44269504088896341f + round; /* round(x log2 e) in the low mantissa bits */
     const lw_vf n = t - round;
     const lw_vf r = xc - n * 0.693359375f + n * 2.12194440e-4f;
-    lw_vf p = lw_splat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    const lw_vi bits = ((lw_vi)t - (0x4B400000 - 127)) << 23; /* 2^n, n in [-126, 0] */
-    return (lw_vf)((lw_vi)(p * (lw_vf)bits) & ~under);
+    const lw_vf r2 = r * r;
+    const lw_vf p = r * 0x1.0e4020p-7f + 0x1.573e2ep-5f;
+    lw_vf q = r * 0x1.555e66p-3f + 0x1.fffdb6p-2f;
+    q = p * r2 + q;
+    const lw_vf poly = q * r2 + r * 0x1.ffffecp-1f; /* e^r - 1 */
+    const lw_vf scale = (lw_vf)(((lw_vi)t - (0x4B400000 - 127)) << 23); /* 2^n, n in [-126, 0] */
+    return (lw_vf)((lw_vi)(poly * scale + scale) & ~under);
+}
+
+/* The largest lane of v (no NaN lanes) and the sum of its lanes, as a tree where AVX-512 has one (a row's
+ * sequential scalar reduction costs as much as a few vectors of its exponentials). */
+static inline float lw_attention_hmax(lw_vf v) {
+#if LW_VEC == 16 && defined(__AVX512F__)
+    return _mm512_reduce_max_ps((__m512)v);
+#else
+    float m = v[0];
+    for (int l = 1; l < LW_VEC; l++) m = v[l] > m ? v[l] : m;
+    return m;
+#endif
+}
+
+static inline float lw_attention_hsum(lw_vf v) {
+#if LW_VEC == 16 && defined(__AVX512F__)
+    return _mm512_reduce_add_ps((__m512)v);
+#else
+    float s = 0.0f;
+    for (int l = 0; l < LW_VEC; l++) s += v[l];
+    return s;
+#endif
 }
 
 /* Mask and exponentiate one row of scaled scores in place: s[j] = exp(x[j] - max) for j < n (x the
- * masked score) and 0 for n <= j < npad (npad a whole number of vectors); returns 1 / sum. When
- * nan_to_zero meets a NaN sum (every probability NaN, which the guard turns to 0) the row becomes zeros. */
+ * masked score) and 0 for n <= j < npad (npad a whole number of vectors); returns 1 / sum. The max runs
+ * on four independent vectors and the sum on two (a row's chain of dependent operations, not the
+ * arithmetic, bounds these passes). The max skips NaN scores; lw_attention_exp turns them into NaN, so a
+ * row with a NaN score sums to NaN and is NaN, as the softmax gives it. Infinite maxima (a +inf score,
+ * or every score -inf) take the general exp. When nan_to_zero meets a NaN sum (every probability NaN,
+ * which the guard turns to 0) the row becomes zeros. */
 static float lw_attention_softmax_row(const lw_attention_geom *g, float *s, long n, long npad,
                                       const float *mask, const uint8_t *bmask) {
     const long mk = g->mask_stride[3], bk = g->bool_stride[3];
@@ -163,46 +189,39 @@ static float lw_attention_softmax_row(const lw_attention_geom *g, float *s, long
     if (mask && mk != 1)
         for (long j = 0; j < n; j++) s[j] += mask[j * mk];
     for (long j = n; j < npad; j++) s[j] = -INFINITY;
-    lw_vf vm = lw_splat(-INFINITY);
-    lw_vi nan = (lw_vi){0};
-    long j = 0;
     if (mask && mk == 1) {
-        for (; j + LW_VEC <= n; j += LW_VEC) {
-            const lw_vf v = lw_load(s + j) + lw_load(mask + j);
-            lw_store(s + j, v);
-            vm = lw_vselect((lw_vi)(v > vm), v, vm);
-            nan |= (lw_vi)(v != v);
-        }
-        for (long i = j; i < n; i++) s[i] += mask[i];
+        long j = 0;
+        for (; j + LW_VEC <= n; j += LW_VEC) lw_store(s + j, lw_load(s + j) + lw_load(mask + j));
+        for (; j < n; j++) s[j] += mask[j];
     }
-    for (; j < npad; j += LW_VEC) {
-        const lw_vf v = lw_load(s + j);
-        vm = lw_vselect((lw_vi)(v > vm), v, vm);
-        nan |= (lw_vi)(v != v);
-    }
-    float m = -INFINITY;
-    int any_nan = 0;
-    for (int l = 0; l < LW_VEC; l++) {
-        m = vm[l] > m ? vm[l] : m;
-        any_nan |= nan[l];
-    }
+    lw_vf vm[4] = {lw_splat(-INFINITY), lw_splat(-INFINITY), lw_splat(-INFINITY), lw_splat(-INFINITY)};
+    long j = 0;
+    for (; j + 4 * LW_VEC <= npad; j += 4 * LW_VEC)
+        for (int u = 0; u < 4; u++) vm[u] = lw_vmax(lw_load(s + j + u * LW_VEC), vm[u]);
+    for (; j < npad; j += LW_VEC) vm[0] = lw_vmax(lw_load(s + j), vm[0]);
+    const float m = lw_attention_hmax(lw_vmax(lw_vmax(vm[0], vm[1]), lw_vmax(vm[2], vm[3])));
     const lw_vf vmax = lw_splat(m);
-    lw_vf vs = (lw_vf){0};
-    if (!any_nan && m > -INFINITY && m < INFINITY) { /* every s - max in [-inf, 0] */
-        for (j = 0; j < npad; j += LW_VEC) {
+    lw_vf vs[2] = {(lw_vf){0}, (lw_vf){0}};
+    if (m > -INFINITY && m < INFINITY) { /* every s - max in [-inf, 0], or NaN */
+        for (j = 0; j + 2 * LW_VEC <= npad; j += 2 * LW_VEC)
+            for (int u = 0; u < 2; u++) {
+                const lw_vf e = lw_attention_exp(lw_load(s + j + u * LW_VEC) - vmax);
+                lw_store(s + j + u * LW_VEC, e);
+                vs[u] += e;
+            }
+        if (j < npad) {
             const lw_vf e = lw_attention_exp(lw_load(s + j) - vmax);
             lw_store(s + j, e);
-            vs += e;
+            vs[0] += e;
         }
-    } else { /* NaN or infinite scores: the general exp, NaN where the softmax gives NaN */
+    } else { /* infinite scores: the general exp, NaN where the softmax gives NaN */
         for (j = 0; j < npad; j += LW_VEC) {
             const lw_vf e = lw_vexpf(lw_load(s + j) - vmax);
             lw_store(s + j, e);
-            vs += e;
+            vs[0] += e;
         }
     }
-    float sum = 0.0f;
-    for (int l = 0; l < LW_VEC; l++) sum += vs[l];
+    const float sum = lw_attention_hsum(vs[0] + vs[1]);
     if (g->nan_to_zero && sum != sum) {
         for (j = 0; j < npad; j++) s[j] = 0.0f;
         return 0.0f;

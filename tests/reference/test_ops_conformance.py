@@ -154,7 +154,6 @@ NEWER_CASES = [
     MathCase("bitshift_left_i64", "BitShift", [ints(3, 4, low=-1000, high=1000, dtype=np.int64),
                                                ints(4, low=-2, high=66, dtype=np.int64)],
              {"direction": "LEFT"}, opset=28),
-    MathCase("sum_int32", "Sum", [ints(3, 4), ints(4), ints(3, 1)], opset=21),  # not in ONNX Runtime
     MathCase("onehot_int32", "OneHot", [RNG.integers(0, 6, (5,)).astype(np.int32), const(np.float32(5)),
                                         const(np.array([0, 7], np.int64))], opset=21),
     MathCase("rmsnorm_axis1", "RMSNormalization", [X4, f32(3, 4)], {"axis": 2, "epsilon": 1e-2}, opset=23),
