@@ -6,8 +6,10 @@ All three become calls into the packed GEMM of ``kernels_gemm.c``:
   prepacked per group as A panels of ``CONV_MR`` rows, ``out[co, p] = W[co, :] . col[:, p]``, with B read
   in place for 1x1 stride-1 unpadded convs (no im2col) and from im2col panels otherwise; small planes
   (``conv_transposed``) run the transposed product instead (positions broadcast, output channels as
-  vectors, weights packed by ``pack_conv_weights_t``); depthwise convs (group == channels) use a direct
-  loop. Bias, residual and activation are applied to the accumulators before the one store.
+  vectors, weights packed by ``pack_conv_weights_t``); other spatial or strided convs on AVX-512
+  (``conv_direct``) read the input, rewritten once into zero-padded phase grids, through the micro-kernel
+  with no im2col; depthwise convs (group == channels) use a direct loop. Bias, residual and activation
+  are applied to the accumulators before the one store.
 - Gemm / lowering::FusedGemm, MatMul and lowering::FusedMatMul (N-d, numpy broadcasting, bias over the
   last axis, residual and activation in the epilogue): constant operands are prepacked at compile time, a
   runtime A is read in place through its strides and a runtime B is packed into the workspace; a MatMul
@@ -34,6 +36,7 @@ ITEM_BYTES = 64  # upper bound of sizeof(lw_gemm_item)
 DW_SLOTS, DW_ACCUMULATORS = 64, 8  # LW_DW_SLOTS and LW_DW_ACC of kernels_conv.c
 DW_CHUNK_ROWS = 8  # depthwise output rows per staged chunk
 CONV_MR = {16: 8, 8: 6, 4: 4}  # LW_CV_MR of kernels_conv.c by vector width: weight rows per packed panel
+CONV_NV_MAX = 3  # the largest LW_CV_NV of kernels_conv.c (in-place and direct conv tile width, vectors)
 CT_VECTORS = 3  # LW_CT_NV of kernels_conv.c: output channels per transposed conv tile, in vectors
 #: the fields of lw_conv_geom, in order
 CONV_FIELDS = ("N", "C", "H", "W", "M", "G", "KH", "KW", "SH", "SW", "DH", "DW", "PH", "PW", "OH", "OW")
@@ -128,6 +131,28 @@ def conv_in_place(g: dict) -> bool:
         g["OH"], g["OW"]) == (g["H"], g["W"])
 
 
+def direct_grid(g: dict) -> tuple[int, int]:
+    """(grid row width Wq, floats of workspace) of lw_conv2d_d's phase grids (lw_dc_geom_of in
+    kernels_conv.c): per channel SH * SW planes of OH + ((KH-1)*DH)//SH rows of Wq = OW + ((KW-1)*DW)//SW,
+    then a zeroed tail."""
+    eh, ew = (g["KH"] - 1) * g["DH"] // g["SH"], (g["KW"] - 1) * g["DW"] // g["SW"]
+    wq = g["OW"] + ew
+    slack = -(-(ew + CONV_NV_MAX * 16) // 16) * 16
+    return wq, g["C"] * g["SH"] * g["SW"] * (g["OH"] + eh) * wq + slack
+
+
+def conv_direct(g: dict, vec: int) -> bool:
+    """Whether a conv runs directly over phase grids (lw_conv2d_d: no im2col): on AVX-512 every conv with a
+    spatial window or a stride that does not run transposed (conv_transposed: small planes, where the
+    transposed GEMM measured faster), except depthwise and pointwise ones, kernels of more than 64 taps and
+    rows narrower than 4 grid columns. Measured against im2col (one thread): ResNet's stem 7x7/2 C = 3
+    1.8x, MobileNetV2's 3x3/2 stem 1.3x, 3x3 64@56 1.3x, 128@28 1.15x, 256@14 about even. AVX2 and SSE
+    builds keep im2col (lw_dc_gather and lw_dc_scatter have no masked vector form there)."""
+    if vec != 16 or conv_in_place(g) or (g["G"] == g["C"] and g["G"] > 1):
+        return False
+    return g["KH"] * g["KW"] <= 64 and direct_grid(g)[0] >= 4
+
+
 def conv_transposed(g: dict, vec: int) -> bool:
     """Whether a conv runs as the transposed GEMM (lw_conv2d_t: positions broadcast, output channels as
     vectors), measured faster on AVX-512 for small planes: no position tile is wasted on 49 positions. Not
@@ -169,6 +194,10 @@ def emit_conv(ctx: EmitContext, node: Node) -> KernelCode:
         workspace = align(g["G"] * ITEM_BYTES)
         if not conv_in_place(g):
             workspace += g["G"] * 4 * k * g["OH"] * g["OW"]  # row-major im2col [G][K][P]
+    elif conv_direct(g, ctx.isa.vec):
+        packed = ctx.weights(pack_conv_weights(w, g["G"], CONV_MR[ctx.isa.vec]))
+        lines.append(f"lw_conv2d_d(ctx->nt, &g, {args.replace('WEIGHTS', packed)}, ctx->ws, &e);")
+        workspace = 4 * direct_grid(g)[1]
     else:
         packed = ctx.weights(pack_conv_weights(w, g["G"], CONV_MR[ctx.isa.vec]))
         lines.append(f"lw_conv2d(ctx->nt, &g, {args.replace('WEIGHTS', packed)}, ctx->ws, &e);")

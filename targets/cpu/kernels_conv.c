@@ -1,7 +1,7 @@
 /* kernels_conv.c: fp32 convolutions (cpu target): a conv GEMM with its own micro-kernels (B read in place
- * for pointwise convs, im2col panels otherwise, a transposed form for small planes; see the sections at the
- * end), and a direct depthwise kernel. The convolution geometry (lw_conv_geom) is shared with the int8
- * kernels (kernels_quant.c).
+ * for pointwise convs, im2col panels otherwise, a transposed form for small planes, a direct form over
+ * phase grids with no im2col; see the sections at the end), and a direct depthwise kernel. The
+ * convolution geometry (lw_conv_geom) is shared with the int8 kernels (kernels_quant.c).
  */
 
 #define LW_FUSED_PANELS LW_MAX(1, 256 / LW_NR) /* column panels per fused im2col+GEMM conv task */
@@ -552,15 +552,18 @@ static void lw_conv2d(int nt, const lw_conv_geom *g, const float *x, const float
 #define LW_CT_TILES 16               /* most position tiles per task (its partial sums: 16 * R * NC floats) */
 #define LW_CT_MASKS 1024             /* most im2col load masks lw_conv2d_t precomputes */
 
-/* part[r][:] (+)= sum over k < kc of b[k * bs + r] * w[k][:], for r < R. */
+/* part[r][:] (+)= sum over k < kc of b[k * bs + r] * w[k][:], for r < R; the first npf steps prefetch one
+ * cache line each, pf + 16 k, into L2. */
 static inline __attribute__((always_inline)) void lw_ct_tile(const int R, long kc, const float *restrict w,
                                                              const float *restrict b, long bs,
-                                                             float *restrict part, int first) {
+                                                             float *restrict part, int first,
+                                                             const float *pf, long npf) {
     lw_vf acc[LW_CT_R][LW_CT_NV];
     _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
         _Pragma("GCC unroll 4") for (int v = 0; v < LW_CT_NV; v++)
             acc[r][v] = first ? (lw_vf){0} : lw_load(part + r * LW_CT_NC + v * LW_VEC);
     for (long k = 0; k < kc; k++) {
+        if (k < npf) __builtin_prefetch(pf + 16 * k, 0, 2);
         lw_vf wv[LW_CT_NV];
         _Pragma("GCC unroll 4") for (int v = 0; v < LW_CT_NV; v++)
             wv[v] = lw_load(w + k * LW_CT_NC + v * LW_VEC);
@@ -589,19 +592,28 @@ static void lw_ct_block(const lw_ct_job *j, long cp, long q0, long q1) {
     float part[LW_CT_TILES * LW_CT_R * LW_CT_NC] __attribute__((aligned(64)));
     const lw_epilogue *e = j->e;
     const float *wp = j->w + cp * j->K * LW_CT_NC;
+    /* The weights stream from memory (each is used P times): while a K block runs, its tiles prefetch the
+     * next block's weights (the next channel panel's first block after the last), a share each. */
+    const long panels = LW_CDIV(j->M, LW_CT_NC), ntiles = LW_CDIV(q1 - q0, LW_CT_R);
     for (long k0 = 0; k0 < j->K; k0 += LW_CT_KC) {
         const long kc = LW_MIN((long)LW_CT_KC, j->K - k0);
         const float *w = wp + k0 * LW_CT_NC, *b = j->b + k0 * j->bs;
+        const int more = k0 + kc < j->K;
+        const float *next = more ? w + kc * LW_CT_NC : cp + 1 < panels ? wp + j->K * LW_CT_NC : NULL;
+        const long lines = next ? LW_MIN((long)LW_CT_KC, j->K - (more ? k0 + kc : 0)) * LW_CT_NC / 16 : 0;
+        const long share = LW_CDIV(lines, ntiles);
         for (long p = q0; p < q1; p += LW_CT_R) {
             float *pt = part + (p - q0) * LW_CT_NC;
-            const long r = LW_MIN((long)LW_CT_R, q1 - p);
+            const long r = LW_MIN((long)LW_CT_R, q1 - p), ti = (p - q0) / LW_CT_R;
+            const float *pf = next ? next + ti * share * 16 : w;
+            const long npf = LW_MAX(0, LW_MIN(share, LW_MIN(kc, lines - ti * share)));
             switch (r) {
-#define LW_CT_CASE(R) case R: lw_ct_tile(R, kc, w, b + p, j->bs, pt, k0 == 0); break;
+#define LW_CT_CASE(R) case R: lw_ct_tile(R, kc, w, b + p, j->bs, pt, k0 == 0, pf, npf); break;
             LW_CT_CASE(1) LW_CT_CASE(2) LW_CT_CASE(3)
 #if LW_CT_R > 4
             LW_CT_CASE(4) LW_CT_CASE(5) LW_CT_CASE(6)
 #endif
-            default: lw_ct_tile(LW_CT_R, kc, w, b + p, j->bs, pt, k0 == 0); break;
+            default: lw_ct_tile(LW_CT_R, kc, w, b + p, j->bs, pt, k0 == 0, pf, npf); break;
 #undef LW_CT_CASE
             }
         }
@@ -740,6 +752,251 @@ static void lw_conv2d_t(int nt, const lw_conv_geom *g, const float *x, const flo
                 res ? res + n * res_ns + gi * Mg * e->res_rs : NULL,
             };
             lw_ct_block(&j, cp, q0, q1);
+        }
+    }
+}
+
+/* --- direct conv over phase grids (no im2col) -------------------------------------------------------- */
+
+/* The input is rewritten once per call into phase grids: for stride (SH, SW) each channel becomes SH * SW
+ * zero-padded planes, phase (ph, pw) holding padded input rows i * SH + ph and columns j * SW + pw, each
+ * row Wq = OW + ((KW - 1) * DW) / SW columns wide. Output position (oh, ow) is grid position
+ * q = oh * Wq + ow, and tap (kh, kw) of every position reads its phase plane at q plus a constant offset
+ * (toff), so the conv GEMM's B row k = (c, kh, kw) is the grid itself, shifted: no im2col (9 copies of the
+ * input for a 3x3 conv; a stride-2 7x7 stem's copy was a third of its time). The micro-kernel computes
+ * LW_CV_MR channels x up to LW_CV_NV vectors of consecutive grid positions; the Wq - OW positions past each
+ * output row read the next row (their results are discarded): 2 of 58 columns at 56x56, 2 of 9 at 7x7.
+ * The epilogue stores each vector as the runs of lanes that are real outputs (lw_dc_seg). Every output
+ * is reduced over the whole K in one register, in the same order whatever the thread count. */
+#define LW_DC_SEGS 6 /* most output runs per vector (lw_dc_geom requires Wq >= 4 for 16-lane vectors) */
+
+typedef struct {
+    long Wq, Hq, nph, cs, Q, nvec, slack; /* grid row width, rows per phase plane, phases, floats per channel,
+                                             grid positions computed (OH * Wq), their vectors, zeroed tail */
+} lw_dc_geom;
+
+static lw_dc_geom lw_dc_geom_of(const lw_conv_geom *g) {
+    lw_dc_geom d;
+    const long eh = (g->KH - 1) * g->DH / g->SH, ew = (g->KW - 1) * g->DW / g->SW;
+    d.Wq = g->OW + ew;
+    d.Hq = g->OH + eh;
+    d.nph = g->SH * g->SW;
+    d.cs = d.nph * d.Hq * d.Wq;
+    d.Q = g->OH * d.Wq;
+    d.nvec = LW_CDIV(d.Q, LW_VEC);
+    d.slack = LW_CDIV(ew + LW_CV_NV * LW_VEC, 16) * 16;
+    return d;
+}
+
+/* The phase grids of one channel xc ([H][W]) at dst ([nph][Hq][Wq]). */
+static void lw_dc_transform(const lw_conv_geom *g, const lw_dc_geom *d, const float *xc, float *dst) {
+    for (long ph = 0; ph < g->SH; ph++)
+        for (long pw = 0; pw < g->SW; pw++)
+            for (long i = 0; i < d->Hq; i++, dst += d->Wq) {
+                const long r = i * g->SH + ph - g->PH;
+                if (r < 0 || r >= g->H) {
+                    for (long t = 0; t < d->Wq; t++) dst[t] = 0.0f;
+                } else {
+                    lw_im2col_run(dst, xc + r * g->W, pw - g->PW, g->SW, g->W, d->Wq);
+                }
+            }
+}
+
+/* A run of lanes [lo, hi) of a vector at grid position qa: lane l is output position qa + l + shift. */
+typedef struct {
+    long shift;
+    int lo, hi;
+} lw_dc_seg;
+
+typedef struct {
+    int n;
+    lw_dc_seg s[LW_DC_SEGS];
+} lw_dc_segs;
+
+static inline void lw_dc_segs_of(const lw_conv_geom *g, const lw_dc_geom *d, long qa, lw_dc_segs *out) {
+    out->n = 0;
+    for (long oh = qa / d->Wq; oh < g->OH && oh * d->Wq < qa + LW_VEC; oh++) {
+        const long lo = LW_MAX(0, oh * d->Wq - qa), hi = LW_MIN((long)LW_VEC, oh * d->Wq + g->OW - qa);
+        if (hi <= lo) continue;
+        out->s[out->n++] = (lw_dc_seg){oh * (g->OW - d->Wq), (int)lo, (int)hi};
+    }
+}
+
+/* The lanes of s read from base + qa + lane + shift, zero elsewhere. */
+static inline lw_vf lw_dc_gather(const float *base, long qa, const lw_dc_segs *s) {
+#ifdef LW_CONV_AVX512
+    __m512 v = _mm512_setzero_ps();
+    for (int i = 0; i < s->n; i++)
+        v = _mm512_mask_loadu_ps(v, lw_mask_range(s->s[i].lo, s->s[i].hi), lw_addr(base, qa + s->s[i].shift));
+    return (lw_vf)v;
+#else
+    float t[LW_VEC] = {0};
+    for (int i = 0; i < s->n; i++)
+        for (int l = s->s[i].lo; l < s->s[i].hi; l++) t[l] = base[qa + l + s->s[i].shift];
+    return lw_load(t);
+#endif
+}
+
+/* Store the lanes of s of v at base + qa + lane + shift. */
+static inline void lw_dc_scatter(float *base, lw_vf v, long qa, const lw_dc_segs *s) {
+#ifdef LW_CONV_AVX512
+    for (int i = 0; i < s->n; i++)
+        _mm512_mask_storeu_ps((void *)lw_addr(base, qa + s->s[i].shift),
+                              lw_mask_range(s->s[i].lo, s->s[i].hi), (__m512)v);
+#else
+    float t[LW_VEC];
+    lw_store(t, v);
+    for (int i = 0; i < s->n; i++)
+        for (int l = s->s[i].lo; l < s->s[i].hi; l++) base[qa + l + s->s[i].shift] = t[l];
+#endif
+}
+
+typedef struct {
+    const lw_epilogue *e;
+    const float *a;    /* the group's packed weights [ceil(M/LW_CV_MR)][K][LW_CV_MR] */
+    const float *x;    /* the group's phase grids [C/G][cs] */
+    const long *toff;  /* per tap: its offset in a channel's grids from the position's q */
+    long taps, cs, M, K, P;
+    float *y;          /* the group's output [M][P] */
+    const float *bias; /* NULL, or the group's first channel's bias */
+    const float *res;  /* NULL, or the group's first channel's residual */
+} lw_dc_job;
+
+/* Rows [i0, i0 + mr) x NV vectors at grid position q0 over channels [0, C) (a: the row panel), then the
+ * epilogue and the store of the output runs sg; prefetches npf cache lines at pf into L2 on the way. */
+static inline __attribute__((always_inline)) void lw_dc_tile(const int NV, const lw_dc_job *j, long C,
+                                                             const float *restrict a, long q0, int mr,
+                                                             long i0, const lw_dc_segs *sg, const float *pf,
+                                                             long npf) {
+    const long taps = j->taps, cs = j->cs;
+    const long *toff = j->toff;
+    lw_vf acc[LW_CV_MR][LW_CV_NV];
+    _Pragma("GCC unroll 16") for (int i = 0; i < LW_CV_MR; i++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[i][v] = (lw_vf){0};
+    const float *xb = j->x + q0;
+    for (long c = 0; c < C; c++, xb += cs) {
+        for (long k = c * taps; k < LW_MIN(npf, (c + 1) * taps); k++) /* a line per tap, npf at pf */
+            __builtin_prefetch(pf + 16 * k, 0, 2);
+        for (long t = 0; t < taps; t++, a += LW_CV_MR) {
+            const float *restrict src = xb + toff[t];
+            lw_vf bv[LW_CV_NV];
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) bv[v] = lw_load(src + v * LW_VEC);
+            _Pragma("GCC unroll 16") for (int i = 0; i < LW_CV_MR; i++) {
+                const lw_vf ai = lw_splat(a[i]);
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[i][v] += ai * bv[v];
+            }
+        }
+    }
+    const lw_epilogue *e = j->e;
+    _Pragma("GCC unroll 16") for (int i = 0; i < LW_CV_MR; i++) {
+        if (i >= mr) break;
+        const long row = i0 + i;
+        float *yr = j->y + row * j->P;
+        const float bi = j->bias ? e->bias_scale * j->bias[row * e->bias_rs] : 0.0f;
+        const float *rr = j->res ? j->res + row * e->res_rs : NULL;
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) {
+            const long qa = q0 + v * LW_VEC;
+            lw_vf t = acc[i][v];
+            if (e->alpha != 1.0f) t *= lw_splat(e->alpha);
+            if (j->bias) t += lw_splat(bi);
+            if (rr) t += e->res_cs == 0 ? lw_splat(rr[0]) : lw_dc_gather(rr, qa, sg + v);
+            t = lw_vactivate(t, e->act, e->p0, e->p1);
+            lw_dc_scatter(yr, t, qa, sg + v);
+        }
+    }
+}
+
+/* One tile of nv vectors at grid position q0 (output runs sg) x rows [i0, i0 + mr) over the whole K (a: the
+ * row panel). */
+static void lw_dc_tile_k(const lw_dc_job *j, const float *a, long q0, int nv, int mr, long i0,
+                         const lw_dc_segs *sg, const float *pf, long npf) {
+    const long C = j->K / j->taps;
+    if (nv == LW_CV_NV) lw_dc_tile(LW_CV_NV, j, C, a, q0, mr, i0, sg, pf, npf);
+    else if (nv == 1) lw_dc_tile(1, j, C, a, q0, mr, i0, sg, pf, npf);
+#if LW_CV_NV > 2
+    else lw_dc_tile(2, j, C, a, q0, mr, i0, sg, pf, npf);
+#endif
+}
+
+#define LW_DC_L1_WEIGHTS 8192 /* most weight floats of a task's row panels kept in L1 across its tiles */
+
+/* Row panels [m0, m1) x column tiles [t0, t1) (tile t: vectors [t * nvec / tiles, (t + 1) * nvec / tiles))
+ * of a job, each tile over the whole K in registers (no partial sums go through the output). When the
+ * task's weights fit in L1 (short K: MobileNetV2's stem; ResNet's 7x7 stem measured 6% slower so),
+ * tile by tile, every row panel in turn; otherwise row panel by row panel, so its weights stay in L1 (L2
+ * past 128 channels of 3x3) across the tiles, while the grid rows a tile reads (a few hundred bytes per
+ * channel) come from L2, and the tiles prefetch the next panel's weights. */
+static void lw_dc_block(const lw_dc_job *j, const lw_conv_geom *g, const lw_dc_geom *d, long tiles, long t0,
+                        long t1, long m0, long m1) {
+    const int tiles_outer = (m1 - m0) * j->K * LW_CV_MR <= LW_DC_L1_WEIGHTS;
+    const long outer = tiles_outer ? t1 - t0 : m1 - m0, inner = tiles_outer ? m1 - m0 : t1 - t0;
+    lw_dc_segs sg[LW_CV_NV];
+    for (long o = 0; o < outer; o++)
+        for (long in = 0; in < inner; in++) {
+            const long t = t0 + (tiles_outer ? o : in), mp = m0 + (tiles_outer ? in : o);
+            const long v0 = t * d->nvec / tiles, v1 = (t + 1) * d->nvec / tiles, q0 = v0 * LW_VEC;
+            const int nv = (int)(v1 - v0);
+            if (!tiles_outer || in == 0)
+                for (int v = 0; v < nv; v++) lw_dc_segs_of(g, d, q0 + v * LW_VEC, sg + v);
+            /* row panel by row panel: the tiles prefetch the next panel's weights, a share each */
+            const long lines = tiles_outer || mp + 1 >= m1 ? 0 : j->K * LW_CV_MR / 16;
+            const long share = LW_CDIV(lines, inner), done = in * share;
+            const float *a = j->a + mp * j->K * LW_CV_MR;
+            const long i0 = mp * LW_CV_MR;
+            lw_dc_tile_k(j, a, q0, nv, (int)LW_MIN((long)LW_CV_MR, j->M - i0), i0, sg,
+                         a + j->K * LW_CV_MR + done * 16, LW_MAX(0, LW_MIN(share, lines - done)));
+        }
+}
+
+/* Convolution over phase grids: w is packed A per group ([G][ceil(Mg/MR)][K][MR], as for lw_conv2d); ws
+ * holds the grids of one image ([C][cs], then slack zeroed floats). */
+static void lw_conv2d_d(int nt, const lw_conv_geom *g, const float *x, const float *w, const float *bias,
+                        const float *res, long res_ns, float *y, unsigned char *ws, const lw_epilogue *e) {
+    const long G = g->G, Cg = g->C / G, Mg = g->M / G, taps = g->KH * g->KW, K = Cg * taps, P = g->OH * g->OW;
+    const long HW = g->H * g->W, mp = LW_CDIV(Mg, LW_CV_MR), a_size = mp * LW_CV_MR * K;
+    const lw_dc_geom d = lw_dc_geom_of(g);
+    float *grid = (float *)ws;
+    long toff[LW_INDEX_TAPS];
+    for (long kh = 0, k = 0; kh < g->KH; kh++)
+        for (long kw = 0; kw < g->KW; kw++, k++) {
+            const long rh = kh * g->DH, rw = kw * g->DW;
+            toff[k] = ((rh % g->SH) * g->SW + rw % g->SW) * d.Hq * d.Wq + (rh / g->SH) * d.Wq + rw / g->SW;
+        }
+    /* Tasks: (group, column block, row block). Every task reads all the weights of its row panels and the
+     * grid rows of its columns, so threads split the row panels when the weights are the larger operand
+     * (deep layers: each weight is read once) and the columns otherwise. */
+    const long ct = LW_CDIV(d.nvec, LW_CV_NV);
+    long cb = ct, mb = mp;
+    if (nt > 1 && Mg * K > Cg * d.cs) {
+        mb = LW_CDIV(mp, LW_MIN(mp, 2L * nt));
+        while (G * LW_CDIV(ct, cb) * LW_CDIV(mp, mb) < 2L * nt && cb > 1) cb = LW_CDIV(cb, 2);
+    } else if (nt > 1) {
+        cb = LW_MIN(cb, LW_CDIV(ct, 4L * nt));
+        while (G * LW_CDIV(ct, cb) * LW_CDIV(mp, mb) < 2L * nt && mb > 1) mb = LW_CDIV(mb, 2);
+    }
+    cb = LW_CDIV(ct, LW_CDIV(ct, cb));
+    mb = LW_CDIV(mp, LW_CDIV(mp, mb));
+    const long cblocks = LW_CDIV(ct, cb), mblocks = LW_CDIV(mp, mb), tasks = G * cblocks * mblocks;
+    for (long i = 0; i < d.slack; i++) grid[g->C * d.cs + i] = 0.0f;
+    /* One parallel region per image for the transform and the tasks (one fork and join fewer: on a loaded
+     * machine each costs a scheduling quantum). */
+    for (long n = 0; n < g->N; n++) {
+        const float *xn = x + n * g->C * HW;
+#pragma omp parallel num_threads(nt) if (nt > 1 && tasks > 1)
+        {
+#pragma omp for schedule(static)
+            for (long c = 0; c < g->C; c++) lw_dc_transform(g, &d, xn + c * HW, grid + c * d.cs);
+#pragma omp for schedule(dynamic, 1)
+            for (long t = 0; t < tasks; t++) {
+                const long gi = t / (cblocks * mblocks), r = t % (cblocks * mblocks);
+                const long c0 = (r / mblocks) * cb, c1 = LW_MIN(ct, c0 + cb), m0 = (r % mblocks) * mb;
+                const lw_dc_job j = {
+                    e, w + gi * a_size, grid + gi * Cg * d.cs, toff, taps, d.cs, Mg, K, P,
+                    y + (n * g->M + gi * Mg) * P, bias ? bias + gi * Mg * e->bias_rs : NULL,
+                    res ? res + n * res_ns + gi * Mg * e->res_rs : NULL,
+                };
+                lw_dc_block(&j, g, &d, ct, c0, c1, m0, LW_MIN(mp, m0 + mb));
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lowering.opinfo import DOMAIN
-from targets.cpu.emit_linear import conv_geometry, conv_in_place, conv_transposed
+from targets.cpu.emit_linear import conv_direct, conv_geometry, conv_in_place, conv_transposed
 
 from .cpu_harness import GraphMaker, build_cpu, check_against_reference
 
@@ -137,6 +137,10 @@ GEMM_CASES = [
     ((1, 256, 14, 14), (48, 256, 1, 1), {"strides": (2, 2)}),  # transposed strided 1x1 (im2col)
     ((1, 600, 14, 14), (96, 600, 1, 1), {}),  # transposed in place, P = 196: two position blocks
     ((1, 20, 50), (48, 20, 7), {"pads": (3, 3)}),  # 1-D, transposed
+    # im2col on AVX-512 too (the direct conv, lw_conv2d_d, takes the other spatial convs there: see
+    # test_cpu_conv_direct.py): grid rows narrower than 4 columns, kernels of more than 64 taps
+    ((1, 8, 6, 1), (12, 8, 3, 3), {"pads": (1, 1, 1, 1)}),
+    ((1, 4, 12, 12), (8, 4, 9, 9), {"pads": (1, 1, 1, 1)}),
 ]
 
 
@@ -153,13 +157,16 @@ def _gemm_graph(activation: str = "", params=()) -> GraphMaker:
     return m.output(*outs)
 
 
-def test_gemm_cases_cover_every_path():
+@pytest.mark.parametrize("vec", [16, 8])
+def test_gemm_cases_cover_every_path(vec):
     graph = _gemm_graph().graph
     paths = set()
     for node in graph.nodes:
         g, _ = conv_geometry(node)
-        paths.add(("transposed" if conv_transposed(g, 16) else "gemm", conv_in_place(g)))
-    assert paths == {("gemm", True), ("gemm", False), ("transposed", True), ("transposed", False)}
+        path = "transposed" if conv_transposed(g, vec) else "direct" if conv_direct(g, vec) else "gemm"
+        paths.add((path, conv_in_place(g)))
+    expected = {("gemm", True), ("gemm", False), ("transposed", True), ("transposed", False)}
+    assert paths == expected | ({("direct", False)} if vec == 16 else set())
 
 
 @pytest.mark.parametrize("isa", [None, "x86-64-v3", "x86-64-v2"])

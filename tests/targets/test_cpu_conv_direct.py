@@ -1,0 +1,107 @@
+"""The cpu target's direct convolution over phase grids (lw_conv2d_d in kernels_conv.c): strides 1 to 3 in
+each axis, dilations, symmetric and asymmetric pads, kernels from 1x1 (strided) to the 7x7/2 stem, groups,
+batches, planes whose rows are narrower than a vector (one vector spans several output rows) and grids whose
+vector count leaves tiles of one, two and three vectors; every epilogue (bias, residual per position and per
+channel, activations, alpha-free FusedConv without bias), and results that do not depend on the thread
+count. Compared with the reference interpreter (an independent numpy convolution)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lowering.opinfo import DOMAIN
+from targets.cpu.emit_linear import conv_direct, conv_geometry, conv_transposed, direct_grid
+
+from .cpu_harness import GraphMaker, build_cpu, check_against_reference
+
+pytestmark = pytest.mark.target_cpu
+
+P1 = (1, 1, 1, 1)
+DIRECT_CASES = [  # (input shape, weight shape, attrs)
+    ((1, 16, 20, 20), (24, 16, 3, 3), {"pads": P1}),  # Wq 22: 440 positions, 28 vectors (tiles of 3 and 2)
+    ((1, 8, 9, 14), (20, 8, 3, 3), {"pads": P1}),  # 20 channels: a partial row panel; Wq 16
+    ((1, 5, 4, 5), (8, 5, 3, 3), {"pads": P1}),  # Wq 7 < 16: a vector spans three output rows
+    ((1, 4, 6, 2), (8, 4, 3, 3), {"pads": P1}),  # OW 2, Wq 4: four rows per vector
+    ((2, 6, 11, 13), (10, 6, 3, 3), {"pads": (0, 2, 1, 0)}),  # batch 2, asymmetric pads
+    ((1, 3, 37, 41), (16, 3, 7, 7), {"strides": (2, 2), "pads": (3, 3, 3, 3)}),  # stem-like, 4 phases
+    ((1, 3, 30, 30), (32, 3, 3, 3), {"strides": (2, 2), "pads": P1}),  # MobileNet stem-like
+    ((1, 12, 17, 23), (16, 12, 3, 3), {"strides": (2, 2), "pads": P1}),  # odd planes, stride 2
+    ((1, 6, 16, 25), (8, 6, 5, 5), {"strides": (3, 3), "pads": (2, 1, 2, 1)}),  # stride 3: 9 phases
+    ((1, 6, 15, 22), (8, 6, 3, 3), {"strides": (1, 2), "pads": P1}),  # stride 2 columns only
+    ((1, 6, 19, 19), (8, 6, 3, 3), {"dilations": (2, 2), "pads": (2, 2, 2, 2)}),  # dilated
+    ((1, 6, 21, 21), (8, 6, 3, 3), {"dilations": (2, 3), "strides": (2, 2), "pads": (1, 3, 2, 1)}),
+    ((1, 16, 18, 18), (24, 16, 1, 1), {"strides": (2, 2)}),  # strided 1x1: one tap, one phase used
+    ((1, 8, 12, 12), (12, 4, 3, 3), {"group": 2, "pads": P1}),  # grouped
+    ((1, 300, 9, 10), (16, 300, 3, 3), {"pads": P1}),  # K = 2700
+    ((1, 6, 40), (8, 6, 5), {"pads": (2, 2)}),  # 1-D
+    ((1, 6, 41), (8, 6, 3), {"strides": (2,), "pads": (1, 0)}),  # 1-D, stride 2
+]
+
+
+def _graph(cases, activation: str = "", params=()) -> GraphMaker:
+    m = GraphMaker("conv_direct")
+    outs = []
+    for xs, ws, attrs in cases:
+        x = m.input(*xs)
+        if activation:
+            outs.append(m.node("FusedConv", x, m.weight(*ws), m.weight(ws[0]), domain=DOMAIN,
+                               activation=activation, activation_params=params, **attrs))
+        else:
+            outs.append(m.node("Conv", x, m.weight(*ws), m.weight(ws[0]), **attrs))
+    return m.output(*outs)
+
+
+def test_cases_run_direct():
+    for node in _graph(DIRECT_CASES).graph.nodes:
+        g, _ = conv_geometry(node)
+        assert conv_direct(g, 16) and not conv_transposed(g, 16), node.name
+        assert not conv_direct(g, 8) and not conv_direct(g, 4)  # AVX2 and SSE keep im2col
+    # narrower grids (more output runs per vector than lw_dc_segs holds) and longer kernels stay on im2col
+    narrow = dict(conv_geometry(_graph([((1, 4, 6, 1), (8, 4, 3, 3), {"pads": P1})]).graph.nodes[0])[0])
+    assert direct_grid(narrow)[0] == 3 and not conv_direct(narrow, 16)
+    big = dict(conv_geometry(_graph([((1, 2, 20, 20), (8, 2, 9, 9), {})]).graph.nodes[0])[0])
+    assert not conv_direct(big, 16)
+
+
+def test_direct_geometries():
+    check_against_reference(_graph(DIRECT_CASES), threads=2)
+
+
+def test_direct_geometries_single_thread_clip():
+    check_against_reference(_graph(DIRECT_CASES, "Clip", (0.0, 6.0)), threads=1)
+
+
+def test_direct_epilogues():
+    m = GraphMaker("conv_direct_epilogues")
+    outs = []
+    for xs, ws, attrs in (
+        ((1, 12, 13, 11), (20, 12, 3, 3), {"pads": P1}),
+        ((2, 6, 15, 17), (16, 6, 3, 3), {"strides": (2, 2), "pads": P1}),
+        ((1, 5, 4, 5), (8, 5, 3, 3), {"pads": P1}),  # several output rows per vector
+    ):
+        x = m.input(*xs)
+        plain = m.node("Conv", x, m.weight(*ws), None, **attrs)  # no bias
+        outs.append(plain)
+        full = m.input(*plain.type.shape)
+        per_channel = m.input(1, ws[0], 1, 1)
+        for res, act, params in (
+            (full, "Relu", ()),
+            (per_channel, "LeakyRelu", (0.1,)),
+            (full, "Sigmoid", ()),
+            (None, "Tanh", ()),
+            (None, "", ()),
+        ):
+            outs.append(m.node("FusedConv", x, m.weight(*ws), m.weight(ws[0]), res, domain=DOMAIN,
+                               activation=act, activation_params=params, **attrs))
+        outs.append(m.node("FusedConv", x, m.weight(*ws), None, full, domain=DOMAIN, **attrs))  # no bias
+    check_against_reference(m.output(*outs), threads=2)
+
+
+def test_direct_results_do_not_depend_on_thread_count():
+    m = _graph(DIRECT_CASES)
+    built = build_cpu(m.graph)
+    results = [built.run(m.feeds, threads) for threads in (1, 2, 3)]
+    for other in results[1:]:
+        for name, value in results[0].items():
+            np.testing.assert_array_equal(other[name], value, err_msg=name)
