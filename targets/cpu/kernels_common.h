@@ -52,6 +52,23 @@ static inline lw_vf lw_load_even(const float *p) {
 #endif
 }
 
+/* The odd floats of the 2 * LW_VEC at p. */
+#if LW_VEC == 16
+#define LW_ODD_INDICES 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#elif LW_VEC == 8
+#define LW_ODD_INDICES 1, 3, 5, 7, 9, 11, 13, 15
+#else
+#define LW_ODD_INDICES 1, 3, 5, 7
+#endif
+static inline lw_vf lw_load_odd(const float *p) {
+    lw_vf a = lw_load(p), b = lw_load(p + LW_VEC);
+#if defined(__clang__)
+    return __builtin_shufflevector(a, b, LW_ODD_INDICES);
+#else
+    return __builtin_shuffle(a, b, (lw_vi){LW_ODD_INDICES});
+#endif
+}
+
 /* Lane-wise mask ? a : b (mask lanes all ones or zeros, from a vector comparison). */
 static inline lw_vf lw_vselect(lw_vi mask, lw_vf a, lw_vf b) {
     return (lw_vf)(((lw_vi)a & mask) | ((lw_vi)b & ~mask));

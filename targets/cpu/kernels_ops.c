@@ -24,23 +24,6 @@ static inline long lw_taps_inside(long start, long k, long d, long lo, long hi) 
     return count;
 }
 
-/* The odd floats of the 2 * LW_VEC at p (the even ones: lw_load_even). */
-#if LW_VEC == 16
-#define LW_ODD_INDICES 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
-#elif LW_VEC == 8
-#define LW_ODD_INDICES 1, 3, 5, 7, 9, 11, 13, 15
-#else
-#define LW_ODD_INDICES 1, 3, 5, 7
-#endif
-static inline lw_vf lw_load_odd(const float *p) {
-    lw_vf a = lw_load(p), b = lw_load(p + LW_VEC);
-#if defined(__clang__)
-    return __builtin_shufflevector(a, b, LW_ODD_INDICES);
-#else
-    return __builtin_shuffle(a, b, (lw_vi){LW_ODD_INDICES});
-#endif
-}
-
 /* Row buffers: the padded row (PW pads, the W combined columns, then the fill) and its SW phases of Lp
  * columns each (phase p holds padded columns SW * i + p), Lp = L rounded up to whole vectors, L = OW +
  * (KW - 1) * DW / SW the columns any output reads per phase. Both have room for whole-vector reads past
