@@ -1,6 +1,6 @@
 """The README's speed table: every zoo model compiled for the cpu target and timed against ONNX Runtime.
 
-    python examples/transformers.py OUTDIR                       # export the models (needs torch)
+    python examples/export_zoo.py OUTDIR                       # export the models (needs torch)
     python examples/bench_zoo.py OUTDIR [--threads 1 2] [--models bert,vit] [--min-seconds 2]
 
 For each model and thread count: ``lower OUTDIR/<model>.onnx --target cpu`` (once per model), then the
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         model = args.outdir / f"{name}.onnx"
         if not model.is_file():
-            print(f"{model}: missing (run examples/transformers.py {args.outdir} first)", file=sys.stderr)
+            print(f"{model}: missing (run examples/export_zoo.py {args.outdir} first)", file=sys.stderr)
             return 2
         artifact = args.outdir / f"{name}.lwr"
         compile_model(model, output=artifact, options=CompileOptions(targets=("cpu",)))

@@ -7,6 +7,7 @@ input/output signature. The library's C ABI (version 1):
     int       lw_abi_version(void);
     long long lw_arena_bytes(void), lw_weights_bytes(void);
     int       lw_num_inputs(void), lw_num_outputs(void);
+    long long lw_input_bytes(int i), lw_output_bytes(int i);  /* each input's / output's size in bytes */
     int       lw_run(const void *const *inputs, void *const *outputs, const void *weights, void *arena,
                      int threads);   /* threads <= 0: OpenMP default; returns 0, or a status in RUN_STATUS */
     int       lw_num_kernels(void); const char *lw_kernel_name(int);     /* optional: profiling */
@@ -31,7 +32,7 @@ import numpy as np
 
 from ..errors import RuntimeLoadError, TargetUnavailableError
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 ALIGN = 64
 # lw_run's nonzero results (set by the generated kernels: targets/cpu/kernels_index.c)
 RUN_STATUS = {
@@ -167,15 +168,26 @@ class CpuExecutor:
             )
             raise RuntimeLoadError(f"cpu target: cannot load {member}: {exc}{hint}") from exc
         try:
+            lib.lw_abi_version.restype = ctypes.c_int
+            abi = lib.lw_abi_version()
+        except AttributeError as exc:
+            raise RuntimeLoadError(f"cpu target: {member} is not a lowering cpu library ({exc})") from exc
+        if abi != ABI_VERSION:
+            raise RuntimeLoadError(f"cpu target: {member} was built for runtime ABI {abi}, this runtime "
+                                   f"speaks ABI {ABI_VERSION}: rebuild the artifact with this lowering")
+        try:
             for name, restype in (
                 ("lw_abi_version", ctypes.c_int),
                 ("lw_arena_bytes", ctypes.c_longlong),
                 ("lw_weights_bytes", ctypes.c_longlong),
                 ("lw_num_inputs", ctypes.c_int),
                 ("lw_num_outputs", ctypes.c_int),
+                ("lw_input_bytes", ctypes.c_longlong),
+                ("lw_output_bytes", ctypes.c_longlong),
                 ("lw_run", ctypes.c_int),
             ):
                 getattr(lib, name).restype = restype
+            lib.lw_input_bytes.argtypes = lib.lw_output_bytes.argtypes = [ctypes.c_int]
         except AttributeError as exc:
             raise RuntimeLoadError(f"cpu target: {member} is not a lowering cpu library ({exc})") from exc
         lib.lw_run.argtypes = [
@@ -202,6 +214,10 @@ class CpuExecutor:
             ("input count", lib.lw_num_inputs(), len(self._in_bytes)),
             ("output count", lib.lw_num_outputs(), len(self._out_bytes)),
         ]
+        # the tensors' sizes are compiled into the library: a manifest that lies about a shape would make
+        # lw_run read or write past the caller's buffers
+        checks += [(f"input {i} bytes", lib.lw_input_bytes(i), n) for i, n in enumerate(self._in_bytes)]
+        checks += [(f"output {i} bytes", lib.lw_output_bytes(i), n) for i, n in enumerate(self._out_bytes)]
         for what, library, expected in checks:
             if library != expected:
                 raise RuntimeLoadError(

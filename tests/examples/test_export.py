@@ -1,5 +1,5 @@
 """The export examples: examples/make_example.py (a PyTorch CNN to ONNX, the bundled files) and
-examples/transformers.py (transformer models built from a config, no download), each followed by what a
+examples/export_zoo.py (transformer models built from a config, no download), each followed by what a
 user does next: lower, inspect, verify against ONNX Runtime. Need the [torch] extra."""
 
 import re
@@ -33,7 +33,7 @@ def test_make_example_regenerates_the_bundled_model(tmp_path):
 
 def test_transformer_from_a_config_exports_lowers_and_verifies(tmp_path, capsys):
     pytest.importorskip("torch")
-    done = run_script(EXAMPLES / "transformers.py", tmp_path, "--models", "bert")
+    done = run_script(EXAMPLES / "export_zoo.py", tmp_path, "--models", "bert")
     assert done.returncode == 0, done.stderr[-2000:]
     model, inputs, artifact = tmp_path / "bert.onnx", tmp_path / "bert_input.npz", tmp_path / "bert.lwr"
     assert main([str(model), "--target", "cpu", "-o", str(artifact)]) == 0
@@ -47,7 +47,7 @@ def test_bench_zoo_runs_on_an_exported_model(tmp_path):
     """examples/bench_zoo.py end to end on the smallest zoo model (a smoke run: nothing about the timings
     is asserted, only that every step ran and the results were written)."""
     pytest.importorskip("torch")
-    assert run_script(EXAMPLES / "transformers.py", tmp_path, "--models", "mlp").returncode == 0
+    assert run_script(EXAMPLES / "export_zoo.py", tmp_path, "--models", "mlp").returncode == 0
     done = run_script(EXAMPLES / "bench_zoo.py", tmp_path, "--models", "mlp", "--threads", "1",
                       "--min-seconds", "0.05")
     assert done.returncode == 0, done.stderr[-2000:]

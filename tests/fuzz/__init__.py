@@ -1,6 +1,8 @@
 """Bounded fuzzing of the compiler's front door (``lower``) and the runtime's (``runtime.load``).
 
-A seeded mutator, no extra dependency. ``test_fuzz.py`` runs a few hundred cases in the normal test run;
-``python -m tests.fuzz --models N --artifacts M [--seed S] [--real-cc]`` runs a longer campaign and prints
-the outcome counts (set ``LOWERING_FUZZ_CASES`` to scale the test run).
+Two engines over the same mutation operators (``mutators.py``): a seeded mutator (``test_fuzz.py``, and
+``python -m tests.fuzz --models N --artifacts M [--seed S] [--real-cc]``; ``LOWERING_FUZZ_CASES`` scales
+the test run) and hypothesis (``strategies.py``: drawn mutation plans that shrink to a minimal failing one;
+``test_hypothesis.py`` under the bounded, derandomized ``ci`` profile; ``HYPOTHESIS_PROFILE=campaign`` or
+``python -m tests.fuzz --hypothesis N`` for a long campaign). Each prints its outcome counts.
 """

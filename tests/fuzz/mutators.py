@@ -8,11 +8,18 @@ may load or be refused.
 Successful compiles would spend most of the time in the C compiler, which is not what is fuzzed here, so by
 default ``CC`` (and ``NVCC``) is a stub that writes an empty library (``fake_cc``); ``--real-cc`` uses the
 real ones.
+
+Every operator takes its choices from ``rng``: a ``random.Random`` (the seeded campaign) or anything with
+the same ``randrange``/``randint``/``choice``/``sample``/``random`` methods (``strategies.Drawn``: hypothesis
+draws, so a failing case shrinks to a minimal mutation). A given seed makes the same cases as before the
+operators were split out; the operators only the hypothesis plans use (``ARTIFACT_EXTRA_OPS``) are never
+reached from a seed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import json
@@ -92,9 +99,33 @@ _DTYPES = [TensorProto.INT64, TensorProto.INT8, TensorProto.BOOL, TensorProto.ST
 _ABSURD = [0, -1, -7, 10**6, 10**12, 2**31, 2**62]
 
 
-def _structural(rng: random.Random, model: onnx.ModelProto) -> str:
+#: the structural edits of ``structural_edit`` (its ``choice``), by index
+STRUCTURAL_EDITS = ("input shape", "input dtype", "initializer dtype", "initializer dims", "op type",
+                    "attribute", "edge", "missing initializer", "output shape", "opset", "reshape target",
+                    "extra node")
+
+
+@contextlib.contextmanager
+def fake_compilers(folder: Path, real_cc: bool = False):
+    """``CC`` and ``NVCC`` set to ``fake_cc`` (unless ``real_cc``) for the duration; restored after."""
+    old = {name: os.environ.get(name) for name in ("CC", "NVCC")}
+    if not real_cc:  # the cuda target's nvcc too
+        os.environ["CC"] = os.environ["NVCC"] = str(fake_cc(folder))
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def structural_edit(rng, model: onnx.ModelProto, choice: int | None = None) -> str:
+    """One edit of ``model`` in place (``choice``: an index into STRUCTURAL_EDITS, else drawn); returns
+    what it did."""
     g = model.graph
-    choice = rng.randrange(12)
+    choice = rng.randrange(12) if choice is None else choice
     if choice == 0:  # absurd input shapes (10^12 elements and worse)
         dims = g.input[0].type.tensor_type.shape.dim
         for d in rng.sample(range(len(dims)), rng.randint(1, len(dims))):
@@ -152,19 +183,29 @@ def _structural(rng: random.Random, model: onnx.ModelProto) -> str:
     return "extra node"
 
 
-def mutate_model(rng: random.Random, data: bytes) -> tuple[str, bytes]:
+def byte_flips(rng, data: bytes, max_flips: int = 8) -> bytes:
+    """1..max_flips bytes of ``data`` replaced by random values."""
+    buf = bytearray(data)
+    for _ in range(rng.randint(1, max_flips)):
+        buf[rng.randrange(len(buf))] = rng.randrange(256)
+    return bytes(buf)
+
+
+def truncate(rng, data: bytes) -> bytes:
+    """A strict prefix of ``data`` (possibly empty)."""
+    return data[: rng.randrange(len(data))]
+
+
+def mutate_model(rng, data: bytes) -> tuple[str, bytes]:
     """One mutated model: raw damage of the serialized bytes, or a structural edit."""
     kind = rng.randrange(4)
     if kind == 0:
-        buf = bytearray(data)
-        for _ in range(rng.randint(1, 8)):
-            buf[rng.randrange(len(buf))] = rng.randrange(256)
-        return "byte flips", bytes(buf)
+        return "byte flips", byte_flips(rng, data)
     if kind == 1:
-        return "truncated", data[: rng.randrange(len(data))]
+        return "truncated", truncate(rng, data)
     model = onnx.ModelProto()
     model.ParseFromString(data)
-    what = [_structural(rng, model) for _ in range(rng.randint(1, 2))]
+    what = [structural_edit(rng, model) for _ in range(rng.randint(1, 2))]
     try:
         out = model.SerializeToString()
     except Exception:  # an edit the protobuf cannot even serialize: damage the bytes instead
@@ -251,10 +292,7 @@ def fuzz_models(cases: int, seed: int, workdir: Path, real_cc: bool = False, log
     rng = random.Random(seed)
     data = (qdq_base_model(seed, workdir / "qdq") if qdq else base_model(seed)).SerializeToString()
     counts: Counter = Counter()
-    old = {name: os.environ.get(name) for name in ("CC", "NVCC")}
-    if not real_cc:  # the cuda target's nvcc too
-        os.environ["CC"] = os.environ["NVCC"] = str(fake_cc(workdir))
-    try:
+    with fake_compilers(workdir, real_cc):
         for i in range(cases):
             what, mutated = mutate_model(rng, data)
             model = workdir / f"case{i}.onnx"
@@ -279,16 +317,13 @@ def fuzz_models(cases: int, seed: int, workdir: Path, real_cc: bool = False, log
             model.unlink()
             if out.exists():
                 out.unlink()
-    finally:
-        for name, value in old.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
     return counts
 
 
 # ---- artifacts ----------------------------------------------------------------------------------------
+
+MANIFEST_NAME = "manifest.json"
+
 
 def _read_zip(data: bytes) -> dict[str, bytes]:
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -306,6 +341,15 @@ def _write_zip(members: dict[str, bytes]) -> bytes:
 _JUNK = [None, -1, 0, 2**63, "x", "../../etc/passwd", [], {}, [1, "a"], 1.5, True, {"kind": "cpu"}]
 
 
+def _junk(rng):
+    """A value of _JUNK. Hypothesis plans get a copy: a later edit inside it must not change _JUNK, or the
+    next case would be drawn differently (hypothesis refuses a strategy that depends on such state). The
+    seeded campaign keeps the table's own objects, as it always has: copying would change its cases (seed 0
+    from its 1,491st artifact on) since an edited _JUNK value is what later cases of the same run draw."""
+    value = rng.choice(_JUNK)
+    return value if isinstance(rng, random.Random) else copy.deepcopy(value)
+
+
 def _poke(rng: random.Random, value, depth=0):
     """A random edit somewhere inside a JSON value (returns the new value)."""
     if isinstance(value, dict) and value and depth < 6:
@@ -314,7 +358,7 @@ def _poke(rng: random.Random, value, depth=0):
         if r < 0.15:
             del value[key]
         elif r < 0.3:
-            value[key] = rng.choice(_JUNK)
+            value[key] = _junk(rng)
         else:
             value[key] = _poke(rng, value[key], depth + 1)
         return value
@@ -327,38 +371,159 @@ def _poke(rng: random.Random, value, depth=0):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return rng.choice([value + 1, value - 1, -value, 0, value * 1000, 2**40])
-    return rng.choice(_JUNK)
+    return _junk(rng)
 
 
-def mutate_artifact(rng: random.Random, data: bytes) -> tuple[str, bytes, bool]:
-    """One damaged artifact: (what, bytes, must_refuse)."""
-    kind = rng.randrange(6)
-    if kind == 0:
-        buf = bytearray(data)
-        for _ in range(rng.randint(1, 6)):
-            buf[rng.randrange(len(buf))] ^= 1 << rng.randrange(8)
-        # a flip inside the zip's own bookkeeping (timestamps, attributes) can be harmless
-        return "bit flips", bytes(buf), False
-    if kind == 1:
-        return "truncated", data[: rng.randrange(len(data))], True
-    members = _read_zip(data)
-    manifest = json.loads(members["manifest.json"])
-    if kind == 2:  # a member replaced, manifest untouched: the hash check must catch it
-        name = rng.choice(sorted(n for n in members if n != "manifest.json"))
-        members[name] = members[name][:-1] + bytes([members[name][-1] ^ 0x55]) if members[name] else b"x"
-        return f"member {name} changed", _write_zip(members), True
-    if kind == 3:  # extra or escaping member names
-        members[rng.choice(["../evil", "/abs", "cpu/../../x", "extra.bin", "a\\b", "c:d"])] = b"payload"
-        return "extra member", _write_zip(members), True
-    # semantic edits of the manifest, hashes kept consistent: load may work or refuse cleanly
+def bit_flips(rng, data: bytes, max_flips: int = 6) -> bytes:
+    """1..max_flips single-bit flips anywhere in ``data``."""
+    buf = bytearray(data)
+    for _ in range(rng.randint(1, max_flips)):
+        buf[rng.randrange(len(buf))] ^= 1 << rng.randrange(8)
+    return bytes(buf)
+
+
+# Member-level operators: each edits ``members`` (name -> bytes) and/or ``manifest`` (the parsed JSON) in
+# place and returns (what, must_refuse, manifest_edited). ``manifest_edited``: ``manifest`` must be written
+# back into members["manifest.json"] (otherwise the original bytes stay).
+
+def op_member_changed(rng, members: dict, manifest) -> tuple[str, bool, bool]:
+    """A member's last byte changed, the manifest untouched: the hash check must catch it."""
+    name = rng.choice(sorted(n for n in members if n != MANIFEST_NAME))
+    members[name] = members[name][:-1] + bytes([members[name][-1] ^ 0x55]) if members[name] else b"x"
+    return f"member {name} changed", True, False
+
+
+def op_extra_member(rng, members: dict, manifest) -> tuple[str, bool, bool]:
+    """An extra member, or one whose name escapes the container."""
+    members[rng.choice(["../evil", "/abs", "cpu/../../x", "extra.bin", "a\\b", "c:d"])] = b"payload"
+    return "extra member", True, False
+
+
+def op_manifest_edit(rng, members: dict, manifest, rehash: bool) -> tuple[str, bool, bool]:
+    """A semantic edit somewhere in the manifest (``rehash``: the members' hashes and sizes recomputed, so
+    only the edit is wrong): may load, or be refused cleanly."""
     manifest = _poke(rng, manifest)
-    if kind == 4 and isinstance(manifest, dict) and isinstance(manifest.get("members"), dict):
+    if rehash and isinstance(manifest, dict) and isinstance(manifest.get("members"), dict):
         for name, meta in manifest["members"].items():
             if name in members and isinstance(meta, dict):
                 meta["sha256"] = hashlib.sha256(members[name]).hexdigest()
                 meta["size"] = len(members[name])
-    members["manifest.json"] = json.dumps(manifest).encode()
-    return "manifest edit", _write_zip(members), False
+    members[MANIFEST_NAME] = json.dumps(manifest).encode()
+    return "manifest edit", False, False
+
+
+def mutate_artifact(rng, data: bytes) -> tuple[str, bytes, bool]:
+    """One damaged artifact: (what, bytes, must_refuse)."""
+    kind = rng.randrange(6)
+    if kind == 0:
+        # a flip inside the zip's own bookkeeping (timestamps, attributes) can be harmless
+        return "bit flips", bit_flips(rng, data), False
+    if kind == 1:
+        return "truncated", truncate(rng, data), True
+    members = _read_zip(data)
+    manifest = json.loads(members[MANIFEST_NAME])
+    if kind == 2:
+        what, must_refuse, _ = op_member_changed(rng, members, manifest)
+    elif kind == 3:
+        what, must_refuse, _ = op_extra_member(rng, members, manifest)
+    else:  # 4: hashes kept consistent, 5: not
+        what, must_refuse, _ = op_manifest_edit(rng, members, manifest, rehash=kind == 4)
+    return what, _write_zip(members), must_refuse
+
+
+# Operators only hypothesis plans draw (a seed never reaches them, so seeded campaigns are unchanged).
+
+def op_member_flips(rng, members: dict, manifest) -> tuple[str, bool, bool]:
+    """Bits flipped at distinct places of any member but the manifest, hashes untouched: must refuse."""
+    name = rng.choice(sorted(n for n in members if n != MANIFEST_NAME))
+    buf = bytearray(members[name] or b"\0")
+    for i in rng.sample(range(len(buf)), min(len(buf), rng.randint(1, 4))):
+        buf[i] ^= 1 << rng.randrange(8)
+    members[name] = bytes(buf) if members[name] else b"\1"
+    return f"bits of {name} flipped", True, False
+
+
+_RENAMES = ["{}.bak", "../{}", "x/{}", "/{}", "{}/", "cpu/../{}", "{}\\", "C:{}"]
+
+
+def op_member_renamed(rng, members: dict, manifest) -> tuple[str, bool, bool]:
+    """A member renamed (to a plain or an escaping name); ``in the manifest too`` keeps the manifest's
+    record consistent (loads when nothing reads the member, else refused: no such member)."""
+    name = rng.choice(sorted(n for n in members if n != MANIFEST_NAME))
+    new = rng.choice(_RENAMES).format(name)
+    members[new] = members.pop(name)
+    if rng.randrange(2) and isinstance(manifest.get("members"), dict) and name in manifest["members"]:
+        manifest["members"][new] = manifest["members"].pop(name)
+        escapes = not new.endswith(".bak") and not new.startswith("x/")
+        return f"member {name} renamed to {new!r} in the manifest too", escapes, True
+    return f"member {name} renamed to {new!r}", True, False
+
+
+def op_newer_format(rng, members: dict, manifest) -> tuple[str, bool, bool]:
+    from runtime.artifact import FORMAT_VERSION
+
+    manifest["format_version"] = FORMAT_VERSION + rng.choice([1, 2, 10**6, 2**63, 2**80])
+    return f"format version {manifest['format_version']}", True, True
+
+
+def op_lying_size(rng, members: dict, manifest) -> tuple[str, bool, bool]:
+    """The manifest's size of a member is wrong (its SHA-256 right): must refuse."""
+    name = rng.choice(sorted(manifest["members"]))
+    meta = manifest["members"][name]
+    size = meta["size"]
+    meta["size"] = rng.choice([size + 1, size - 1, 0 if size else 1, -1, 2**40, 2**64, str(size), float(size),
+                               None, True if size != 1 else False])
+    return f"manifest size of {name}: {meta['size']!r}", True, True
+
+
+def op_signature_lie(rng, members: dict, manifest) -> tuple[str, bool, bool]:
+    """One dimension of an input or output changed consistently in the artifact's signature and every
+    target's own: a manifest that lies about tensor sizes while agreeing with itself. Loading it is safe
+    only if the runtime checks the sizes against the compiled code (see ``check_artifact_case``)."""
+    role = rng.choice(["inputs", "outputs"])
+    tensors = manifest[role]
+    i = rng.randrange(len(tensors))
+    d = rng.randrange(len(tensors[i]["shape"]))
+    old = tensors[i]["shape"][d]
+    new = rng.choice([max(old // 2, 1), old + 1, old * 2, 0 if old else 1])
+    if new == old:
+        new = old + 1
+    tensors[i]["shape"][d] = new
+    for entry in manifest["targets"].values():
+        sig = entry.get("signature", {}).get(role)
+        if isinstance(sig, list) and i < len(sig):
+            sig[i]["shape"][d] = new
+    return f"{role}[{i}] dim {d}: {old} -> {new} everywhere", False, True
+
+
+#: member-level operators of the hypothesis plans, by name (``rehash``-ing edits first: see strategies)
+ARTIFACT_OPS = {
+    "manifest edit, rehashed": lambda rng, m, man: op_manifest_edit(rng, m, man, rehash=True)[:2] + (False,),
+    "signature lie": op_signature_lie,
+    "manifest edit": lambda rng, m, man: op_manifest_edit(rng, m, man, rehash=False)[:2] + (False,),
+    "member changed": op_member_changed,
+    "member bits flipped": op_member_flips,
+    "extra member": op_extra_member,
+    "member renamed": op_member_renamed,
+    "newer format": op_newer_format,
+    "lying size": op_lying_size,
+}
+ARTIFACT_EXTRA_OPS = ("member bits flipped", "member renamed", "newer format", "lying size", "signature lie")
+
+
+def build_base_artifact(folder: Path, seed: int = 3) -> Path:
+    """The unmutated artifact the artifact cases damage: ``base_model(seed)`` built for cpu with the real
+    C compiler (so a loaded case also runs)."""
+    from lowering.cli import main
+
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(base_model(seed), folder / "base.onnx")
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        code = main([str(folder / "base.onnx"), "-o", str(folder / "base.lwr"), "--no-cache"])
+    if code != 0:
+        raise RuntimeError(f"could not build the base artifact: {stderr.getvalue().strip()}")
+    return folder / "base.lwr"
 
 
 def check_load(path: Path, must_refuse: bool) -> tuple[str, str | None]:

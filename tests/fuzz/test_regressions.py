@@ -187,3 +187,47 @@ def test_the_unmutated_models_still_build(make, tmp_path, monkeypatch):
     onnx.save(make(), path)
     code, err = _lower(path, tmp_path / "case.lwr", monkeypatch)
     assert code == 0 and err == "" and ort_refusal(path) is None
+
+
+# ---- artifacts (found by the hypothesis plans: tests/fuzz/strategies.py) --------------------------------
+
+@pytest.fixture(scope="module")
+def built_artifact(tmp_path_factory):
+    """``base_model(3)`` built for cpu with the real C compiler (a loaded case runs its library)."""
+    from .mutators import build_base_artifact
+
+    return build_base_artifact(tmp_path_factory.mktemp("artifact"))
+
+
+def _lie_about(data: bytes, role: str, dim: int, value: int) -> bytes:
+    """The artifact with dimension ``dim`` of its first ``role`` tensor set to ``value`` in the artifact's
+    signature and in every target's own: a manifest that lies about a tensor's size but agrees with
+    itself (members and their hashes untouched)."""
+    import json
+
+    from .mutators import MANIFEST_NAME, _read_zip, _write_zip
+
+    members = _read_zip(data)
+    manifest = json.loads(members[MANIFEST_NAME])
+    manifest[role][0]["shape"][dim] = value
+    for entry in manifest["targets"].values():
+        entry["signature"][role][0]["shape"][dim] = value
+    members[MANIFEST_NAME] = json.dumps(manifest).encode()
+    return _write_zip(members)
+
+
+@pytest.mark.target_cpu
+@pytest.mark.parametrize("role, dim, value", [("inputs", 1, 1), ("outputs", 1, 2)],
+                         ids=["input 1x1x8x8 for 1x3x8x8", "output 1x2 for 1x5"])
+def test_signature_smaller_than_the_compiled_code_is_refused(role, dim, value, built_artifact, tmp_path):
+    """Loaded, such an artifact would have the library read past the caller's input buffer (768 bytes
+    compiled, 256 passed) or write past its output buffer (20 bytes written into 8). Refused: the cpu
+    library exports its input and output byte sizes (lw_input_bytes(i), lw_output_bytes(i)) and
+    runtime/backends/cpu.py's _validate compares them with the signature, as it does the arena size."""
+    import runtime
+    from runtime.errors import RuntimeLoadError
+
+    path = tmp_path / "lie.lwr"
+    path.write_bytes(_lie_about(built_artifact.read_bytes(), role, dim, value))
+    with pytest.raises(RuntimeLoadError, match=f"{role[:-1]} 0 bytes is"):
+        runtime.load(path)

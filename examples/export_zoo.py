@@ -1,6 +1,6 @@
 """Export the benchmark models to ONNX, so anyone can reproduce the benchmark table.
 
-    python examples/transformers.py OUTDIR [--exporter legacy|dynamo] [--opset N] [--models bert,gpt2]
+    python examples/export_zoo.py OUTDIR [--exporter legacy|dynamo] [--opset N] [--models bert,gpt2]
 
 writes ``OUTDIR/<model>.onnx`` and ``OUTDIR/<model>_input.npz`` (seeded example inputs keyed by input
 name: token ids in range, an attention mask with padding) for the benchmark-size transformers of the test
