@@ -16,6 +16,7 @@ from onnx import numpy_helper, shape_inference
 
 from ..errors import LoweringError, UnsupportedOpsError
 from ..ir import Attr, AttrKind, DType, Graph, Node, TensorType, Value
+from ..opinfo import DOMAIN
 from ..reference import ops as reference_ops
 
 MIN_OPSET, MAX_OPSET = 13, 21
@@ -175,7 +176,14 @@ def _check_newer_opset(model: onnx.ModelProto, opset: int, name: str) -> None:
 
 
 #: Ops the importer rewrites into others as it builds the IR (they never reach the IR).
-IMPORT_REWRITES = frozenset({"Constant", "CastLike"})
+IMPORT_REWRITES = frozenset({"Constant", "CastLike", "Attention"})
+
+#: Attributes of the standard Attention (opsets 23-25) and the values the import into lowering::Attention
+#: takes (None: any); any other value is refused (see ``_GraphBuilder._attention``).
+ATTENTION_ATTRS: dict[str, object] = {
+    "is_causal": None, "scale": None, "q_num_heads": None, "kv_num_heads": None, "softmax_precision": None,
+    "softcap": 0.0, "qk_matmul_output_mode": 0, "left_window_size": -1, "right_window_size": -1,
+}
 
 #: Non-standard domains whose ops import when the reference interpreter defines them (ONNX Runtime's
 #: quantized ops: QLinearAdd, QGemm, ...); any other domain is refused.
@@ -445,10 +453,110 @@ class _GraphBuilder:
             op_type, inputs, attrs = "Cast", inputs[:1], {"to": Attr(AttrKind.INT, code)}
         node_name = proto.name or self.graph.unique_name(proto.op_type.lower())
         self.graph.reserve_name(node_name)
+        if op_type == "Attention" and not _domain(proto):
+            self._attention(proto, label, node_name, inputs, attrs, outputs)
+            return
         self.graph.append(Node(op_type, inputs, outputs, attrs, name=node_name,
                                domain=_domain(proto)))
         for out in outputs:
             self._define(out)
+
+    def _attention(self, proto: onnx.NodeProto, label: str, name: str, inputs: list, attrs: dict,
+                   outputs: list[Value]) -> None:
+        """The standard Attention (opset 23+) as ``lowering::Attention``: 4-D Q/K/V [B, H, S, D] read
+        as they are, 3-D [B, S, H*D] (``q_num_heads``/``kv_num_heads``) through a Reshape to [B, S, H, D]
+        (fewer K/V heads than query heads: grouped-query attention)
+        and the ``*_perm`` layouts; ``scale`` (default 1/sqrt(D)), ``is_causal`` (top-left aligned: a
+        constant boolean mask when Sq != Sk), an additive float or a boolean ``attn_mask``. A fully masked
+        row gives 0, as the ONNX definition says (``nan_to_zero``). Past/present KV, softcap, the QK
+        output and sliding windows are refused."""
+        def refuse(why: str):
+            raise LoweringError(f"{self.name}: {label}: {why} is not supported (the import into "
+                                "lowering::Attention takes Q, K, V and attn_mask only)")
+
+        values = {key: attr.value for key, attr in attrs.items()}
+        for key, value in values.items():
+            if key not in ATTENTION_ATTRS:
+                refuse(f"attribute '{key}'")
+            wanted = ATTENTION_ATTRS[key]
+            if wanted is not None and value != wanted:
+                refuse(f"{key}={value!r}")
+        extra_in = [i for i, v in enumerate(inputs[4:], start=4) if v is not None]
+        if extra_in:
+            refuse("past_key/past_value/nonpad_kv_seqlen (input " + ", ".join(map(str, extra_in)) + ")")
+        if any(n for n in proto.output[1:]):
+            refuse("present_key/present_value/qk_matmul_output (outputs 1-3)")
+        q, k, v = inputs[:3]
+        mask = inputs[3] if len(inputs) > 3 else None
+        if any(x is None or x.type is None for x in (q, k, v)):
+            refuse("a Q, K or V of unknown shape")
+        for x in (q, k, v, mask):
+            if x is not None and x.type is not None and x.type.dtype not in (DType.FLOAT32, DType.BOOL):
+                refuse(f"a {x.type.dtype.value} '{x.name}'")
+        rank = q.type.rank
+        if rank not in (3, 4) or k.type.rank != rank or v.type.rank != rank:
+            refuse(f"Q, K, V of ranks {q.type.rank}, {k.type.rank}, {v.type.rank} (4 or 3 each)")
+        new_attrs: dict[str, Attr] = {"nan_to_zero": Attr(AttrKind.INT, 1)}
+        y = outputs[0]
+        if rank == 3:
+            hq, hkv = values.get("q_num_heads"), values.get("kv_num_heads")
+            if not hq or not hkv:
+                refuse("3-D Q, K, V without q_num_heads and kv_num_heads")
+            if hq % hkv:
+                refuse(f"{hq} query heads over {hkv} key/value heads")
+            split = []
+            for x, heads in zip((q, k, v), (hq, hkv, hkv)):
+                b, s, hidden = x.type.shape
+                if hidden % heads:
+                    refuse(f"'{x.name}' hidden size {hidden} not a multiple of {heads} heads")
+                split.append(self._attention_reshape(x, (b, s, heads, hidden // heads), name))
+            q, k, v = split
+            for perm in ("q_perm", "k_perm", "v_perm", "y_perm"):
+                new_attrs[perm] = Attr(AttrKind.INTS, (0, 2, 1, 3))
+            b, sq, _, dv = q.type.shape[0], q.type.shape[1], hq, v.type.shape[3]
+            head_dim, sk = q.type.shape[3], k.type.shape[1]
+            y4 = Value(self.graph.unique_name(f"{name}_y4"), TensorType(DType.FLOAT32, (b, sq, hq, dv)))
+        else:
+            if values.get("q_num_heads") or values.get("kv_num_heads"):
+                refuse("q_num_heads/kv_num_heads with 4-D inputs")
+            if not k.type.shape[1] or q.type.shape[1] % k.type.shape[1]:
+                refuse(f"{q.type.shape[1]} query heads over {k.type.shape[1]} key/value heads")
+            head_dim, sq, sk = q.type.shape[3], q.type.shape[2], k.type.shape[2]
+            y4 = y
+        scale = values.get("scale")
+        new_attrs["scale"] = Attr(AttrKind.FLOAT, float(1.0 / np.sqrt(head_dim) if scale is None else scale))
+        float_mask = bool_mask = None
+        if mask is not None:
+            if mask.type.dtype is DType.BOOL:
+                bool_mask = mask
+            else:
+                float_mask = mask
+        if values.get("is_causal"):
+            if sq == sk:
+                new_attrs["causal"] = Attr(AttrKind.INT, 1)
+            else:  # ONNX aligns the causal mask top-left; lowering::Attention bottom-right
+                tril = Value(self.graph.unique_name(f"{name}_causal"), const=np.tril(np.ones((sq, sk), bool)))
+                if bool_mask is None:
+                    bool_mask = tril
+                else:
+                    both = Value(self.graph.unique_name(f"{name}_mask"),
+                                 TensorType(DType.BOOL, np.broadcast_shapes(bool_mask.type.shape, (sq, sk))))
+                    self.graph.append(Node("And", [bool_mask, tril], [both], {},
+                                           name=self.graph.unique_name(f"{name}_and")))
+                    bool_mask = both
+        self.graph.append(Node("Attention", [q, k, v, float_mask, bool_mask], [y4], new_attrs, name=name,
+                               domain=DOMAIN))
+        if rank == 3:
+            shape = Value(self.graph.unique_name(f"{name}_shape"), const=np.array(y.type.shape, np.int64))
+            self.graph.append(Node("Reshape", [y4, shape], [y], {}, name=self.graph.unique_name(f"{name}_y")))
+        self._define(y)
+
+    def _attention_reshape(self, x: Value, shape: tuple[int, ...], name: str) -> Value:
+        target = Value(self.graph.unique_name(f"{name}_{x.name}_shape"), const=np.array(shape, np.int64))
+        out = Value(self.graph.unique_name(f"{name}_{x.name}_heads"), TensorType(x.type.dtype, shape))
+        split = self.graph.unique_name(f"{name}_split")
+        self.graph.append(Node("Reshape", [x, target], [out], {}, name=split))
+        return out
 
     def _constant_value(self, proto: onnx.NodeProto, label: str) -> np.ndarray:
         a = proto.attribute[0] if proto.attribute else None

@@ -35,7 +35,8 @@ def layer_normalization(node, xs):
     y = (x64 - mean) * inv_std * scale.astype(np.float64)
     if bias is not None:
         y = y + bias
-    return [y.astype(x.dtype), mean.astype(x.dtype), inv_std.astype(x.dtype)][: len(node.outputs)]
+    stash = np.float32 if node.attr("stash_type", 1) == 1 else x.dtype
+    return [y.astype(x.dtype), mean.astype(stash), inv_std.astype(stash)][: len(node.outputs)]
 
 
 def attention_scores(node, q, k, bool_mask, mask):
@@ -70,11 +71,15 @@ def _permuted(x, perm):
 def attention(node, xs):
     """``softmax(scores) @ v`` over the last axis (scores as :func:`attention_scores`); inputs Q
     [..., Sq, D], K [..., Sk, D] (or [..., D, Sk] with ``k_transposed``), V [..., Sk, Dv], an optional
-    additive float mask and an optional bool mask, both broadcast to [..., Sq, Sk]. A row whose scores are
-    all -inf gives NaN, as Softmax does; with ``nan_to_zero`` (the exporters' IsNaN -> Where guard after
-    the softmax) every NaN probability becomes 0 instead."""
+    additive float mask and an optional bool mask, both broadcast to [..., Sq, Sk]. K and V may have
+    fewer heads (axis -3) than Q, a divisor of its heads (grouped-query attention, as ``np.repeat``). A
+    row whose scores are all -inf gives NaN, as Softmax does; with ``nan_to_zero`` (the exporters' IsNaN
+    -> Where guard after the softmax) every NaN probability becomes 0 instead."""
     q, k, v = (_operand(x, node.attr(f"{n}_perm", None), node.attr(f"{n}_slice", None))
                for x, n in zip(xs[:3], "qkv"))
+    if k.shape[-3] != q.shape[-3]:  # grouped-query attention: query head h reads K/V head h // group
+        group = q.shape[-3] // k.shape[-3]
+        k, v = np.repeat(k, group, axis=-3), np.repeat(v, group, axis=-3)
     mask = xs[3] if len(xs) > 3 else None
     bool_mask = xs[4] if len(xs) > 4 else None
     scores = attention_scores(node, q, k, bool_mask, mask)

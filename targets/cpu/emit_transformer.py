@@ -55,7 +55,23 @@ def check_layernorm(node: Node) -> str | None:
         reason = _row_param(value, cols_shape)
         if reason is not None:
             return f"LayerNormalization {reason}"
+    if node.attr("stash_type", 1) != 1:
+        stash = node.attr("stash_type", 1)
+        return f"LayerNormalization stash_type {stash} is not supported (the cpu target computes in float32)"
+    for index, value in enumerate(node.outputs[1:3], start=1):
+        if value is not None and value.type is not None and value.type.dtype is not DType.FLOAT32:
+            kind = value.type.dtype.value
+            return f"LayerNormalization output {index} '{value.name}' is {kind}, not float32"
     return None
+
+
+def _used_output(node: Node, index: int) -> Value | None:
+    """Output ``index`` of ``node`` when the graph reads it (a later node or a graph output), else None."""
+    if len(node.outputs) <= index or node.outputs[index] is None:
+        return None
+    value = node.outputs[index]
+    graph_outputs = {id(v) for v in node.graph.outputs} if node.graph is not None else set()
+    return value if value.uses() or id(value) in graph_outputs else None
 
 
 def _row_ptr(ctx: EmitContext, value: Value | None, cols_shape: tuple[int, ...]) -> str:
@@ -66,16 +82,23 @@ def _row_ptr(ctx: EmitContext, value: Value | None, cols_shape: tuple[int, ...])
     return ctx.ptr(value)
 
 
-@register("LayerNormalization", check=check_layernorm, data_inputs=3)
+@register("LayerNormalization", check=check_layernorm, data_inputs=3, outputs=3)
 def emit_layernorm(ctx: EmitContext, node: Node) -> KernelCode:
+    """Output 0 alone by ``lw_layernorm``; the optional Mean and InvStdDev (one float per row, the reduced
+    axes kept as size one) by ``lw_layernorm_stats`` when the graph reads either."""
     shape = node.input(0).type.shape
     axis = _norm_axis(node)
     rows, cols = numel(shape[:axis]), numel(shape[axis:])
     scale = _row_ptr(ctx, node.input(1), shape[axis:])
     bias = _row_ptr(ctx, node.input(2), shape[axis:])
     eps = c_float(node.attr("epsilon", 1e-5))
-    body = (f"lw_layernorm(ctx->nt, {ctx.ptr(node.input(0))}, {scale}, {bias}, {ctx.out(node.output)}, "
-            f"{rows}, {cols}, {eps});")
+    x, y = ctx.ptr(node.input(0)), ctx.out(node.output)
+    mean, inv_std = _used_output(node, 1), _used_output(node, 2)
+    if mean is None and inv_std is None:
+        body = f"lw_layernorm(ctx->nt, {x}, {scale}, {bias}, {y}, {rows}, {cols}, {eps});"
+    else:
+        stats = ", ".join("NULL" if v is None else ctx.out(v) for v in (mean, inv_std))
+        body = f"lw_layernorm_stats(ctx->nt, {x}, {scale}, {bias}, {y}, {stats}, {rows}, {cols}, {eps});"
     return KernelCode(body, flops=8 * numel(shape))
 
 
@@ -149,7 +172,7 @@ def check_attention(node: Node) -> str | None:
     if reason is not None:
         return reason
     q, k, v, sk, kd = _attention_shapes(node)
-    if k[:2] != q[:2] or v[:2] != q[:2] or kd != q[3] or v[2] != sk:
+    if k[0] != q[0] or not k[1] or q[1] % k[1] or v[:2] != k[:2] or kd != q[3] or v[2] != sk:
         return f"Attention shapes Q {list(q)}, K {list(k)}, V {list(v)} do not agree"
     if sk == 0 or q[2] == 0:
         return "Attention over an empty sequence"
@@ -207,12 +230,12 @@ def _layout_reason(node: Node) -> str | None:
 
 @register(f"{DOMAIN}::Attention", check=check_attention, dtypes=None)
 def emit_attention(ctx: EmitContext, node: Node) -> KernelCode:
-    q, _, v, sk, _ = _attention_shapes(node)
+    q, k, v, sk, _ = _attention_shapes(node)
     target = (q[0], q[1], q[2], sk)
     mask, bool_mask = node.input(3), node.input(4)
     fields = [
         f".B = {q[0]}", f".H = {q[1]}", f".Sq = {q[2]}", f".Sk = {sk}", f".D = {q[3]}", f".Dv = {v[3]}",
-        f".causal = {int(bool(node.attr('causal', 0)))}",
+        f".causal = {int(bool(node.attr('causal', 0)))}", f".kv_group = {q[1] // k[1]}",
         f".nan_to_zero = {int(bool(node.attr('nan_to_zero', 0)))}",
         f".scale = {c_float(node.attr('scale', 1.0))}",
         f".mask_fill = {c_float(node.attr('mask_fill', float('-inf')))}",

@@ -5,8 +5,8 @@
 
 /* LayerNormalization of one contiguous row: one pass for the mean and variance (sums of x - x[0], which
  * keeps the variance accurate when the mean is large against the spread), one to normalise. */
-static void lw_layernorm_row(const float *x, const float *scale, const float *bias, float *y, long n,
-                             float eps) {
+static inline void lw_layernorm_row(const float *x, const float *scale, const float *bias, float *y, long n,
+                                    float eps, float *mean, float *inv_std) {
     const float x0 = x[0];
     lw_vf vs = (lw_vf){0}, vq = (lw_vf){0};
     long a = 0;
@@ -22,6 +22,8 @@ static void lw_layernorm_row(const float *x, const float *scale, const float *bi
     float var = q / (float)n - shift * shift;
     var = var < 0.0f ? 0.0f : var;
     const float inv = 1.0f / sqrtf(var + eps);
+    if (mean) *mean = x0 + shift;
+    if (inv_std) *inv_std = inv;
     /* x - mean as (x - x0) - shift: x0 + shift would round to x0's precision */
     if (bias)
         for (a = 0; a < n; a++) y[a] = ((x[a] - x0) - shift) * inv * scale[a] + bias[a];
@@ -34,7 +36,18 @@ static void lw_layernorm_row(const float *x, const float *scale, const float *bi
 static void lw_layernorm(int nt, const float *x, const float *scale, const float *bias, float *y, long rows,
                          long cols, float eps) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && rows > 1 && rows * cols > 16384)
-    for (long r = 0; r < rows; r++) lw_layernorm_row(x + r * cols, scale, bias, y + r * cols, cols, eps);
+    for (long r = 0; r < rows; r++)
+        lw_layernorm_row(x + r * cols, scale, bias, y + r * cols, cols, eps, NULL, NULL);
+}
+
+/* lw_layernorm that also writes the optional outputs Mean and InvStdDev (one float per row each; either
+ * may be NULL when the graph does not use it). */
+static void lw_layernorm_stats(int nt, const float *x, const float *scale, const float *bias, float *y,
+                               float *mean, float *inv_std, long rows, long cols, float eps) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && rows > 1 && rows * cols > 16384)
+    for (long r = 0; r < rows; r++)
+        lw_layernorm_row(x + r * cols, scale, bias, y + r * cols, cols, eps, mean ? mean + r : NULL,
+                         inv_std ? inv_std + r : NULL);
 }
 
 /* Fused attention: Y = softmax(scale * Q K^T (masked)) V for every (batch b, head h). Each operand is
@@ -57,6 +70,7 @@ typedef struct {
     float scale, mask_fill;
     long mask_stride[4], bool_stride[4];
     long q_stride[3], k_stride[4], v_stride[3], y_stride[3]; /* (b, h, s) and for K (b, h, key, d) */
+    long kv_group; /* query heads per K/V head (grouped-query attention): head h reads K/V head h / kv_group */
 } lw_attention_geom;
 
 /* Query rows per micro-tile: each K^T (and V) vector loaded serves this many rows (the GEMM tile height). */
@@ -247,7 +261,7 @@ static void lw_attention(int nt, const lw_attention_geom *g, const float *q, con
 #pragma omp for schedule(static)
         for (long bh = 0; bh < B * H; bh++) {
             const long b = bh / H, h = bh % H;
-            const float *kb = k + b * g->k_stride[0] + h * g->k_stride[1];
+            const float *kb = k + b * g->k_stride[0] + (h / g->kv_group) * g->k_stride[1];
             float *kd = kt + bh * D * Skp;
             if (g->k_stride[2] == 1) { /* rows of K^T */
                 for (long d = 0; d < D; d++) {
@@ -262,7 +276,7 @@ static void lw_attention(int nt, const lw_attention_geom *g, const float *q, con
                             kd[d * Skp + j0 + u] = j0 + u < Sk ? kb[(j0 + u) * ks + d * kdst] : 0.0f;
             }
             if (pack_v) {
-                const float *vb = v + b * g->v_stride[0] + h * g->v_stride[1];
+                const float *vb = v + b * g->v_stride[0] + (h / g->kv_group) * g->v_stride[1];
                 float *vd = vp + bh * Sk * Dvp;
                 for (long j = 0; j < Sk; j++)
                     for (long c = 0; c < Dvp; c++) vd[j * Dvp + c] = c < Dv ? vb[j * g->v_stride[2] + c] : 0.0f;
@@ -300,7 +314,8 @@ static void lw_attention(int nt, const lw_attention_geom *g, const float *q, con
             for (long m = 0; m < tiles; m++)
                 for (int r = 0; r < LW_ATTN_ROWS; r++)
                     ar[m * LW_ATTN_ROWS + r] = s + (m * LW_ATTN_ROWS + LW_MIN(r, rows[m] - 1)) * Skp;
-            const float *vb = pack_v ? vp + bh * Sk * Dvp : v + b * g->v_stride[0] + h * g->v_stride[1];
+            const float *vb = pack_v ? vp + bh * Sk * Dvp
+                                     : v + b * g->v_stride[0] + (h / g->kv_group) * g->v_stride[1];
             const long ldv = pack_v ? Dvp : g->v_stride[2];
             float *yb = y + b * g->y_stride[0] + h * g->y_stride[1] + i0 * g->y_stride[2];
             lw_attention_pv(ar, rows, nmax, tiles, vb, ldv, Dv, Dvp, inv, yb, g->y_stride[2]);

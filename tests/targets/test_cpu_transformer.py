@@ -39,6 +39,39 @@ def test_layernorm_variants(threads):
     check_against_reference(m.output(*outs), threads=threads)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_layernorm_mean_and_inv_std_outputs(threads):
+    """The optional outputs Mean and InvStdDev (the reduced axes kept as size one), each alone, both, and
+    one read by a later node; a LayerNormalization whose extra outputs go unread keeps the plain kernel."""
+    m = GraphMaker("layernorm_stats")
+    outs = []
+    for shape, axis, used in [((4, 7, 64), -1, (1, 2)), ((3, 37), 0, (1,)), ((2, 5, 6, 10), -2, (2,)),
+                              ((130, 768), -1, (1, 2))]:
+        x = m.input(*shape)
+        scale = m.const((m.rng.random(shape[axis % len(shape):]) + 0.5).astype(np.float32))
+        y, mean, inv = m.node_outputs("LayerNormalization", x, scale, None, outputs=3, axis=axis,
+                                      epsilon=1e-3)
+        outs += [y] + [(mean, inv)[i - 1] for i in used]
+    x = m.input(6, 32)
+    y, mean, _ = m.node_outputs("LayerNormalization", x, m.const(np.ones(32, np.float32)), outputs=3)
+    outs += [y, m.node("Add", mean, mean)]
+    plain = m.node_outputs("LayerNormalization", m.input(5, 16), m.const(np.ones(16, np.float32)),
+                           outputs=3)[0]
+    built = check_against_reference(m.output(*outs, plain), threads=threads)
+    source = built.build.files["cpu/model.c"].decode()
+    assert source.count("lw_layernorm_stats(ctx") == 5 and source.count("lw_layernorm(ctx") == 1
+    assert m._env[id(outs[1])].shape == (4, 7, 1) and m._env[id(outs[4])].shape == (1, 1)
+
+
+def test_layernorm_stats_types_refused():
+    x = Value("x", TensorType.of(np.zeros((2, 8), np.float32)))
+    g = Value("g", TensorType.of(np.ones(8, np.float32)))
+    node = Node("LayerNormalization", [x, g], [Value("y"), Value("mean", TensorType.of(np.zeros((2, 1))))])
+    assert check_layernorm(node) == "LayerNormalization output 1 'mean' is float64, not float32"
+    node.set_attr("stash_type", 11)
+    assert "stash_type 11 is not supported" in check_layernorm(node)
+
+
 def test_layernorm_reference_matches_formula():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 4, 10)).astype(np.float32)
@@ -179,3 +212,113 @@ def test_layouts_that_are_not_contiguous_along_the_head_size_are_refused():
     assert "contiguous along the head size" in check_attention(node)
     node.set_attr("q_perm", (0, 1, 2))
     assert "not a permutation" in check_attention(node)
+
+
+# --- the standard ONNX Attention (opset 23), imported as lowering::Attention --------------------------
+
+def _onnx_attention(q_shape, k_shape, v_shape, mask=None, opset=23, **attrs):
+    from onnx import TensorProto, helper
+
+    names = ["Q", "K", "V"] + (["M"] if mask is not None else [])
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+              for n, s in zip("QKV", (q_shape, k_shape, v_shape))]
+    if mask is not None:
+        kind = TensorProto.BOOL if mask[0] == "bool" else TensorProto.FLOAT
+        inputs.append(helper.make_tensor_value_info("M", kind, mask[1]))
+    node = helper.make_node("Attention", names, ["Y"], name="attn", **attrs)
+    hidden = v_shape[-1] * attrs.get("q_num_heads", 1) // attrs.get("kv_num_heads", 1)
+    y_shape = (*q_shape[:3], v_shape[3]) if len(q_shape) == 4 else (*q_shape[:2], hidden)
+    graph = helper.make_graph([node], "attention", inputs, [helper.make_tensor_value_info("Y", 1, y_shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _feeds(model, seed=0):
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for vi in model.graph.input:
+        shape = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        if vi.type.tensor_type.elem_type == 9:
+            mask = rng.random(shape) < 0.7
+            mask[..., 0] = True
+            feeds[vi.name] = mask
+        else:
+            feeds[vi.name] = rng.standard_normal(shape).astype(np.float32)
+    return feeds
+
+
+ONNX_ATTENTION_CASES = {
+    "4d": ((2, 3, 4, 8), (2, 3, 6, 8), (2, 3, 6, 5), None, {}),
+    "4d_scaled_causal_square": ((1, 2, 5, 8), (1, 2, 5, 8), (1, 2, 5, 8), None,
+                                {"scale": 0.3, "is_causal": 1}),
+    "4d_causal_top_left": ((2, 2, 3, 4), (2, 2, 6, 4), (2, 2, 6, 4), None, {"is_causal": 1}),
+    "4d_float_mask": ((2, 2, 3, 4), (2, 2, 6, 4), (2, 2, 6, 4), ("float", (3, 6)), {}),
+    "4d_bool_mask_causal": ((2, 2, 3, 4), (2, 2, 6, 4), (2, 2, 6, 4), ("bool", (2, 1, 3, 6)),
+                            {"is_causal": 1}),
+    "3d": ((2, 4, 12), (2, 6, 12), (2, 6, 9), ("float", (2, 3, 4, 6)),
+           {"q_num_heads": 3, "kv_num_heads": 3}),
+    "3d_causal": ((1, 5, 8), (1, 5, 8), (1, 5, 8), None,
+                  {"q_num_heads": 2, "kv_num_heads": 2, "is_causal": 1}),
+    "4d_gqa_float_mask": ((2, 6, 3, 4), (2, 2, 5, 4), (2, 2, 5, 7), ("float", (2, 6, 3, 5)), {}),
+    "3d_gqa_causal": ((2, 5, 24), (2, 5, 8), (2, 5, 6), None,
+                      {"q_num_heads": 6, "kv_num_heads": 2, "is_causal": 1}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ONNX_ATTENTION_CASES))
+def test_onnx_attention_matches_onnx_reference(case):
+    """Compiled for cpu and run, and through the lowering reference interpreter, against onnx.reference."""
+    from onnx.reference import ReferenceEvaluator
+
+    from lowering.onnx.backend import CpuBackend
+    from lowering.onnx.importer import import_model
+
+    q, k, v, mask, attrs = ONNX_ATTENTION_CASES[case]
+    model = _onnx_attention(q, k, v, mask, **attrs)
+    feeds = _feeds(model)
+    (want,) = ReferenceEvaluator(model).run(None, feeds)
+    graph = import_model(model)
+    assert [n.op for n in graph.nodes if n.op == "Attention"] == ["Attention"]
+    assert all(n.op != "Attention" or n.domain == DOMAIN for n in graph.nodes)
+    np.testing.assert_allclose(run_graph(graph, feeds)[graph.output_names[0]], want, rtol=1e-5, atol=1e-5)
+    (got,) = CpuBackend.prepare(model).run([feeds[i.name] for i in model.graph.input])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_attention_fully_masked_row_is_zero():
+    model = _onnx_attention((1, 1, 2, 4), (1, 1, 3, 4), (1, 1, 3, 4), ("bool", (2, 3)))
+    feeds = _feeds(model)
+    feeds["M"] = np.array([[True, False, True], [False, False, False]])
+    from lowering.onnx.backend import CpuBackend
+
+    (got,) = CpuBackend.prepare(model).run([feeds["Q"], feeds["K"], feeds["V"], feeds["M"]])
+    assert np.all(got[0, 0, 1] == 0) and np.all(np.isfinite(got))
+
+
+@pytest.mark.parametrize("attrs, inputs, why", [
+    ({"softcap": 2.0}, 3, "softcap=2.0 is not supported"),
+    ({"qk_matmul_output_mode": 1}, 3, "qk_matmul_output_mode=1 is not supported"),
+    ({}, 6, "past_key/past_value/nonpad_kv_seqlen (input 4, 5) is not supported"),
+])
+def test_onnx_attention_refusals(attrs, inputs, why):
+    from lowering.errors import LoweringError
+    from lowering.onnx.importer import import_model
+
+    model = _onnx_attention((1, 2, 3, 4), (1, 2, 3, 4), (1, 2, 3, 4), **attrs)
+    if inputs == 6:
+        from onnx import TensorProto, helper
+
+        model.graph.node[0].input.extend(["", "PK", "PV"])
+        for n in ("PK", "PV"):
+            model.graph.input.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, (1, 2, 2, 4)))
+    with pytest.raises(LoweringError, match="node 'attn' \\(Attention\\): ") as info:
+        import_model(model)
+    assert why in str(info.value) and "\n" not in str(info.value)
+
+
+def test_onnx_attention_heads_not_a_multiple_refused():
+    from lowering.errors import LoweringError
+    from lowering.onnx.importer import import_model
+
+    model = _onnx_attention((1, 6, 12), (1, 6, 12), (1, 6, 12), q_num_heads=3, kv_num_heads=2)
+    with pytest.raises(LoweringError, match="3 query heads over 2 key/value heads is not supported"):
+        import_model(model)
