@@ -35,38 +35,28 @@ typedef int lw_vi __attribute__((vector_size(LW_VEC * 4)));
 
 static inline lw_vf lw_load(const float *p) { lw_vf v; memcpy(&v, p, sizeof v); return v; }
 static inline void lw_store(float *p, lw_vf v) { memcpy(p, &v, sizeof v); }
-/* Load the 2 * LW_VEC floats at p and keep the even ones (stride-2 windows). */
+/* Deinterleave the 2 * LW_VEC floats at p: keep the even ones (lw_load_even) or the odd ones
+ * (lw_load_odd), the two phases of a stride-2 window. */
 #if LW_VEC == 16
 #define LW_EVEN_INDICES 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
-#elif LW_VEC == 8
-#define LW_EVEN_INDICES 0, 2, 4, 6, 8, 10, 12, 14
-#else
-#define LW_EVEN_INDICES 0, 2, 4, 6
-#endif
-static inline lw_vf lw_load_even(const float *p) {
-    lw_vf a = lw_load(p), b = lw_load(p + LW_VEC);
-#if defined(__clang__)
-    return __builtin_shufflevector(a, b, LW_EVEN_INDICES);
-#else
-    return __builtin_shuffle(a, b, (lw_vi){LW_EVEN_INDICES});
-#endif
-}
-
-/* The odd floats of the 2 * LW_VEC at p. */
-#if LW_VEC == 16
 #define LW_ODD_INDICES 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
 #elif LW_VEC == 8
+#define LW_EVEN_INDICES 0, 2, 4, 6, 8, 10, 12, 14
 #define LW_ODD_INDICES 1, 3, 5, 7, 9, 11, 13, 15
 #else
+#define LW_EVEN_INDICES 0, 2, 4, 6
 #define LW_ODD_INDICES 1, 3, 5, 7
 #endif
-static inline lw_vf lw_load_odd(const float *p) {
-    lw_vf a = lw_load(p), b = lw_load(p + LW_VEC);
 #if defined(__clang__)
-    return __builtin_shufflevector(a, b, LW_ODD_INDICES);
+#define LW_SHUFFLE2(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 #else
-    return __builtin_shuffle(a, b, (lw_vi){LW_ODD_INDICES});
+#define LW_SHUFFLE2(a, b, ...) __builtin_shuffle(a, b, (lw_vi){__VA_ARGS__})
 #endif
+static inline lw_vf lw_load_even(const float *p) {
+    return LW_SHUFFLE2(lw_load(p), lw_load(p + LW_VEC), LW_EVEN_INDICES);
+}
+static inline lw_vf lw_load_odd(const float *p) {
+    return LW_SHUFFLE2(lw_load(p), lw_load(p + LW_VEC), LW_ODD_INDICES);
 }
 
 /* Lane-wise mask ? a : b (mask lanes all ones or zeros, from a vector comparison). */
