@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -400,7 +402,10 @@ def copy(node, xs):
     return [np.array(xs[0], copy=True)]
 
 
-# The quantized, math, data-movement and transformer ops register themselves into REGISTRY on import
-# (ops_math also extends UNARY_NUMPY / BINARY_NUMPY and defines Cast, Where, the Reduce* ops and
-# lowering::FusedElementwise).
-from . import ops_data, ops_math, ops_transformer, quantized_ops  # noqa: E402,F401
+# The quantized ops and every ops_<family>.py of this folder (math, data movement, transformer, ...) register
+# themselves into REGISTRY on import (ops_math also extends UNARY_NUMPY / BINARY_NUMPY and defines Cast,
+# Where, the Reduce* ops and lowering::FusedElementwise).
+from . import quantized_ops  # noqa: E402,F401
+
+for _module in sorted(p.stem for p in Path(__file__).parent.glob("ops_*.py")):
+    importlib.import_module(f"{__package__}.{_module}")

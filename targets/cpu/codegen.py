@@ -23,6 +23,7 @@ The source is a pure function of the graph, the memory plan and the ISA level (n
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,27 +32,24 @@ from lowering.ir import Graph
 from lowering.memory import is_view
 
 from ..base import kernel_identifier, kernel_record, source_comment
-
-# the emit_* modules register the op lowerings
-from . import (  # noqa: F401
-    emit_data,
-    emit_elementwise,
-    emit_index,
-    emit_linear,
-    emit_math,
-    emit_quant,
-    emit_quant_pointwise,
-    emit_transformer,
-)
 from .build import IsaLevel
 from .pack import WeightsBlob
 from .registry import LOWERINGS, EmitContext, align, numel
 
+# the emit_* modules register the op lowerings (every targets/cpu/emit_*.py, imported on first use of this
+# module, so an op family is added by adding its emit_<family>.py and kernels_<family>.c)
+for _module in sorted(p.stem for p in Path(__file__).parent.glob("emit_*.py")):
+    importlib.import_module(f"{__package__}.{_module}")
+
 ABI_VERSION = 2
-LIBRARY_FILES = (
+_CORE_LIBRARY = (
     "kernels_common.h", "kernels_gemm.c", "kernels_conv.c", "kernels_ops.c", "kernels_quant.c",
     "kernels_math.c", "kernels_index.c", "kernels_transformer.c",
 )
+#: the kernel library every model.c starts with: the core files in dependency order, then any other
+#: kernels_*.c of this folder (op families that only use the core) by name
+LIBRARY_FILES = _CORE_LIBRARY + tuple(
+    sorted(p.name for p in Path(__file__).parent.glob("kernels_*.c") if p.name not in _CORE_LIBRARY))
 
 
 @dataclass
