@@ -41,7 +41,7 @@ NEWER_OPSETS: dict[str, dict[str, object]] = {
     **{op: {} for op in ("Cos", "Sin", "Tan", "Acos", "Asin", "Atan", "Cosh", "Sinh", "Acosh", "Asinh",
                          "Atanh", "Elu", "Selu", "HardSigmoid", "HardSwish", "Mish", "Softplus", "Softsign",
                          "ThresholdedRelu", "Dropout", "LpNormalization", "EyeLike",
-                         "InstanceNormalization", "NegativeLogLikelihoodLoss")},
+                         "InstanceNormalization", "NegativeLogLikelihoodLoss", "GridSample", "RoiAlign")},
     # opset 28 widened the types (BitShift: signed integers, defined for every shift amount) of these:
     "Celu": {}, "OneHot": {}, "DepthToSpace": {}, "BitShift": {},
     "SpaceToDepth": {"mode": "DCR"},  # kept (IMPLEMENTED_ATTRS): the reference and cpu target do CRD too

@@ -4,7 +4,9 @@ The kernels move elements of any stored type by size, so one lowering covers flo
 int32 and int64. Slice, Expand and Tile are one kernel, a copy of a strided view of the input: every
 geometry (start offsets, steps of any sign, broadcast and repeat strides of 0) is resolved here, at compile
 time, from the static types and the constant parameters. Resize reads source-index and weight tables that
-``lowering.reference.ops_data.resize_axis`` computes, the same function the reference interpreter uses.
+``lowering.reference.ops_data.resize_axis`` computes (every mode, filter and coordinate mapping is resolved
+there), the same function the reference interpreter uses: the last two axes in one kernel, any other
+resized axis in one pass each.
 
 Gather-style kernels never read outside the data: an element whose index is out of range is written as
 zeros and the kernel sets ``*ctx->status`` (passed to them as their last argument), so ``lw_run`` returns
@@ -22,12 +24,13 @@ from lowering.reference.ops_data import (
     block_permutation,
     dropout_is_identity,
     pad_amounts,
+    resize_axes,
     resize_plan,
     resize_unsupported,
 )
 
 from .emit_data import collapse_transpose
-from .registry import ALL_TYPES, C_TYPES, EmitContext, KernelCode, c_float, c_longs, numel, register
+from .registry import ALL_TYPES, C_TYPES, EmitContext, KernelCode, align, c_float, c_longs, numel, register
 
 #: Split writes every output; this bounds how many (a node with more is refused by type_reason)
 MAX_SPLIT_OUTPUTS = 1024
@@ -466,45 +469,49 @@ def emit_topk(ctx: EmitContext, node: Node) -> KernelCode:
 
 # --- resize -----------------------------------------------------------------------------------------
 
+#: floats of the separable Resize's row buffer (lw_resize_taps goes through the planes this many at most)
+RESIZE_TMP_FLOATS = 1 << 22
+
+
 def _resize_sizes(node: Node) -> list[int] | None:
     """Run-time ``sizes``: the output's dimensions along the resized axes (checked when the model runs)."""
     sizes = node.input(3)
     if sizes is None or sizes.is_const or not numel(sizes.type.shape):
         return None
-    rank = node.input(0).type.rank
-    axes = node.attr("axes")
-    axes = range(rank) if axes is None else [int(a) % rank for a in axes]
-    return [node.output.type.shape[a] for a in axes]
+    return [node.output.type.shape[a] for a in resize_axes(node, node.input(0).type.rank)]
 
 
 def _resize_plan(node: Node):
     sizes = _resize_sizes(node)
     sizes = _const(node, 3) if sizes is None else np.array(sizes, np.int64)
-    return resize_plan(node, node.input(0).type.shape, _const(node, 2), sizes)
+    return resize_plan(node, node.input(0).type.shape, _const(node, 2), sizes, _const(node, 1))
 
 
 def check_resize(node: Node) -> str | None:
     sizes = node.input(3)
     runtime_sizes = sizes is not None and not sizes.is_const and numel(sizes.type.shape) > 0
     reason = resize_unsupported(node) or _not_const(node, (2, "scales"))
+    if reason is None and node.attr("coordinate_transformation_mode") == "tf_crop_and_resize":
+        reason = _not_const(node, (1, "roi"))
     if reason is None and not runtime_sizes:
         reason = _not_const(node, (3, "sizes"))
     if reason is None and runtime_sizes:
+        if node.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
+            return (f"Resize sizes (input 3 '{sizes.name}') must be a constant with keep_aspect_ratio_policy "
+                    f"'{node.attr('keep_aspect_ratio_policy')}' on the cpu target")
         reason = _runtime_int_reason(node, 3, "sizes", len(_resize_sizes(node)))
     if reason is not None:
         return reason
     x = node.input(0)
     if x.type.rank < 2:
         return "Resize needs an input of rank 2 or more on the cpu target"
-    if node.attr("mode", "nearest") == "linear" and x.type.dtype is not DType.FLOAT32:
-        return f"linear Resize of {x.type.dtype.value} data is not supported by the cpu target (float32 is)"
+    mode = node.attr("mode", "nearest")
+    if mode != "nearest" and x.type.dtype is not DType.FLOAT32:
+        return f"{mode} Resize of {x.type.dtype.value} data is not supported by the cpu target (float32 is)"
     try:
         plan = _resize_plan(node)
     except (ValueError, NotImplementedError) as exc:
         return f"Resize: {exc}"
-    for axis, ax in enumerate(plan[:-2]):
-        if ax.out_len != x.type.shape[axis] or not ax.identity:
-            return f"Resize of axis {axis} (only the last two axes are resized on the cpu target)"
     if tuple(ax.out_len for ax in plan) != tuple(node.output.type.shape):
         return "Resize output shape does not match its scales or sizes"
     return None
@@ -512,23 +519,109 @@ def check_resize(node: Node) -> str | None:
 
 @register("Resize", check=check_resize, data_inputs=1, dtypes=ALL_TYPES)
 def emit_resize(ctx: EmitContext, node: Node) -> KernelCode:
+    """Resizing the last two axes: nearest is a gather of rows and columns (any element type), linear the
+    2x2 blend, cubic and antialiased filters the separable ``lw_resize_taps``. Resizing other axes too: one
+    pass per such axis (``_resize_stages``). Then tf_crop_and_resize's extrapolation."""
     x, y = node.input(0), node.output
-    shape = x.type.shape
-    ay, ax = _resize_plan(node)[-2:]
-    geometry = f"{numel(shape[:-2])}, {shape[-2]}, {shape[-1]}, {ay.out_len}, {ax.out_len}"
+    plan = _resize_plan(node)
     sizes = _resize_sizes(node)
-    check = "" if sizes is None else _runtime_must_equal(ctx, node.input(3), sizes)
+    body = "" if sizes is None else _runtime_must_equal(ctx, node.input(3), sizes)
+    if numel(y.type.shape) == 0:
+        return KernelCode(body or "(void)ctx;")
+    if any(not ax.identity for ax in plan[:-2]):
+        code = _resize_stages(ctx, node, plan)
+    else:
+        code = _resize_last_two(ctx, node, plan, x.type.shape, ctx.ptr(x), ctx.out(y), "ctx->ws")
+    body += code.body
+    esize = x.type.dtype.itemsize
+    value = np.asarray(node.attr("extrapolation_value", 0.0)).astype(x.type.dtype.numpy).tobytes()
+    for axis, ax in enumerate(plan):
+        if ax.outside is not None and ax.outside.any():
+            outer, inner = numel(y.type.shape[:axis]), numel(y.type.shape[axis + 1:])
+            body += (f"{{ static const unsigned char value[{len(value)}] = {c_longs(value)};\n"
+                     f"  lw_resize_fill_axis(ctx->nt, {ctx.out(y)}, {outer}, {ax.out_len}, {inner}, "
+                     f"{_resize_table(ctx, ax.outside)}, value, {esize}); }}\n")
+    return KernelCode(body.rstrip("\n"), flops=code.flops, workspace=code.workspace)
+
+
+def _resize_table(ctx: EmitContext, a: np.ndarray) -> str:
+    """A Resize index (int64), weight (float) or mask (uint8) table in the weights blob."""
+    if a.dtype == np.bool_:
+        return ctx.weights(a.astype(np.uint8), "uint8_t")
+    return ctx.weights(a.astype(np.int64), "int64_t") if a.dtype.kind == "i" else ctx.weights(a, "float")
+
+
+def _resize_last_two(ctx: EmitContext, node: Node, plan, shape, src: str, dst: str, ws: str) -> KernelCode:
+    """The last two axes of ``src`` (of ``shape``) resized into ``dst``; ``ws``: the scratch it may use."""
+    ay, ax = plan[-2:]
+    esize = node.input(0).type.dtype.itemsize
+    planes = numel(shape[:-2])
+    geometry = f"{planes}, {shape[-2]}, {shape[-1]}, {ay.out_len}, {ax.out_len}"
+    out = planes * ay.out_len * ax.out_len
 
     def table(a: np.ndarray) -> str:
-        return ctx.weights(a.astype(np.int64), "int64_t") if a.dtype.kind == "i" else ctx.weights(a, "float")
+        return _resize_table(ctx, a)
 
     if node.attr("mode", "nearest") == "nearest":
-        body = check + (f"lw_resize_nearest(ctx->nt, {ctx.ptr(x)}, {ctx.out(y)}, {geometry}, {table(ay.lo)}, "
-                f"{table(ax.lo)}, {x.type.dtype.itemsize});")
-        return KernelCode(body)
-    tables = ", ".join(table(t) for t in (ay.lo, ay.hi, ay.w_lo, ay.w_hi, ax.lo, ax.hi, ax.w_lo, ax.w_hi))
-    body = check + f"lw_resize_linear(ctx->nt, {ctx.ptr(x)}, {ctx.out(y)}, {geometry}, {tables});"
-    return KernelCode(body, flops=6 * numel(y.type.shape))
+        return KernelCode(f"lw_resize_nearest(ctx->nt, {src}, {dst}, {geometry}, {table(ay.lo)}, "
+                          f"{table(ax.lo)}, {esize});\n")
+    src, dst = f"(const float *){src}", f"(float *){dst}"
+    if ay.taps <= 2 and ax.taps <= 2:
+        tables = ", ".join(table(t) for t in (ay.lo, ay.hi, ay.w_lo, ay.w_hi, ax.lo, ax.hi, ax.w_lo, ax.w_hi))
+        return KernelCode(f"lw_resize_linear(ctx->nt, {src}, {dst}, {geometry}, {tables});\n", flops=6 * out)
+    h, w = shape[-2], shape[-1]
+    chunk = max(1, min(planes, RESIZE_TMP_FLOATS // max(1, h * ax.out_len)))
+    body = (f"lw_resize_taps(ctx->nt, {src}, {dst}, (float *)({ws}), {planes}, {chunk}, {h}, {w}, "
+            f"{ay.out_len}, {ax.out_len}, {ay.taps}, {table(ay.idx)}, {table(ay.w)}, {ax.taps}, "
+            f"{table(ax.idx)}, {table(ax.w)});\n")
+    return KernelCode(body, flops=2 * planes * ax.out_len * (h * ax.taps + ay.out_len * ay.taps),
+                      workspace=chunk * h * ax.out_len * 4)
+
+
+def _resize_stages(ctx: EmitContext, node: Node, plan) -> KernelCode:
+    """A Resize of axes other than the last two: one pass per such axis, viewing its input as
+    [outer][n][inner] -> [outer][m][inner], a gather of the source slices (nearest, ``lw_gather``; any element
+    type) or a weighted sum of them (``lw_resample_axis``, float32), and the last two axes as when they alone
+    are resized. The stages that shrink the tensor most go first, so the intermediates (ping-ponged through
+    the workspace, before the last-two-axes kernel's own scratch) stay small."""
+    x, y = node.input(0), node.output
+    esize = x.type.dtype.itemsize
+    shape = list(x.type.shape)
+    stages = [(plan[a].out_len / max(1, shape[a]), a) for a, ax in enumerate(plan[:-2]) if not ax.identity]
+    if not (plan[-2].identity and plan[-1].identity):
+        stages.append((plan[-2].out_len * plan[-1].out_len / max(1, shape[-2] * shape[-1]), -1))
+    stages.sort()
+    sizes = []  # the shape after each stage
+    for _, a in stages:
+        if a < 0:
+            shape[-2:] = [plan[-2].out_len, plan[-1].out_len]
+        else:
+            shape[a] = plan[a].out_len
+        sizes.append(list(shape))
+    half = align(max((numel(s) * esize for s in sizes[:-1]), default=0))
+    buffers = min(2, len(stages) - 1)
+    lines, flops, workspace = [], 0, half * buffers
+    before = list(x.type.shape)
+    for i, (_, a) in enumerate(stages):
+        src = ctx.ptr(x, "void") if i == 0 else f"(ctx->ws + {((i - 1) % 2) * half})"
+        dst = ctx.out(y, "void") if i == len(stages) - 1 else f"(ctx->ws + {(i % 2) * half})"
+        if a < 0:
+            code = _resize_last_two(ctx, node, plan, before, src, dst, f"ctx->ws + {half * buffers}")
+            lines.append(code.body.rstrip("\n"))
+            flops += code.flops
+            workspace = max(workspace, half * buffers + code.workspace)
+        else:
+            ax, outer, n, inner = plan[a], numel(before[:a]), before[a], numel(before[a + 1:])
+            if node.attr("mode", "nearest") == "nearest":
+                lines.append(f"lw_gather(ctx->nt, {src}, {_resize_table(ctx, ax.lo)}, 1, {dst}, {outer}, "
+                             f"{n}, {ax.out_len}, {inner * esize}, ctx->status);")
+            else:
+                lines.append(f"lw_resample_axis(ctx->nt, (const float *){src}, (float *){dst}, {outer}, {n}, "
+                             f"{ax.out_len}, {inner}, {ax.taps}, {_resize_table(ctx, ax.idx)}, "
+                             f"{_resize_table(ctx, ax.w)});")
+                flops += 2 * numel(sizes[i]) * ax.taps
+        before = sizes[i]
+    return KernelCode("\n".join(lines) + "\n", flops=flops, workspace=workspace)
 
 
 # --- scatters -----------------------------------------------------------------------------------------

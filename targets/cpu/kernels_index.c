@@ -1,7 +1,7 @@
 /* kernels_index.c: gather, slice, pad and other indexing kernels (cpu target).
  *
  * Every kernel here moves elements of `esize` bytes without looking at them (any stored type: float32,
- * int8/uint8/bool, int32, int64), except TopK (compares) and linear Resize (float32 arithmetic).
+ * int8/uint8/bool, int32, int64), except TopK (compares) and linear and cubic Resize (float32 arithmetic).
  *
  * Out-of-range indices (Gather, GatherElements, GatherND): ONNX Runtime fails the run, and so does lw_run:
  * the kernel sets *status (lw_ctx.status) to LW_STATUS_INDEX_RANGE, which lw_run returns and the runtime
@@ -279,6 +279,79 @@ static void lw_resize_linear(int nt, const float *x, float *y, long planes, long
             yr[c] = ta * top + tb * bottom;
         }
     }
+}
+
+/* Separable Resize of the last two axes (float32) for filters of any width (cubic, antialiased linear or
+ * cubic): output (r, c) = sum_a wy[r][a] * sum_b wx[c][b] * x(iy[r][a], ix[c][b]), KY taps per output row
+ * and KX per output column (index tables clamped into the input, unused taps of weight 0, all precomputed
+ * by the compiler). Pass 1 filters every input row along W into tmp ([chunk][H][OW]), pass 2 filters the
+ * columns of tmp along H: the horizontal-then-vertical order ONNX Runtime sums in. Planes go through tmp
+ * `chunk` at a time (tmp holds chunk * H * OW floats, the kernel's workspace). */
+static void lw_resize_taps(int nt, const float *x, float *y, float *tmp, long planes, long chunk, long H, long W,
+                           long OH, long OW, int KY, const int64_t *iy, const float *wy, int KX,
+                           const int64_t *ix, const float *wx) {
+    for (long p0 = 0; p0 < planes; p0 += chunk) {
+        const long np_ = LW_MIN(chunk, planes - p0);
+        const float *xp = x + p0 * H * W;
+        float *yp = y + p0 * OH * OW;
+#pragma omp parallel num_threads(nt) if (nt > 1 && np_ * (H + OH) * OW * (KX + KY) > 65536)
+        {
+#pragma omp for schedule(static)
+            for (long t = 0; t < np_ * H; t++) {
+                const float *xr = xp + t * W;
+                float *tr = tmp + t * OW;
+                for (long c = 0; c < OW; c++) {
+                    const int64_t *ic = ix + c * KX;
+                    const float *wc = wx + c * KX;
+                    float acc = 0.0f;
+                    for (int b = 0; b < KX; b++) acc += wc[b] * xr[ic[b]];
+                    tr[c] = acc;
+                }
+            }
+#pragma omp for schedule(static)
+            for (long t = 0; t < np_ * OH; t++) {
+                const long p = t / OH, r = t % OH;
+                const int64_t *ir = iy + r * KY;
+                const float *wr = wy + r * KY;
+                float *yr = yp + t * OW;
+                for (long c = 0; c < OW; c++) yr[c] = 0.0f;
+                for (int a = 0; a < KY; a++) {
+                    const float *tr = tmp + (p * H + ir[a]) * OW;
+                    const float w = wr[a];
+                    for (long c = 0; c < OW; c++) yr[c] += w * tr[c];
+                }
+            }
+        }
+    }
+}
+
+/* Resize of one axis (float32): x viewed as [outer][n][inner] -> y [outer][m][inner], output slice i the
+ * sum over its K taps of w[i][k] * input slice idx[i][k] (tables precomputed by the compiler): one pass of
+ * a Resize that resizes axes other than the last two. */
+static void lw_resample_axis(int nt, const float *x, float *y, long outer, long n, long m, long inner, int K,
+                             const int64_t *idx, const float *w) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * m * inner * K > 65536)
+    for (long t = 0; t < outer * m; t++) {
+        const long o = t / m, i = t % m;
+        const float *xo = x + o * n * inner;
+        float *yr = y + t * inner;
+        for (long j = 0; j < inner; j++) yr[j] = 0.0f;
+        for (int k = 0; k < K; k++) {
+            const float wk = w[i * K + k];
+            const float *xr = xo + idx[i * K + k] * inner;
+            for (long j = 0; j < inner; j++) yr[j] += wk * xr[j];
+        }
+    }
+}
+
+/* tf_crop_and_resize's extrapolation along one axis: y viewed as [outer][m][inner], every slice i whose
+ * source lies outside the input (mask[i]) becomes the esize-byte `value`. */
+static void lw_resize_fill_axis(int nt, void *yv, long outer, long m, long inner, const uint8_t *mask,
+                                const void *value, int esize) {
+    unsigned char *y = (unsigned char *)yv;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * m * inner > 65536)
+    for (long t = 0; t < outer * m; t++)
+        if (mask[t % m]) lw_fill(y + t * inner * esize, value, inner, esize);
 }
 
 /* TopK along the middle axis of [outer][n][inner]: the k best (largest or smallest) values and their
