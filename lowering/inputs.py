@@ -44,7 +44,7 @@ def random_input(rng: np.random.Generator, dtype, shape, index_bound: int | None
     """One seeded input: normal floats, random bools, integers in ``[0, index_bound)`` (Gather indices) or
     else in ``[0, small)``."""
     dtype = np.dtype(dtype)
-    if dtype.kind == "f":
+    if dtype.kind == "f" or dtype.name == "bfloat16":  # (ml_dtypes' bfloat16 has kind 'V')
         return rng.standard_normal(shape).astype(dtype)
     if dtype.kind == "b":
         return rng.random(shape) < 0.5

@@ -19,8 +19,9 @@ DOMAIN = "lowering"
 #: Ops whose output has the same bytes as input 0, in the same order.
 VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 
-#: Unary elementwise ops -> number of float parameters they carry when fused. They map float32 to float32
-#: (``INTEGER_UNARY_OPS`` also integers to the same type); quantized graphs turn them into lookup tables.
+#: Unary elementwise ops -> number of float parameters they carry when fused. They map a float type to
+#: itself (``FLOAT_DTYPES``; ``INTEGER_UNARY_OPS`` also integers to the same type); quantized graphs turn
+#: them into lookup tables.
 UNARY_OPS = {
     "Relu": 0, "LeakyRelu": 1, "Clip": 2, "Sigmoid": 0, "Tanh": 0, "Neg": 0, "Abs": 0, "Exp": 0,
     "Sqrt": 0, "Identity": 0, "Gelu": 1, "Erf": 0, "Reciprocal": 0, "Log": 0, "Floor": 0, "Ceil": 0,
@@ -50,10 +51,16 @@ LOGIC_OPS = frozenset({"And", "Or", "Xor"})
 #: direction (0: LEFT, 1: RIGHT); a shift by a negative amount or by the width or more gives 0 (-1 for a
 #: right shift of a negative signed value), as opset 28 defines it.
 BITWISE_OPS = frozenset({"BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift"})
-INTEGER_DTYPES = (DType.INT64, DType.INT32, DType.INT8, DType.UINT8)
+INTEGER_DTYPES = (DType.INT64, DType.INT32, DType.INT8, DType.UINT8, DType.INT16, DType.UINT16, DType.UINT32,
+                  DType.UINT64)
+UNSIGNED_DTYPES = (DType.UINT8, DType.UINT16, DType.UINT32, DType.UINT64)
+#: Float element types elementwise ops compute on. float16 and bfloat16 are stored in 16 bits and computed
+#: in float32, each op's result rounded to the 16-bit type (numpy's float16 and ml_dtypes' bfloat16
+#: arithmetic); float64 is computed in double.
+FLOAT_DTYPES = (DType.FLOAT32, DType.FLOAT16, DType.FLOAT64, DType.BFLOAT16)
 #: Elementwise ops whose result type is not their operands' -> (operands, float parameters when fused).
 #: Cast's parameter is its ONNX ``to`` code; IsInf's are ``detect_positive`` and ``detect_negative``; Mod's
-#: is ``fmod`` (1: C fmod, the dividend's sign; 0, integers only: the divisor's sign).
+#: is ``fmod`` (1: C fmod, the dividend's sign; 0: the divisor's sign, numpy's mod).
 TYPED_OPS = {
     "Not": (1, 0), "IsNaN": (1, 0), "IsInf": (1, 2), "Cast": (1, 1), "Where": (3, 0), "Mod": (2, 1),
     "BitwiseAnd": (2, 0), "BitwiseOr": (2, 0), "BitwiseXor": (2, 0), "BitwiseNot": (1, 0), "BitShift": (2, 1),
@@ -63,9 +70,10 @@ TYPED_OPS = {
 BODY_OPS = frozenset(UNARY_OPS) | BINARY_OPS | frozenset(TYPED_OPS)
 
 #: ONNX TensorProto element-type codes of the types elementwise ops compute on (Cast's ``to``).
-ONNX_DTYPE_CODES = {1: DType.FLOAT32, 2: DType.UINT8, 3: DType.INT8, 6: DType.INT32, 7: DType.INT64,
-                    9: DType.BOOL}
-NUMERIC_DTYPES = (DType.FLOAT32, DType.INT64, DType.INT32, DType.INT8, DType.UINT8)
+ONNX_DTYPE_CODES = {1: DType.FLOAT32, 2: DType.UINT8, 3: DType.INT8, 4: DType.UINT16, 5: DType.INT16,
+                    6: DType.INT32, 7: DType.INT64, 9: DType.BOOL, 10: DType.FLOAT16, 11: DType.FLOAT64,
+                    12: DType.UINT32, 13: DType.UINT64, 16: DType.BFLOAT16}
+NUMERIC_DTYPES = FLOAT_DTYPES + INTEGER_DTYPES
 STORED_DTYPES = NUMERIC_DTYPES + (DType.BOOL,)
 
 #: Activations a Conv/Gemm epilogue can apply (a subset of UNARY_OPS).
@@ -139,8 +147,6 @@ def elementwise_result(op: str, dtypes: list[DType], params: tuple[float, ...] =
         if dtypes[0] not in NUMERIC_DTYPES or dtypes[1] not in NUMERIC_DTYPES:
             return f"Pow takes a numeric base and exponent, not ({kinds})"
         return dtypes[0]
-    if op == "Mod" and not (params and params[0]) and dtypes[0] is DType.FLOAT32:
-        return "Mod of float32 tensors needs fmod=1"
     if any(d is not dtypes[0] for d in dtypes):
         return f"{op} operands must have one element type, not ({kinds})"
     dtype = dtypes[0]
@@ -149,13 +155,13 @@ def elementwise_result(op: str, dtypes: list[DType], params: tuple[float, ...] =
     elif op in BITWISE_OPS:
         allowed, result = INTEGER_DTYPES, dtype
     elif op in ("IsNaN", "IsInf"):
-        allowed, result = (DType.FLOAT32,), DType.BOOL
+        allowed, result = FLOAT_DTYPES, DType.BOOL
     elif op in COMPARE_OPS:
         allowed, result = NUMERIC_DTYPES + ((DType.BOOL,) if op == "Equal" else ()), DType.BOOL
     elif op in BINARY_OPS or op in INTEGER_UNARY_OPS or op == "Mod":
         allowed, result = NUMERIC_DTYPES, dtype
     elif op in UNARY_OPS:
-        allowed, result = (DType.FLOAT32,), dtype
+        allowed, result = FLOAT_DTYPES, dtype
     else:
         return f"{op} is not an elementwise op"
     if dtype not in allowed:

@@ -13,7 +13,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import InvalidArtifactError
+import numpy as np
+
+from .errors import InvalidArtifactError, RuntimeLoadError
 
 FORMAT_NAME = "lowering-artifact"
 FORMAT_VERSION = 1
@@ -139,3 +141,17 @@ def check_tensor(path, role: str, tensor) -> str:
 
 _DTYPES = frozenset({"float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint64",
                      "uint32", "uint16", "uint8", "bool"})
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """The numpy dtype of a signature's element type name. numpy has no bfloat16: it is ml_dtypes' type (the
+    one onnx and JAX use), imported only for a model with a bfloat16 input or output, so the runtime needs
+    numpy alone otherwise."""
+    if name != "bfloat16":
+        return np.dtype(name)
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise RuntimeLoadError("the model has a bfloat16 input or output, which needs the ml_dtypes package "
+                               "(pip install ml_dtypes)") from None
+    return np.dtype(ml_dtypes.bfloat16)

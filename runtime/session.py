@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .artifact import open_artifact
+from .artifact import numpy_dtype, open_artifact
 from .backends import executor_class
 from .errors import InvalidArtifactError, InvalidInputError, RuntimeLoadError, TargetUnavailableError
 
@@ -43,8 +43,8 @@ class Session:
         self.skipped: dict[str, str] = {}
         self.target, self._executor = self._choose(target, targets, threads)
         self._lock = threading.Lock()
-        self._in_specs = [(i.name, np.dtype(i.dtype), i.shape) for i in self.inputs]
-        self._out_specs = [(o.shape, np.dtype(o.dtype)) for o in self.outputs]
+        self._in_specs = [(i.name, numpy_dtype(i.dtype), i.shape) for i in self.inputs]
+        self._out_specs = [(o.shape, numpy_dtype(o.dtype)) for o in self.outputs]
         self._out_index = {o.name: i for i, o in enumerate(self.outputs)}
 
     def _choose(self, target, targets, threads):
@@ -152,7 +152,7 @@ class Session:
             if info.name not in feed:
                 raise InvalidInputError(f"missing input '{info.name}' ({info.dtype}{list(info.shape)})")
             array = np.asarray(feed[info.name])
-            if array.dtype != np.dtype(info.dtype):
+            if array.dtype != numpy_dtype(info.dtype):
                 raise InvalidInputError(f"input '{info.name}' has dtype {array.dtype}, expected {info.dtype}")
             if tuple(array.shape) != info.shape:
                 raise InvalidInputError(f"input '{info.name}' has shape {list(array.shape)}, "
@@ -183,7 +183,7 @@ class Session:
         if names_of is None:
             raise _profile_unsupported(self.target)
         arrays = self._prepare(input_feed)
-        results = [np.empty(o.shape, dtype=o.dtype) for o in self.outputs]
+        results = [np.empty(shape, dtype) for shape, dtype in self._out_specs]
         with self._lock:
             names = names_of()
             for _ in range(warmup):

@@ -204,20 +204,21 @@ def test_model_failing_the_checker(tmp_path):
 
 
 def test_unsupported_ops_are_all_listed(tmp_path):
-    nodes = [helper.make_node("Det", ["x"], ["a"], name="det_first"),
+    nodes = [helper.make_node("Unique", ["x"], ["a"], name="det_first"),
              helper.make_node("Relu", ["a"], ["b"], name="relu"),
              helper.make_node("NonZero", ["b"], ["c"], name="nonzero_mid"),
-             helper.make_node("Det", ["c"], ["y"], name="det_last")]
+             helper.make_node("Unique", ["c"], ["y"], name="det_last")]
     model = _model(nodes, [_vi("x", [1, 4])], [_vi("y", [1, 4])])
     path = _save(model, tmp_path / "unsupported.onnx")
     with pytest.raises(UnsupportedOpsError) as info:
         import_model(load_model_proto(path), name=str(path))
     assert isinstance(info.value, LoweringError)
     message = str(info.value)
-    for fragment in (str(path), "Det", "NonZero", "det_first", "det_last", "nonzero_mid"):
+    for fragment in (str(path), "Unique", "NonZero", "det_first", "det_last", "nonzero_mid"):
         assert fragment in message
     assert "relu" not in message
-    assert sorted(info.value.nodes) == [("det_first", "Det"), ("det_last", "Det"), ("nonzero_mid", "NonZero")]
+    assert sorted(info.value.nodes) == [("det_first", "Unique"), ("det_last", "Unique"),
+                                        ("nonzero_mid", "NonZero")]
 
 
 def test_custom_domain_op_is_unsupported(tmp_path):

@@ -18,14 +18,23 @@ class DType(enum.Enum):
     FLOAT32 = "float32"
     FLOAT16 = "float16"
     FLOAT64 = "float64"
+    BFLOAT16 = "bfloat16"
     INT8 = "int8"
     UINT8 = "uint8"
+    INT16 = "int16"
+    UINT16 = "uint16"
     INT32 = "int32"
+    UINT32 = "uint32"
     INT64 = "int64"
+    UINT64 = "uint64"
     BOOL = "bool"
 
     @property
     def numpy(self) -> np.dtype:
+        if self is DType.BFLOAT16:  # numpy has no bfloat16: ml_dtypes' (an onnx dependency) is onnx's too
+            import ml_dtypes
+
+            return np.dtype(ml_dtypes.bfloat16)
         return np.dtype(self.value)
 
     @property

@@ -18,6 +18,8 @@ _TO_ONNX = {
     "float32": onnx.TensorProto.FLOAT, "float16": onnx.TensorProto.FLOAT16,
     "float64": onnx.TensorProto.DOUBLE, "int8": onnx.TensorProto.INT8, "uint8": onnx.TensorProto.UINT8,
     "int32": onnx.TensorProto.INT32, "int64": onnx.TensorProto.INT64, "bool": onnx.TensorProto.BOOL,
+    "int16": onnx.TensorProto.INT16, "uint16": onnx.TensorProto.UINT16, "uint32": onnx.TensorProto.UINT32,
+    "uint64": onnx.TensorProto.UINT64, "bfloat16": onnx.TensorProto.BFLOAT16,
 }
 
 

@@ -41,7 +41,9 @@ NEWER_OPSETS: dict[str, dict[str, object]] = {
     **{op: {} for op in ("Cos", "Sin", "Tan", "Acos", "Asin", "Atan", "Cosh", "Sinh", "Acosh", "Asinh",
                          "Atanh", "Elu", "Selu", "HardSigmoid", "HardSwish", "Mish", "Softplus", "Softsign",
                          "ThresholdedRelu", "Dropout", "LpNormalization", "EyeLike",
-                         "InstanceNormalization", "NegativeLogLikelihoodLoss", "GridSample", "RoiAlign")},
+                         "InstanceNormalization", "NegativeLogLikelihoodLoss", "GridSample", "RoiAlign",
+                         "ConvTranspose", "Det", "LpPool", "MaxUnpool")},
+    "ReverseSequence": {},  # opset 28 added bfloat16
     # opset 28 widened the types (BitShift: signed integers, defined for every shift amount) of these:
     "Celu": {}, "OneHot": {}, "DepthToSpace": {}, "BitShift": {},
     "SpaceToDepth": {"mode": "DCR"},  # kept (IMPLEMENTED_ATTRS): the reference and cpu target do CRD too
@@ -58,10 +60,15 @@ _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: DType.FLOAT32,
     onnx.TensorProto.FLOAT16: DType.FLOAT16,
     onnx.TensorProto.DOUBLE: DType.FLOAT64,
+    onnx.TensorProto.BFLOAT16: DType.BFLOAT16,
     onnx.TensorProto.INT8: DType.INT8,
     onnx.TensorProto.UINT8: DType.UINT8,
+    onnx.TensorProto.INT16: DType.INT16,
+    onnx.TensorProto.UINT16: DType.UINT16,
     onnx.TensorProto.INT32: DType.INT32,
+    onnx.TensorProto.UINT32: DType.UINT32,
     onnx.TensorProto.INT64: DType.INT64,
+    onnx.TensorProto.UINT64: DType.UINT64,
     onnx.TensorProto.BOOL: DType.BOOL,
 }
 

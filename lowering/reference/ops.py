@@ -21,8 +21,8 @@ Kernel = Callable[[Node, list], list]
 REGISTRY: dict[str, Kernel] = {}
 
 # ONNX TensorProto element-type codes (kept here so the reference does not import onnx).
-ONNX_TYPE_CODES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 9: np.bool_,
-                   10: np.float16, 11: np.float64}
+ONNX_TYPE_CODES = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32,
+                   7: np.int64, 9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64}
 
 
 def register(*names: str, domain: str = ""):
@@ -177,16 +177,6 @@ def conv(node, xs):
     return [_conv(xs[0], xs[1], xs[2] if len(xs) > 2 else None, node)]
 
 
-@register("BatchNormalization")
-def batch_norm(node, xs):
-    x, scale, bias, mean, var = xs[:5]
-    eps = node.attr("epsilon", 1e-5)
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    inv = (scale / np.sqrt(var + np.float32(eps))).astype(x.dtype)
-    y = (x - mean.reshape(shape)) * inv.reshape(shape) + bias.reshape(shape)
-    return [y.astype(x.dtype, copy=False)]
-
-
 # --- pooling --------------------------------------------------------------------------------------
 
 def _pool(node, x, kind):
@@ -218,11 +208,43 @@ def _pool(node, x, kind):
     return (total / cwin.sum(axis=tuple(range(d, 2 * d)))).astype(x.dtype)
 
 
+def _max_pool_indices(node, x: np.ndarray) -> np.ndarray:
+    """MaxPool's Indices output: the flat int64 position in ``x`` of each window's first maximum under the
+    compare ``v > best`` from -inf (NaN skipped; the window's first valid tap when nothing compares
+    greater); the spatial part is row-major, or column-major with ``storage_order=1``."""
+    kernel = tuple(node.attr("kernel_shape"))
+    d = len(kernel)
+    spatial = tuple(x.shape[2:])
+    geo = window_geometry(node, spatial, kernel, ceil_mode=bool(node.attr("ceil_mode", 0)))
+    if node.attr("storage_order", 0):
+        steps = [int(np.prod(spatial[:a])) for a in range(d)]
+    else:
+        steps = [int(np.prod(spatial[a + 1:])) for a in range(d)]
+    planes = x.reshape((-1,) + spatial)
+    out = np.zeros((planes.shape[0],) + geo.out, dtype=np.int64)
+    for pos in np.ndindex(*geo.out):
+        best = np.full(planes.shape[0], -np.inf)
+        where = np.full(planes.shape[0], -1, dtype=np.int64)
+        for tap in np.ndindex(*kernel):
+            at = [o * s - pb + k * dl for o, s, pb, k, dl in zip(pos, geo.strides, geo.pads_begin, tap,
+                                                                  geo.dilations)]
+            if any(a < 0 or a >= n for a, n in zip(at, spatial)):
+                continue
+            v = planes[(slice(None),) + tuple(at)]
+            better = (v > best) | (where < 0)
+            best = np.where(v > best, v, best)
+            where = np.where(better, sum(a * s for a, s in zip(at, steps)), where)
+        out[(slice(None),) + pos] = where
+    offsets = (np.arange(planes.shape[0]) * int(np.prod(spatial))).reshape((-1,) + (1,) * d)
+    return (out + offsets).reshape(x.shape[:2] + geo.out)
+
+
 @register("MaxPool")
 def max_pool(node, xs):
-    if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].uses():
-        raise NotImplementedError("MaxPool indices output")
-    return [_pool(node, xs[0], "max")] + [None] * (len(node.outputs) - 1)
+    outs = [_pool(node, xs[0], "max")]
+    if len(node.outputs) > 1 and node.outputs[1] is not None:
+        outs.append(_max_pool_indices(node, xs[0]))
+    return outs
 
 
 @register("AveragePool")

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir import DType
 from ..opinfo import BINARY_OPS, DOMAIN, UNARY_ATTRS, body_arity, body_param_count, elementwise_params
 from .ops import BINARY_NUMPY, ONNX_TYPE_CODES, UNARY_NUMPY, _axes, _int_div, erf, register
+
+# bfloat16 (ONNX type code 16) is ml_dtypes' type, as in onnx: numpy has none
+ONNX_TYPE_CODES.setdefault(16, DType.BFLOAT16.numpy.type)
 
 
 def _quiet(fn):
@@ -109,11 +113,13 @@ def _cast(x: np.ndarray, params) -> np.ndarray:
 
 
 def _mod(a: np.ndarray, b: np.ndarray, params) -> np.ndarray:
-    """``fmod=1``: C fmod (the dividend's sign); ``fmod=0``: the divisor's sign. An integer Mod by zero
-    gives 0 (it traps in C)."""
+    """``fmod=1``: C fmod (the dividend's sign); ``fmod=0``: the divisor's sign (np.mod). An integer Mod by
+    zero gives 0 (it traps in C)."""
     with np.errstate(all="ignore"):
         if params[0]:
             return np.fmod(a, b).astype(a.dtype)
+        if a.dtype.kind == "f":  # opset 28: numpy's mod (a zero divisor gives NaN)
+            return np.mod(a, b).astype(a.dtype)
         return np.where(b == 0, 0, np.mod(a, np.where(b == 0, 1, b))).astype(a.dtype)
 
 

@@ -23,14 +23,24 @@ def _per_axis(param: np.ndarray, ndim: int, axis: int) -> np.ndarray:
     return param.reshape(shape)
 
 
+def _qdq_param(param: np.ndarray, x: np.ndarray, node) -> np.ndarray:
+    """A QuantizeLinear/DequantizeLinear scale or zero point broadcast against ``x``: per tensor, per axis,
+    or blocked (``block_size`` > 0: the parameter has x's shape with ceil(size / block_size) entries along
+    ``axis``, each covering block_size consecutive elements)."""
+    axis, block = node.attr("axis", 1), node.attr("block_size", 0) or 0
+    if not block:
+        return _per_axis(param, x.ndim, axis)
+    axis %= x.ndim
+    return np.repeat(param, block, axis=axis).take(np.arange(x.shape[axis]), axis=axis)
+
+
 @register("QuantizeLinear")
 def quantize_linear(node, xs):
     x, scale = xs[0], xs[1]
     zp = xs[2] if len(xs) > 2 and xs[2] is not None else None
     out_dtype = zp.dtype if zp is not None else np.dtype(ONNX_TYPE_CODES.get(node.attr("output_dtype", 2)))
-    axis = node.attr("axis", 1)
-    s = _per_axis(scale.astype(np.float32), x.ndim, axis)
-    z = _per_axis(zp.astype(np.int64), x.ndim, axis) if zp is not None else np.int64(0)
+    s = _qdq_param(scale.astype(np.float32), x, node)
+    z = _qdq_param(zp.astype(np.int64), x, node) if zp is not None else np.int64(0)
     info = np.iinfo(out_dtype)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         r = np.rint(x.astype(np.float32) / s)  # rint: round half to even
@@ -45,9 +55,8 @@ def quantize_linear(node, xs):
 def dequantize_linear(node, xs):
     x, scale = xs[0], xs[1]
     zp = xs[2] if len(xs) > 2 and xs[2] is not None else None
-    axis = node.attr("axis", 1)
-    s = _per_axis(scale.astype(np.float32), x.ndim, axis)
-    z = _per_axis(zp.astype(np.int64), x.ndim, axis) if zp is not None else np.int64(0)
+    s = _qdq_param(scale.astype(np.float32), x, node)
+    z = _qdq_param(zp.astype(np.int64), x, node) if zp is not None else np.int64(0)
     return [((x.astype(np.int64) - z).astype(np.float32) * s).astype(np.float32)]
 
 

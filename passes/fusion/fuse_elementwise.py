@@ -16,7 +16,7 @@ Registers are typed: each has the element type ``opinfo.elementwise_result`` giv
 gives bool, Cast its ``to`` type, Where its operands' type), so a mask computation such as
 ``Where(Equal(m, 0), -inf, Add(s, b))`` is one loop, with no bool or int64 tensor in memory. A node joins a
 group only when its operand and result types obey that rule (``elementwise_result`` returns its output's
-type); anything else (float16, a mistyped node) is left alone.
+type); anything else (a mistyped node) is left alone.
 
 A group is only fused when its output shape is the broadcast of all its inputs' shapes, so every output
 element is one evaluation of the body (always true for a well-typed group; checked anyway). A lone

@@ -272,4 +272,4 @@ def _nbytes(tensor: dict) -> int:
     count = 1
     for d in tensor["shape"]:
         count *= int(d)
-    return count * np.dtype(tensor["dtype"]).itemsize
+    return count * (2 if tensor["dtype"] == "bfloat16" else np.dtype(tensor["dtype"]).itemsize)

@@ -10,8 +10,14 @@ each op's result type is ``opinfo.elementwise_result`` of its operands', so comp
 Cast and Where sit in the same loop as the float math around them and a fused mask computation never
 writes a bool tensor. The C expression of an op depends on its operand type where C differs from ONNX:
 integer division truncates but must not trap on zero (it gives 0, as the reference does), float Min/Max
-propagate NaN (as ONNX Runtime does), Abs/Sign on integers avoid the float functions. A Pow whose exponent is
-a scalar constant 1, 2, 3 or 0.5 becomes a product or a square root (vectorized; powf is not).
+propagate NaN (as ONNX Runtime does), Abs/Sign on integers avoid the float functions, integer Add/Sub/Mul/Neg
+wrap (computed unsigned, as numpy's do; C's signed overflow is undefined). A Pow whose exponent is a scalar
+constant 1, 2, 3 or 0.5 becomes a product or a square root (vectorized; powf is not).
+
+Element types: every integer type (int8..int64, uint8..uint64), bool, float32, float64 (double registers,
+the double libm functions) and the 16-bit floats float16 and bfloat16, stored as their bit patterns and
+computed in float registers: a load widens exactly, each op's result is rounded back to the 16-bit type
+(``lw_hround``/``lw_bfround``, round to nearest even), so a fused chain gives numpy's per-op float16 results.
 
 Broadcasting is resolved at compile time: dimensions of size one are dropped, neighbouring dimensions that
 every input treats alike are merged, and the innermost merged dimension becomes a unit-stride (or hoisted
@@ -29,9 +35,11 @@ from lowering.ir import DType, Node, Value
 from lowering.opinfo import (
     BODY_OPS,
     DOMAIN,
+    FLOAT_DTYPES,
     FLOAT_MAX,
     ONNX_DTYPE_CODES,
     STORED_DTYPES,
+    UNSIGNED_DTYPES,
     VARIADIC_OPS,
     body_arity,
     body_param_count,
@@ -39,8 +47,9 @@ from lowering.opinfo import (
     elementwise_result,
 )
 
+from .emit_nn import check_batchnorm_training, emit_batchnorm_training
 from .pack import batchnorm_scale_shift
-from .registry import ALL_TYPES, C_TYPES, EmitContext, KernelCode, align, c_float, numel, register
+from .registry import ALL_TYPES, C_TYPES, EmitContext, KernelCode, align, c_double, c_float, numel, register
 
 FLOAT_UNARY_C = {
     "Relu": "lw_relu({0})",
@@ -75,13 +84,60 @@ FLOAT_UNARY_C = {
     "HardSigmoid": "lw_clip({p0} * {0} + {p1}, 0.0f, 1.0f)",
     "Shrink": "({0} < -{p1} ? {0} + {p0} : {0} > {p1} ? {0} - {p0} : 0.0f)",
 }
+#: float64: the double libm functions, double literals (``{p0}`` is a double here)
+DOUBLE_UNARY_C = {
+    "Relu": "({0} < 0.0 ? 0.0 : {0})",
+    "LeakyRelu": "({0} >= 0.0 ? {0} : {0} * {p0})",
+    "Clip": "lw_clipd({0}, {p0}, {p1})",
+    "Sigmoid": "lw_sigmoidd({0})",
+    "Tanh": "tanh({0})",
+    "Neg": "-{0}",
+    "Abs": "fabs({0})",
+    "Exp": "exp({0})",
+    "Sqrt": "sqrt({0})",
+    "Identity": "{0}",
+    "Gelu": "lw_geld({0}, {p0})",
+    "Erf": "erf({0})",
+    "Reciprocal": "1.0 / {0}",
+    "Log": "log({0})",
+    "Floor": "floor({0})",
+    "Ceil": "ceil({0})",
+    "Round": "rint({0})",
+    "Sign": "lw_signd({0})",
+    **{op: f"{op.lower()}({{0}})" for op in ("Cos", "Sin", "Tan", "Acos", "Asin", "Atan", "Cosh", "Sinh",
+                                              "Acosh", "Asinh", "Atanh")},
+    "Softplus": "({0} > 0.0 ? {0} + log1p(exp(-{0})) : log1p(exp({0})))",
+    "Softsign": "{0} / (1.0 + fabs({0}))",
+    "HardSwish": "{0} * lw_clipd({0} * (1.0 / 6.0) + 0.5, 0.0, 1.0)",
+    "Mish": "{0} * tanh({0} > 0.0 ? {0} + log1p(exp(-{0})) : log1p(exp({0})))",
+    "Elu": "({0} >= 0.0 ? {0} : {p0} * expm1({0}))",
+    "Celu": "({0} > 0.0 ? {0} : {p0} * expm1({0} / {p0}))",
+    "ThresholdedRelu": "({0} > {p0} ? {0} : 0.0)",
+    "Swish": "{0} * lw_sigmoidd({p0} * {0})",
+    "Selu": "{p1} * ({0} > 0.0 ? {0} : {p0} * expm1({0}))",
+    "HardSigmoid": "lw_clipd({p0} * {0} + {p1}, 0.0, 1.0)",
+    "Shrink": "({0} < -{p1} ? {0} + {p0} : {0} > {p1} ? {0} - {p0} : 0.0)",
+}
 INTEGER_UNARY_C = {"Neg": "-{0}", "Abs": "({0} < 0 ? -{0} : {0})", "Sign": "(({0} > 0) - ({0} < 0))",
                    "Identity": "{0}"}
+#: unsigned integers: no negative values (Neg wraps, done unsigned below)
+UNSIGNED_UNARY_C = {"Neg": "-{0}", "Abs": "{0}", "Sign": "({0} > 0)", "Identity": "{0}"}
 FLOAT_BINARY_C = {"Add": "{0} + {1}", "Sub": "{0} - {1}", "Mul": "{0} * {1}", "Div": "{0} / {1}",
                   "Min": "lw_minf({0}, {1})", "Max": "lw_maxf({0}, {1})", "Pow": "powf({0}, (float){1})",
                   "PRelu": "({0} < 0 ? {0} * {1} : {0})"}
+DOUBLE_BINARY_C = {**FLOAT_BINARY_C, "Min": "lw_mind({0}, {1})", "Max": "lw_maxd({0}, {1})",
+                   "Pow": "pow({0}, (double){1})"}
 INTEGER_BINARY_C = {**FLOAT_BINARY_C, "Div": "({1} != 0 ? {0} / {1} : 0)", "Min": "({0} < {1} ? {0} : {1})",
                     "Max": "({0} > {1} ? {0} : {1})"}
+#: integer ops that wrap in ONNX (numpy): computed in the unsigned type of the operands' width, so a signed
+#: overflow is the two's complement wraparound, not undefined behaviour, and 16-bit operands (promoted to
+#: int by C) cannot overflow int either
+WRAPPING_OPS = {"Add": "{0} + {1}", "Sub": "{0} - {1}", "Mul": "{0} * {1}", "Neg": "0 - {0}"}
+#: signed types whose MIN / -1 and MIN % -1 trap in C (narrower ones are promoted to int first)
+TRAPPING_DTYPES = (DType.INT32, DType.INT64)
+#: a 16-bit float op whose float result is already a value of its type needs no rounding
+EXACT_HALF_OPS = frozenset({"Identity", "Neg", "Abs", "Relu", "Min", "Max", "Where", "Sign", "Floor", "Ceil",
+                            "Round"})
 TYPED_C = {
     "Equal": "{0} == {1}", "Less": "{0} < {1}", "LessOrEqual": "{0} <= {1}", "Greater": "{0} > {1}",
     "GreaterOrEqual": "{0} >= {1}", "And": "{0} & {1}", "Or": "{0} | {1}", "Xor": "{0} ^ {1}", "Not": "!{0}",
@@ -89,9 +145,22 @@ TYPED_C = {
     "BitwiseAnd": "{0} & {1}", "BitwiseOr": "{0} | {1}", "BitwiseXor": "{0} ^ {1}", "BitwiseNot": "~{0}",
 }
 #: the unsigned type of the same width (a left shift is done unsigned: no overflow, the bits wrap)
-UNSIGNED_C = {DType.INT8: "uint8_t", DType.UINT8: "uint8_t", DType.INT32: "uint32_t", DType.INT64: "uint64_t"}
+UNSIGNED_C = {DType.INT8: "uint8_t", DType.UINT8: "uint8_t", DType.INT16: "uint16_t",
+              DType.UINT16: "uint16_t", DType.INT32: "uint32_t", DType.UINT32: "uint32_t",
+              DType.INT64: "uint64_t", DType.UINT64: "uint64_t"}
+#: the unsigned type arithmetic on each integer type wraps in (at least unsigned int: no promotion to int)
+WRAP_C = {**UNSIGNED_C, DType.INT8: "uint32_t", DType.UINT8: "uint32_t", DType.INT16: "uint32_t",
+          DType.UINT16: "uint32_t"}
 #: Pow by these constant exponents, without powf (x^0.5 is sqrt but for -inf and -0, as powf has it)
 POW_BY_CONSTANT = {1.0: "{0}", 2.0: "{0} * {0}", 3.0: "{0} * {0} * {0}", 0.5: "lw_pow_half({0})"}
+POW_HALF_DOUBLE = "lw_pow_halfd({0})"
+#: the C type a register of each element type is computed in (float16 in float; the rest as stored)
+REGISTER_C = {**C_TYPES, DType.FLOAT16: "float", DType.BFLOAT16: "float"}
+#: how a stored element becomes a register value, and a register value a stored element
+LOAD_C = {DType.FLOAT16: "lw_h2f({0})", DType.BFLOAT16: "lw_bf2f({0})"}
+STORE_C = {DType.FLOAT16: "lw_f2h({0})", DType.BFLOAT16: "lw_f2bf({0})"}
+#: the rounding of a float to each 16-bit float type (as a float)
+ROUND_C = {DType.FLOAT16: "lw_hround({0})", DType.BFLOAT16: "lw_bfround({0})"}
 ROW_CHUNK = 8192  # elements per parallel task when the inner dimension is long
 PARALLEL_MIN = 32768  # elements below which a loop runs on one thread
 
@@ -125,12 +194,18 @@ def collapse_broadcast(out_shape: tuple[int, ...], in_shapes: list[tuple[int, ..
 
 
 def c_scalar(value, dtype: DType) -> str:
-    """An exact C literal of a scalar of ``dtype``."""
-    if dtype is DType.FLOAT32:
+    """An exact C literal of a scalar of ``dtype`` (a float16 one as the float its register holds)."""
+    if dtype in (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16):
         return c_float(value)
+    if dtype is DType.FLOAT64:
+        return c_double(value)
     v = int(value)
     if dtype is DType.INT64:
         return "INT64_MIN" if v == -(1 << 63) else f"INT64_C({v})"
+    if dtype is DType.UINT64:
+        return f"UINT64_C({v})"
+    if dtype is DType.UINT32:
+        return f"{v}u"
     return "INT32_MIN" if v == -(1 << 31) else str(v)
 
 
@@ -172,16 +247,17 @@ def emit_body(
     lines = [f"{C_TYPES[out.type.dtype]} *y = {ctx.out(out)};"]
     loads, hoisted, constants = [], [], {}
     for i, v in enumerate(inputs):
-        ctype = C_TYPES[v.type.dtype]
+        ctype, rtype = C_TYPES[v.type.dtype], REGISTER_C[v.type.dtype]
+        load = LOAD_C.get(v.type.dtype, "{0}")
         if v.is_const and v.const.size == 1:
             constants[i] = v.const.reshape(-1)[0]
-            loads.append(f"const {ctype} r{i} = {c_scalar(constants[i], v.type.dtype)};")
+            loads.append(f"const {rtype} r{i} = {c_scalar(constants[i], v.type.dtype)};")
             continue
         lines.append(f"const {ctype} *x{i} = {ctx.ptr(v)};")
         if strides[i][-1]:
-            loads.append(f"const {ctype} r{i} = x{i}r[j];")
+            loads.append(f"const {rtype} r{i} = {load.format(f'x{i}r[j]')};")
         else:
-            hoisted.append(f"const {ctype} r{i} = x{i}r[0];")
+            hoisted.append(f"const {rtype} r{i} = {load.format(f'x{i}r[0]')};")
     task = [
         f"const long row = t / {chunks}, j0 = (t % {chunks}) * {chunk};",
         f"const long j1 = j0 + {chunk} < {inner} ? j0 + {chunk} : {inner};",
@@ -200,7 +276,8 @@ def emit_body(
     used = set(re.findall(r"\br\d+\b", " ".join(code))) | {f"r{len(types) - 1}"}
     body = [line for line in loads if line.split(" = ")[0].split()[-1] in used] + code
     task.append("for (long j = j0; j < j1; j++) {")
-    task += ["    " + line for line in body] + [f"    yr[j] = r{len(types) - 1};", "}"]
+    store = STORE_C.get(out.type.dtype, "{0}").format(f"r{len(types) - 1}")
+    task += ["    " + line for line in body] + [f"    yr[j] = {store};", "}"]
     tasks = rows * chunks
     if numel(shape) >= PARALLEL_MIN and tasks > 1:
         lines.append("#pragma omp parallel for num_threads(ctx->nt) schedule(static) if (ctx->nt > 1)")
@@ -220,7 +297,9 @@ def _register_code(types: list[DType], ops: list[str], args: list[int], params: 
         del args[:arity], params[:count]
         expr = _expression(op, [types[a] for a in operands], [f"r{a}" for a in operands], p,
                            constants.get(operands[-1]))
-        code.append(f"const {C_TYPES[types[reg]]} r{reg} = {expr};")
+        if types[reg] in ROUND_C and op not in EXACT_HALF_OPS and op != "Cast":
+            expr = ROUND_C[types[reg]].format(expr)  # computed in float, rounded as each 16-bit float op is
+        code.append(f"const {REGISTER_C[types[reg]]} r{reg} = {expr};")
         reg += 1
     return code
 
@@ -228,17 +307,23 @@ def _register_code(types: list[DType], ops: list[str], args: list[int], params: 
 def _expression(op: str, dtypes: list[DType], names: list[str], params: list[float], last_constant) -> str:
     """The C expression of one body op on registers ``names`` of ``dtypes`` (``last_constant``: the value
     of the last operand when it is a scalar constant)."""
-    is_float = dtypes[0] is DType.FLOAT32
+    is_float = dtypes[0] in FLOAT_DTYPES
+    double = dtypes[0] is DType.FLOAT64
     if op == "Cast":
-        to = ONNX_DTYPE_CODES[int(params[0])]
-        return f"{names[0]} != 0" if to is DType.BOOL else f"({C_TYPES[to]}){names[0]}"
+        return _cast(dtypes[0], ONNX_DTYPE_CODES[int(params[0])], names[0])
     if op == "IsInf":
         tests = [f"{names[0]} == INFINITY"] * bool(params[0]) + [f"{names[0]} == -INFINITY"] * bool(params[1])
         return " || ".join(tests) or "0"
     if op == "Mod":  # fmod=1: C's remainder (fmodf for floats); fmod=0: the divisor's sign
         a, b = names
-        return f"fmodf({a}, {b})" if is_float else f"({b} != 0 ? {a} % {b} : 0)" if params[0] else \
-            f"lw_imod({a}, {b})"
+        if is_float:
+            return (f"fmod({a}, {b})" if params[0] else f"lw_fmod0d({a}, {b})") if double else \
+                (f"fmodf({a}, {b})" if params[0] else f"lw_fmod0f({a}, {b})")
+        if dtypes[0] in TRAPPING_DTYPES:  # MIN % -1 traps in C; any x % -1 is 0
+            b = f"({b} == -1 ? 1 : {b})"
+        if params[0] or dtypes[0] in UNSIGNED_DTYPES:  # unsigned: both definitions agree
+            return f"({b} != 0 ? {a} % {b} : 0)"
+        return f"lw_imod({a}, {b})"
     if op == "BitShift":
         a, b = names
         ctype, bits = C_TYPES[dtypes[0]], dtypes[0].itemsize * 8
@@ -249,15 +334,51 @@ def _expression(op: str, dtypes: list[DType], names: list[str], params: list[flo
         return f"({ctype})({out_of_range} ? 0 : ({unsigned})(({unsigned}){a} << {b}))"
     if op == "Pow" and last_constant is not None and float(last_constant) in POW_BY_CONSTANT \
             and (is_float or float(last_constant) != 0.5):
+        if double and float(last_constant) == 0.5:
+            return POW_HALF_DOUBLE.format(names[0])
         return POW_BY_CONSTANT[float(last_constant)].format(names[0])
     if op == "Pow" and not is_float:  # an integer base: pow in double, truncated to the base's type
         return f"({C_TYPES[dtypes[0]]})pow((double){names[0]}, (double){names[1]})"
     if op in TYPED_C:
         return TYPED_C[op].format(*names)
+    if not is_float and op in WRAPPING_OPS:  # wraps in the type, as numpy does
+        wide = WRAP_C[dtypes[0]]
+        return f"({C_TYPES[dtypes[0]]})(" + WRAPPING_OPS[op].format(*(f"({wide}){n}" for n in names)) + ")"
+    if op == "Div" and dtypes[0] in TRAPPING_DTYPES:  # MIN / -1 traps in C; numpy wraps (-x, unsigned)
+        a, b = names
+        negated = f"({C_TYPES[dtypes[0]]})(0 - ({WRAP_C[dtypes[0]]}){a})"
+        return f"({b} == -1 ? {negated} : {b} != 0 ? {a} / {b} : 0)"
     if op in FLOAT_BINARY_C:
-        return (FLOAT_BINARY_C if is_float else INTEGER_BINARY_C)[op].format(*names)
-    table = FLOAT_UNARY_C if is_float else INTEGER_UNARY_C
+        table = DOUBLE_BINARY_C if double else FLOAT_BINARY_C if is_float else INTEGER_BINARY_C
+        return table[op].format(*names)
+    if double:
+        literals = {f"p{i}": _double_param(x) for i, x in enumerate(params)}
+        return DOUBLE_UNARY_C[op].format(names[0], **literals)
+    table = FLOAT_UNARY_C if is_float else \
+        UNSIGNED_UNARY_C if dtypes[0] in UNSIGNED_DTYPES else INTEGER_UNARY_C
     return table[op].format(names[0], **{f"p{i}": c_float(x) for i, x in enumerate(params)})
+
+
+def _double_param(x: float) -> str:
+    """A float parameter as a double literal; Clip's absent bounds (+-FLT_MAX) become +-DBL_MAX."""
+    if abs(x) == FLOAT_MAX:
+        return "DBL_MAX" if x > 0 else "(-DBL_MAX)"
+    return c_double(x)
+
+
+def _cast(source: DType, to: DType, name: str) -> str:
+    """The C expression of a Cast of register ``name`` (of ``source``) to ``to`` (a register value)."""
+    if to is DType.BOOL:
+        return f"{name} != 0"
+    if to is source:
+        return name
+    if to is DType.FLOAT16:
+        if source is DType.FLOAT64:  # rounded once, from the double
+            return f"lw_h2f(lw_d2h({name}))"
+        return f"lw_hround((float){name})"  # ints above 2^24 are far beyond float16's range (inf) anyway
+    if to is DType.BFLOAT16:  # through float, as ml_dtypes converts a double
+        return f"lw_bfround((float){name})"
+    return f"({REGISTER_C[to]}){name}"
 
 
 def _body_types_reason(node: Node, inputs: list[Value], ops, args, params) -> str | None:
@@ -362,8 +483,11 @@ def emit_copy(ctx: EmitContext, node: Node) -> KernelCode:
 
 
 def check_batchnorm(node: Node) -> str | None:
-    if node.attr("training_mode", 0):
-        return "BatchNormalization in training mode is not supported by the cpu target"
+    if node.attr("training_mode", 0):  # batch statistics and running-statistics outputs: emit_nn.py
+        return check_batchnorm_training(node)
+    graph_outputs = {id(v) for v in node.graph.outputs} if node.graph is not None else set()
+    if any(v is not None and (v.uses() or id(v) in graph_outputs) for v in node.outputs[1:]):
+        return "BatchNormalization outputs 1 and 2 are computed in training mode only"
     params = node.inputs[1:5]
     if len(params) < 4 or any(v is None or v.type is None or v.type.dtype is not DType.FLOAT32
                               for v in params):
@@ -373,8 +497,10 @@ def check_batchnorm(node: Node) -> str | None:
     return None
 
 
-@register("BatchNormalization", check=check_batchnorm, data_inputs=1)
+@register("BatchNormalization", check=check_batchnorm, data_inputs=1, outputs=3)
 def emit_batchnorm(ctx: EmitContext, node: Node) -> KernelCode:
+    if node.attr("training_mode", 0):
+        return emit_batchnorm_training(ctx, node)
     shape = node.input(0).type.shape
     n, c, p = shape[0], shape[1], numel(shape[2:])
     eps = node.attr("epsilon", 1e-5)

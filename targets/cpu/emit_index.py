@@ -35,7 +35,8 @@ from .registry import ALL_TYPES, C_TYPES, EmitContext, KernelCode, align, c_floa
 #: Split writes every output; this bounds how many (a node with more is refused by type_reason)
 MAX_SPLIT_OUTPUTS = 1024
 INDEX_TYPES = (DType.INT64, DType.INT32)
-TOPK_KERNELS = {DType.FLOAT32: "lw_topk_f32", DType.INT32: "lw_topk_i32", DType.INT64: "lw_topk_i64"}
+TOPK_KERNELS = {DType.FLOAT32: "lw_topk_f32", DType.INT32: "lw_topk_i32", DType.INT64: "lw_topk_i64",
+                DType.UINT64: "lw_topk_u64"}
 
 
 def _const(node: Node, index: int) -> np.ndarray | None:

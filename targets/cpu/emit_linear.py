@@ -85,13 +85,15 @@ def conv_residual_strides(r_shape, out_shape) -> tuple[int, int, int] | None:
 
 def check_conv(node: Node) -> str | None:
     x, w = node.input(0), node.input(1)
+    if not w.is_const:  # run-time weights: im2col + GEMM with the weights read in place
+        from .emit_conv_runtime import check_conv_runtime  # (that module imports this one)
+
+        return check_conv_runtime(node)
     if x.type.rank not in (3, 4):
         return (
             f"only 1-D and 2-D convolutions (3-D or 4-D tensors) are supported by the cpu target, "
             f"got a rank-{x.type.rank} input"
         )
-    if not w.is_const:
-        return "Conv weights must be a constant on the cpu target"
     r = node.input(3) if node.domain == DOMAIN else None
     if r is not None and conv_residual_strides(r.type.shape, node.output.type.shape) is None:
         return f"residual shape {r.type.shape} broadcasts over only some spatial axes; unsupported on cpu"
@@ -169,6 +171,10 @@ def conv_transposed(g: dict, vec: int) -> bool:
 
 @register("Conv", f"{DOMAIN}::FusedConv", check=check_conv, data_inputs=3)
 def emit_conv(ctx: EmitContext, node: Node) -> KernelCode:
+    if not node.input(1).is_const:
+        from .emit_conv_runtime import emit_conv_runtime
+
+        return emit_conv_runtime(ctx, node)
     g, macs = conv_geometry(node)
     out = node.output
     bias = node.input(2)

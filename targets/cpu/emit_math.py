@@ -18,6 +18,7 @@ import numpy as np
 
 from lowering.ir import DType, Node
 
+from .emit_nn import emit_bool_reduce
 from .registry import C_TYPES, EmitContext, KernelCode, align, c_float, c_longs, numel, register
 
 REDUCE_KINDS = {"ReduceSum": "LW_REDUCE_SUM", "ReduceMean": "LW_REDUCE_MEAN", "ReduceMax": "LW_REDUCE_MAX",
@@ -121,8 +122,12 @@ def _general_reduce(ctx: EmitContext, node: Node, axes: tuple[int, ...] | None) 
     return KernelCode("\n".join(lines), flops=numel(shape), workspace=workspace)
 
 
+@register("ReduceMax", "ReduceMin", check=check_reduce, data_inputs=1, dtypes=(DType.FLOAT32, DType.BOOL))
 @register(*REDUCE_KINDS, *OTHER_REDUCE_KINDS, check=check_reduce, data_inputs=1)
 def emit_reduce(ctx: EmitContext, node: Node) -> KernelCode:
+    if node.input(0).type.dtype is DType.BOOL:  # ReduceMax: any, ReduceMin: all (emit_nn.py)
+        axes = None if _runtime_axes(node) is not None else node_reduce_axes(node)
+        return emit_bool_reduce(ctx, node, axes)
     shape = node.input(0).type.shape
     if _runtime_axes(node) is not None:
         return _general_reduce(ctx, node, None)

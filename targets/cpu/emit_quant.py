@@ -18,7 +18,10 @@ standard QuantizeLinear / DequantizeLinear at the float boundaries; every result
 - QAdd, QMul, QLut: one loop nest per node over the compile-time-collapsed broadcast, int64 arithmetic.
 - QAveragePool: window sums of ``x - zx`` (uniform counts, so no per-window divisor), then requantised.
 - QuantizeLinear: float32 ``x / scale``, round half to even (``rintf``), saturate; DequantizeLinear:
-  ``float(x - zp) * scale``; both per tensor or per axis, scale and zero point constants.
+  ``float(x - zp) * scale``; both per tensor, per axis or blocked, scale and zero point constants or
+  run-time tensors (``emit_quant_pointwise``).
+- ConvInteger with run-time weights or per-channel weight zero points: a direct int32 loop nest
+  (``kernels_conv_runtime.c``); MatMulInteger takes run-time operands and scalar zero points.
 """
 
 
@@ -29,6 +32,7 @@ import numpy as np
 from lowering.ir import DType, Node, Value
 from lowering.opinfo import DOMAIN
 
+from .emit_conv_runtime import c_rconv_geom, check_spatial_rank, rconv_geometry
 from .emit_linear import CONV_FIELDS, conv_geometry
 from .emit_quant_common import (
     DEPTHWISE_MAX_TAPS,
@@ -359,27 +363,74 @@ def emit_matmul_integer(ctx: EmitContext, node: Node) -> KernelCode:
     return _int_matmul(ctx, node, za, zb, NO_EPILOGUE, 2, out32=True)
 
 
+def _conv_integer_direct(node: Node) -> bool:
+    """Whether a ConvInteger runs the direct int32 loop nest (``lw_conv_integer_rt``) instead of the int8
+    GEMM: run-time weights or weight zero point (nothing to pack or correct at compile time), weight zero
+    points that differ per output channel (no per-tensor GEMM correction), and 3-D convolutions."""
+    w, zw = node.input(1), node.input(3)
+    if not w.is_const or (zw is not None and not zw.is_const) or node.input(0).type.rank == 5:
+        return True
+    return zw is not None and zw.const.size > 1 and bool((zw.const != zw.const.reshape(-1)[0]).any())
+
+
 def check_conv_integer(node: Node) -> str | None:
     reason = _check_types(node, {0: QUANT_TYPES, 1: QUANT_TYPES}, out=(DType.INT32,))
     if reason:
         return reason
     x, w = node.input(0), node.input(1)
-    if x.type.rank not in (3, 4):
-        return (
-            f"only 1-D and 2-D convolutions (3-D or 4-D tensors) are supported by the cpu target, "
-            f"got a rank-{x.type.rank} input"
-        )
-    if not w.is_const:
-        return "ConvInteger weights must be a constant on the cpu target"
-    if node.input(3) is not None and not node.input(3).is_const:
-        return "ConvInteger weight zero point must be a constant on the cpu target"
-    return _check_zero_point_input(node, 2, 0, "x") or _check_zero_point_input(node, 3, 1, "w")
+    if not _conv_integer_direct(node):
+        if x.type.rank not in (3, 4):
+            return (
+                f"only 1-D and 2-D convolutions (3-D or 4-D tensors) are supported by the cpu target, "
+                f"got a rank-{x.type.rank} input"
+            )
+        return _check_zero_point_input(node, 2, 0, "x") or _check_zero_point_input(node, 3, 1, "w")
+    reason = check_spatial_rank(node) or _check_zero_point_input(node, 2, 0, "x")
+    if reason:
+        return reason
+    zw = node.input(3)
+    if zw is not None:
+        if zw.type is None or zw.type.dtype is not w.type.dtype:
+            return f"ConvInteger w zero point must be {w.type.dtype.value} like its operand"
+        if numel(zw.type.shape) not in (1, w.type.shape[0]):
+            return (
+                f"ConvInteger w zero point '{zw.name}' has {numel(zw.type.shape)} values; expected 1 or one "
+                f"per output channel ({w.type.shape[0]})"
+            )
+    return None
+
+
+def emit_conv_integer_direct(ctx: EmitContext, node: Node) -> KernelCode:
+    """ConvInteger through the direct loop nest: the weights minus their zero point are widened to int32
+    into the workspace first (once per run), then every output is one exact int64 sum."""
+    fields, macs = rconv_geometry(node)
+    x, w, y, zw = node.input(0), node.input(1), node.output, node.input(3)
+    m = fields[2]
+    kg = numel(w.type.shape[1:])
+    zx = _zero_point(ctx, node, 2)
+    zx_c = str(zx) if isinstance(zx, int) else f"(int32_t)({zx})"
+    if zw is None:
+        zterm = ""
+    else:
+        index = "0" if numel(zw.type.shape) == 1 else f"i / {kg}"
+        zterm = f" - (int32_t){ctx.ptr(zw)}[{index}]"
+    kernel = "lw_conv_integer_rt_i8" if x.type.dtype is DType.INT8 else "lw_conv_integer_rt_u8"
+    body = "\n".join([
+        f"static const lw_rconv_geom g = {c_rconv_geom(fields)};",
+        "int32_t *wd = (int32_t *)ctx->ws;",
+        f"for (long i = 0; i < {m * kg}; i++) wd[i] = (int32_t){ctx.ptr(w)}[i]{zterm};",
+        f"{kernel}(ctx->nt, &g, {ctx.ptr(x)}, {zx_c}, wd, {ctx.out(y, 'int32_t')});",
+    ])
+    return KernelCode(body, flops=2 * fields[0] * macs, workspace=m * kg * 4)
 
 
 @register("ConvInteger", check=check_conv_integer, dtypes=None)
 def emit_conv_integer(ctx: EmitContext, node: Node) -> KernelCode:
     """Through lw_qconv2d (im2col + the int8 GEMM) with an int32 output and no epilogue; a runtime input
-    zero point sets the padding byte and the per-channel corrections at run time."""
+    zero point sets the padding byte and the per-channel corrections at run time. Run-time weights,
+    per-channel weight zero points and 3-D convs take the direct loop (``emit_conv_integer_direct``)."""
+    if _conv_integer_direct(node):
+        return emit_conv_integer_direct(ctx, node)
     g, macs = conv_geometry(node)
     x, w, y = node.input(0), node.input(1), node.output
     x_int8 = x.type.dtype is DType.INT8

@@ -3,11 +3,12 @@ DequantizeLinear (kernels in ``kernels_quant.c``; see ``emit_quant`` for the who
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from lowering.ir import DType, Node, Value
 from lowering.opinfo import DOMAIN, window_geometry
-from lowering.quantized import QRANGE
 
 from .emit_elementwise import PARALLEL_MIN, collapse_broadcast
 from .emit_quant_common import (
@@ -245,36 +246,86 @@ def emit_qavgpool(ctx: EmitContext, node: Node) -> KernelCode:
 # --- QuantizeLinear / DequantizeLinear ----------------------------------------------------------------
 
 
-def _axis_params(node: Node, rank: int) -> tuple[int, np.ndarray, np.ndarray | None] | str:
-    """(axis, scale, zero point) with scale / zero point constants of 1 or shape[axis] entries."""
-    scale, zp = node.input(1), node.input(2)
-    if scale is None or not scale.is_const:
-        return f"{node.op} scale must be a constant on the cpu target"
-    if zp is not None and not zp.is_const:
-        return f"{node.op} zero point must be a constant on the cpu target"
-    if node.attr("block_size", 0):
-        return f"blocked {node.op} (block_size) is not supported by the cpu target"
-    s = scale.const.reshape(-1)
-    if scale.type.dtype is not DType.FLOAT32:
-        return f"{node.op} scale is {scale.type.dtype.value}; the cpu target takes float32"
-    z = zp.const.reshape(-1) if zp is not None else None
-    if z is not None and z.size != s.size:
-        return f"{node.op} has {s.size} scales but {z.size} zero points"
+@dataclass
+class _QDQParams:
+    """Where a QuantizeLinear / DequantizeLinear reads its scale and zero point: x as [outer][C][inner]
+    around ``axis``; per tensor (C = 1, one scale), per axis (C scales) or blocked (``block`` > 0: scale
+    and zero point are [outer][ceil(C / block)][inner]). Scale and zero point may be constants or run-time
+    tensors (the node tests feed them as graph inputs; DynamicQuantizeLinear's expansion computes them)."""
+
+    outer: int
+    channels: int
+    inner: int
+    block: int
+    count: int  # scale (and zero point) entries
+    scale: Value
+    zp: Value | None
+
+
+def _qdq_params(node: Node) -> _QDQParams | str:
+    """The node's parameter layout, or why the cpu target cannot run it."""
+    x, scale, zp = node.input(0), node.input(1), node.input(2)
+    shape, rank = x.type.shape, x.type.rank
+    if scale is None:
+        return f"{node.op} has no scale"
+    if scale.type is None or scale.type.dtype is not DType.FLOAT32:
+        kind = scale.type.dtype.value if scale.type is not None else "untyped"
+        return f"{node.op} scale '{scale.name}' is {kind}; the cpu target takes float32"
+    count = numel(scale.type.shape)
+    if zp is not None and zp.type is not None and numel(zp.type.shape) != count:
+        return f"{node.op} has {count} scales but {numel(zp.type.shape)} zero points"
+    blocked_zp = zp is not None and zp.type is not None and node.attr("block_size", 0)
+    if blocked_zp and zp.type.shape != scale.type.shape:
+        return f"{node.op} zero point shape {zp.type.shape} differs from the scale's {scale.type.shape}"
     axis = node.attr("axis", 1)
-    if s.size > 1:
+    block = int(node.attr("block_size", 0) or 0)
+    if block < 0:
+        return f"{node.op} block_size {block} is negative"
+    if block or count > 1:
         if not -rank <= axis < rank:
             return f"{node.op} axis {axis} is out of range for a rank-{rank} input"
         axis %= rank
-        if node.input(0).type.shape[axis] != s.size:
-            return f"{node.op} has {s.size} scales for an axis of size {node.input(0).type.shape[axis]}"
-    return axis, s, z
+    if block:
+        expected = shape[:axis] + (-(-shape[axis] // block),) + shape[axis + 1 :]
+        if tuple(scale.type.shape) != tuple(expected):
+            return (
+                f"blocked {node.op} scale '{scale.name}' has shape {scale.type.shape}; block_size {block} "
+                f"along axis {axis} of {shape} needs {expected}"
+            )
+        return _QDQParams(numel(shape[:axis]), shape[axis], numel(shape[axis + 1 :]), block, count, scale, zp)
+    if count == 1:
+        return _QDQParams(1, 1, numel(shape), 0, 1, scale, zp)
+    if scale.type.rank != 1 or shape[axis] != count:
+        return f"{node.op} has {count} scales (shape {scale.type.shape}) for an axis of size {shape[axis]}"
+    return _QDQParams(numel(shape[:axis]), shape[axis], numel(shape[axis + 1 :]), 0, count, scale, zp)
+
+
+def _zero_points(ctx: EmitContext, p: _QDQParams, ctype: str, lines: list[str]) -> tuple[str, int]:
+    """A C pointer to the zero points as ``ctype`` (int32_t / int64_t) and the workspace bytes used: the
+    constant (or zeros) in the weights, or a run-time zero point widened into the workspace."""
+    dtype = np.int32 if ctype == "int32_t" else np.int64
+    if p.zp is None:
+        return ctx.weights(np.zeros(p.count, dtype), ctype), 0
+    if p.zp.is_const:
+        return ctx.weights(p.zp.const.reshape(-1).astype(dtype), ctype), 0
+    lines += [
+        f"{ctype} *zq = ({ctype} *)ctx->ws;",
+        f"for (long i = 0; i < {p.count}; i++) zq[i] = ({ctype}){ctx.ptr(p.zp)}[i];",
+    ]
+    return "zq", p.count * np.dtype(dtype).itemsize
+
+
+#: the integer types QuantizeLinear writes / DequantizeLinear reads, with the C element type the quantize
+#: kernels store (the bit pattern: int8 as uint8_t, int16 as uint16_t) and the kernel name suffix
+QDQ_OUT = {DType.INT8: ("uint8_t", ""), DType.UINT8: ("uint8_t", ""), DType.INT16: ("uint16_t", "_16"),
+           DType.UINT16: ("uint16_t", "_16")}
 
 
 def check_quantize(node: Node) -> str | None:
-    reason = _check_types(node, {0: (DType.FLOAT32,)})
+    reason = _check_types(node, {0: (DType.FLOAT32,)}, out=tuple(QDQ_OUT))
     if reason:
         return reason
-    params = _axis_params(node, node.input(0).type.rank)
+    params = _qdq_params(node)
     if isinstance(params, str):
         return params
     zp = node.input(2)
@@ -284,33 +335,40 @@ def check_quantize(node: Node) -> str | None:
     return None
 
 
-def _layout(shape: tuple[int, ...], axis: int, channels: int) -> tuple[int, int, int]:
-    if channels == 1:
-        return 1, 1, numel(shape)
-    return numel(shape[:axis]), shape[axis], numel(shape[axis + 1 :])
-
-
 @register("QuantizeLinear", check=check_quantize, dtypes=None)
 def emit_quantize(ctx: EmitContext, node: Node) -> KernelCode:
     x, y = node.input(0), node.output
-    axis, scale, zp = _axis_params(node, x.type.rank)
-    zp = np.zeros(scale.size, np.int32) if zp is None else zp.astype(np.int32)
-    outer, channels, inner = _layout(x.type.shape, axis, scale.size)
-    qmin, qmax = QRANGE[y.type.dtype.value]
-    sp, zpp = ctx.weights(scale.astype(np.float32)), ctx.weights(zp, "int32_t")
-    xp, yp = ctx.ptr(x), ctx.out(y, "uint8_t")
-    if inner == 1 and channels > 1:
-        body = f"lw_quantize_last(ctx->nt, {xp}, {yp}, {outer}, {channels}, {sp}, {zpp}, {qmin}, {qmax});"
+    p = _qdq_params(node)
+    info = np.iinfo(y.type.dtype.numpy)
+    qmin, qmax = int(info.min), int(info.max)
+    ctype, suffix = QDQ_OUT[y.type.dtype]
+    lines: list[str] = []
+    zpp, workspace = _zero_points(ctx, p, "int32_t", lines)
+    sp, xp, yp = ctx.ptr(p.scale), ctx.ptr(x), ctx.out(y, ctype)
+    head, tail = f"(ctx->nt, {xp}, {yp}, {p.outer}, {p.channels}", f"{sp}, {zpp}, {qmin}, {qmax});"
+    if p.block:
+        lines.append(f"lw_quantize_blocked{suffix}{head}, {p.inner}, {p.block}, {tail}")
+    elif p.inner == 1 and p.channels > 1:
+        lines.append(f"lw_quantize_last{suffix}{head}, {tail}")
     else:
-        body = f"lw_quantize(ctx->nt, {xp}, {yp}, {outer}, {channels}, {inner}, {sp}, {zpp}, {qmin}, {qmax});"
-    return KernelCode(body, flops=2 * numel(x.type.shape))
+        lines.append(f"lw_quantize{suffix}{head}, {p.inner}, {tail}")
+    return KernelCode("\n".join(lines), flops=2 * numel(x.type.shape), workspace=workspace)
+
+
+DEQUANTIZE_KERNELS = {
+    DType.INT8: "lw_dequantize_i8",
+    DType.UINT8: "lw_dequantize_u8",
+    DType.INT16: "lw_dequantize_i16",
+    DType.UINT16: "lw_dequantize_u16",
+    DType.INT32: "lw_dequantize_i32",
+}
 
 
 def check_dequantize(node: Node) -> str | None:
-    reason = _check_types(node, {0: (DType.INT8, DType.UINT8, DType.INT32)}, out=(DType.FLOAT32,))
+    reason = _check_types(node, {0: tuple(DEQUANTIZE_KERNELS)}, out=(DType.FLOAT32,))
     if reason:
         return reason
-    params = _axis_params(node, node.input(0).type.rank)
+    params = _qdq_params(node)
     if isinstance(params, str):
         return params
     zp = node.input(2)
@@ -320,22 +378,16 @@ def check_dequantize(node: Node) -> str | None:
     return None
 
 
-DEQUANTIZE_KERNELS = {
-    DType.INT8: "lw_dequantize_i8",
-    DType.UINT8: "lw_dequantize_u8",
-    DType.INT32: "lw_dequantize_i32",
-}
-
-
 @register("DequantizeLinear", check=check_dequantize, dtypes=None)
 def emit_dequantize(ctx: EmitContext, node: Node) -> KernelCode:
     x, y = node.input(0), node.output
-    axis, scale, zp = _axis_params(node, x.type.rank)
-    zp = np.zeros(scale.size, np.int64) if zp is None else zp.astype(np.int64)
-    outer, channels, inner = _layout(x.type.shape, axis, scale.size)
-    body = (
-        f"{DEQUANTIZE_KERNELS[x.type.dtype]}(ctx->nt, {ctx.ptr(x)}, {ctx.out(y)}, {outer}, {channels}, "
-        f"{inner}, "
-        f"{ctx.weights(scale.astype(np.float32))}, {ctx.weights(zp, 'int64_t')});"
-    )
-    return KernelCode(body, flops=2 * numel(x.type.shape))
+    p = _qdq_params(node)
+    lines: list[str] = []
+    zpp, workspace = _zero_points(ctx, p, "int64_t", lines)
+    kernel = DEQUANTIZE_KERNELS[x.type.dtype]
+    args = f"ctx->nt, {ctx.ptr(x)}, {ctx.out(y)}, {p.outer}, {p.channels}, {p.inner}"
+    if p.block:
+        lines.append(f"{kernel}_blocked({args}, {p.block}, {ctx.ptr(p.scale)}, {zpp});")
+    else:
+        lines.append(f"{kernel}({args}, {ctx.ptr(p.scale)}, {zpp});")
+    return KernelCode("\n".join(lines), flops=2 * numel(x.type.shape), workspace=workspace)

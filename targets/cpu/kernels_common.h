@@ -339,3 +339,104 @@ static inline float lw_pow_half(float x) { return x == -INFINITY ? INFINITY : sq
  * trapping. A macro: it serves every integer type. */
 #define lw_imod(a, b) \
     ((b) != 0 ? ((a) % (b) != 0 && (((a) % (b) < 0) != ((b) < 0)) ? (a) % (b) + (b) : (a) % (b)) : 0)
+
+#include <float.h> /* DBL_MAX: a float64 Clip's absent bound */
+
+/* ---- 16-bit floats and float64 elementwise helpers -------------------------------------------------------
+ * float16 and bfloat16 tensors are stored as their 16-bit patterns (uint16_t) and computed in float: a
+ * load widens (exact), a result is rounded to the 16-bit type with round-to-nearest-even, overflow to inf,
+ * NaN kept NaN (quiet, sign and top payload bits kept, as numpy and ml_dtypes do). F16C does the float16
+ * conversions when the ISA level has it (x86-64-v3 and up); the portable bit routines below give the same
+ * bits otherwise. A double rounds to float16 directly (rounding through float first could round twice). */
+static inline uint16_t lw_d2h(double d) {
+    uint64_t b;
+    memcpy(&b, &d, sizeof b);
+    const uint16_t sign = (uint16_t)((b >> 48) & 0x8000u);
+    const uint64_t a = b & 0x7fffffffffffffffull;
+    if (a >= 0x7ff0000000000000ull)  /* inf, or NaN (made quiet, top payload bits kept) */
+        return sign | (a == 0x7ff0000000000000ull ? 0x7c00u : (uint16_t)(0x7e00u | ((a >> 42) & 0x3ffu)));
+    const int e = (int)(a >> 52) - 1023;
+    if (e < -25) return sign;  /* below half the smallest subnormal (2^-25 itself ties to even: 0) */
+    if (e > 15) return sign | 0x7c00u;
+    const uint64_t m = (a & 0xfffffffffffffull) | 0x10000000000000ull;
+    const int shift = e >= -14 ? 42 : 42 + (-14 - e);
+    uint64_t r = m >> shift;
+    const uint64_t rem = m & ((1ull << shift) - 1), half = 1ull << (shift - 1);
+    if (rem > half || (rem == half && (r & 1))) r++;
+    /* normal: the implicit bit (0x400) is replaced by the exponent; a carry out of the mantissa bumps the
+     * exponent, and past 0x7bff gives exactly inf (0x7c00) */
+    const uint32_t bits = e >= -14 ? ((uint32_t)(e + 15) << 10) + (uint32_t)r - 0x400u : (uint32_t)r;
+    return sign | (uint16_t)(bits >= 0x7c00u ? 0x7c00u : bits);
+}
+#if defined(__F16C__) && defined(__FLT16_MAX__) && !defined(__clang__)
+/* gcc 12+: _Float16 conversions are F16C's vcvtph2ps / vcvtps2ph, and loops of them vectorize */
+static inline float lw_h2f(uint16_t h) { _Float16 x; memcpy(&x, &h, sizeof x); return (float)x; }
+static inline uint16_t lw_f2h(float f) {
+    const _Float16 x = (_Float16)f;
+    uint16_t h;
+    memcpy(&h, &x, sizeof h);
+    return h;
+}
+#elif defined(__F16C__)
+#include <immintrin.h>
+static inline float lw_h2f(uint16_t h) { return _cvtsh_ss(h); }
+static inline uint16_t lw_f2h(float f) { return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
+#else
+static inline float lw_h2f(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    uint32_t bits;
+    if (e == 0x1f) bits = sign | 0x7f800000u | (m << 13);
+    else if (e == 0) {
+        const float v = (float)m * 0x1p-24f;  /* zero or subnormal: exact */
+        return sign ? -v : v;
+    } else bits = sign | ((e + 112u) << 23) | (m << 13);
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+static inline uint16_t lw_f2h(float f) { return lw_d2h((double)f); }
+#endif
+/* a float rounded to the nearest float16 (as a float): the result of a float16 op computed in float */
+static inline float lw_hround(float f) { return lw_h2f(lw_f2h(f)); }
+static inline float lw_bf2f(uint16_t h) {
+    const uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+static inline uint16_t lw_f2bf(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40u);  /* quiet NaN */
+    return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+static inline float lw_bfround(float f) { return lw_bf2f(lw_f2bf(f)); }
+/* float64 versions of the float helpers above (double libm; NaN propagates through Min/Max) */
+static inline double lw_maxd(double a, double b) { return a > b || a != a ? a : b; }
+static inline double lw_mind(double a, double b) { return a < b || a != a ? a : b; }
+static inline double lw_signd(double x) { return x > 0.0 ? 1.0 : x < 0.0 ? -1.0 : x; }
+static inline double lw_clipd(double x, double lo, double hi) { return x < lo ? lo : x > hi ? hi : x; }
+static inline double lw_sigmoidd(double x) {
+    return x >= 0.0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+}
+static inline double lw_geld(double x, double tanh_form) {
+    return tanh_form != 0.0 ? 0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+                            : 0.5 * x * (1.0 + erf(x * 0.7071067811865476));
+}
+static inline double lw_pow_halfd(double x) { return x == -INFINITY ? INFINITY : sqrt(x) + 0.0; }
+/* ONNX Mod with fmod = 0 on floats (opset 28): the remainder takes the divisor's sign, numpy's np.mod
+ * (a zero remainder is a zero of the divisor's sign; a zero divisor gives NaN) */
+static inline double lw_fmod0d(double a, double b) {
+    double m = fmod(a, b);
+    if (b == 0.0) return m;
+    if (m != 0.0) { if ((b < 0.0) != (m < 0.0)) m += b; }
+    else m = copysign(0.0, b);
+    return m;
+}
+static inline float lw_fmod0f(float a, float b) {
+    float m = fmodf(a, b);
+    if (b == 0.0f) return m;
+    if (m != 0.0f) { if ((b < 0.0f) != (m < 0.0f)) m += b; }
+    else m = copysignf(0.0f, b);
+    return m;
+}

@@ -424,3 +424,4 @@ static void lw_resize_fill_axis(int nt, void *yv, long outer, long m, long inner
 LW_DEFINE_TOPK(lw_topk_f32, float)
 LW_DEFINE_TOPK(lw_topk_i32, int32_t)
 LW_DEFINE_TOPK(lw_topk_i64, int64_t)
+LW_DEFINE_TOPK(lw_topk_u64, uint64_t)

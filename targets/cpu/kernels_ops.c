@@ -11,6 +11,12 @@ typedef struct {
     int is_max, count_include_pad;
 } lw_pool_geom;
 
+/* The depth axis of 3-D pooling (lw_pool2d with a depth: D planes of H x W per channel, OD output planes);
+ * 2-D pooling passes NULL. */
+typedef struct {
+    long D, OD, KD, SD, DD, PD, PDE;
+} lw_pool_depth;
+
 /* Valid output columns [lo, hi) of a window tap whose input column is ow * sw + off, inside [0, W). */
 static inline void lw_tap_range(long off, long sw, long W, long OW, long *lo, long *hi) {
     *lo = off >= 0 ? 0 : LW_MIN(OW, LW_CDIV(-off, sw));
@@ -36,27 +42,34 @@ static inline long lw_pool_row_len(const lw_pool_geom *g) {
 }
 
 /* Pool one output row in two vectorised passes. Vertical: v = max (or sum) over the window's valid input
- * rows, column by column, into the padded row buffer (the pads hold -inf, or 0: neither changes a max or
- * a sum). Horizontal: the padded row is split into its SW phases, so tap kw of output ow reads phase
- * (kw * DW) % SW at ow + (kw * DW) / SW: every tap is a contiguous load, and a block of LW_VEC outputs
+ * rows (of every valid input plane of the window, with a depth), column by column, into the padded row
+ * buffer (the pads hold -inf, or 0: neither changes a max or a sum). Horizontal: the padded row is split
+ * into its SW phases, so tap kw of output ow reads phase (kw * DW) % SW at ow + (kw * DW) / SW: every
+ * tap is a contiguous load, and a block of LW_VEC outputs
  * combines its KW taps in registers (the last block through a buffer). Averages are divided by the
  * separable count of counted taps. The max is the compare-select x > m ? x : m, NaN inputs skipped, as
  * with every other order of the same taps. */
-static void lw_pool_row(const lw_pool_geom *g, const float *xp, float *row, long oh, float *vpad,
-                        float *phase) {
+static void lw_pool_row(const lw_pool_geom *g, const lw_pool_depth *dz, const float *xp, float *row,
+                        long od, long oh, float *vpad, float *phase) {
     const int is_max = g->is_max;
     const float init = is_max ? -INFINITY : 0.0f;
     const long W = g->W, SW = g->SW, Lp = lw_pool_phase_len(g), OW = g->OW, KW = g->KW;
     float *v = vpad + g->PW;
     int first = 1;
-    for (long kh = 0; kh < g->KH; kh++) {
-        const long ih = oh * g->SH - g->PH + kh * g->DH;
-        if (ih < 0 || ih >= g->H) continue;
-        const float *xr = xp + ih * W;
-        if (first) memcpy(v, xr, (size_t)W * sizeof(float));
-        else if (is_max) for (long c = 0; c < W; c++) v[c] = LW_MAX(xr[c], v[c]);
-        else for (long c = 0; c < W; c++) v[c] += xr[c];
-        first = 0;
+    const long KD = dz ? dz->KD : 1;
+    for (long kd = 0; kd < KD; kd++) {
+        const long id = dz ? od * dz->SD - dz->PD + kd * dz->DD : 0;
+        if (dz && (id < 0 || id >= dz->D)) continue;
+        const float *xd = xp + id * g->H * W;
+        for (long kh = 0; kh < g->KH; kh++) {
+            const long ih = oh * g->SH - g->PH + kh * g->DH;
+            if (ih < 0 || ih >= g->H) continue;
+            const float *xr = xd + ih * W;
+            if (first) memcpy(v, xr, (size_t)W * sizeof(float));
+            else if (is_max) for (long c = 0; c < W; c++) v[c] = LW_MAX(xr[c], v[c]);
+            else for (long c = 0; c < W; c++) v[c] += xr[c];
+            first = 0;
+        }
     }
     if (first) for (long c = 0; c < W; c++) v[c] = init;
     const float *ph = vpad;
@@ -93,8 +106,11 @@ static void lw_pool_row(const lw_pool_geom *g, const float *xp, float *row, long
     }
     if (is_max) return;
     const int pad = g->count_include_pad;
-    const long rows = lw_taps_inside(oh * g->SH - g->PH, g->KH, g->DH, pad ? -g->PH : 0,
-                                     pad ? g->H + g->PHE : g->H);
+    long rows =
+        lw_taps_inside(oh * g->SH - g->PH, g->KH, g->DH, pad ? -g->PH : 0, pad ? g->H + g->PHE : g->H);
+    if (dz)
+        rows *= lw_taps_inside(od * dz->SD - dz->PD, dz->KD, dz->DD, pad ? -dz->PD : 0,
+                               pad ? dz->D + dz->PDE : dz->D);
     for (long ow = 0; ow < OW; ow++) {
         long cols = lw_taps_inside(ow * SW - g->PW, KW, g->DW, pad ? -g->PW : 0, pad ? W + g->PWE : W);
         row[ow] = row[ow] / (float)(rows * cols);
@@ -104,9 +120,12 @@ static void lw_pool_row(const lw_pool_geom *g, const float *xp, float *row, long
 #define LW_POOL_SLOTS 64 /* row-buffer slots in the workspace: at most this many threads run one pooling */
 
 /* Rows of output planes split evenly over the threads, each with its slot of the workspace (the padded row
- * and the phases, lw_pool_row_len floats each; emit_data.py sizes it). */
-static void lw_pool2d(int nt, const lw_pool_geom *g, const float *x, float *y, float *ws) {
-    const long len = lw_pool_row_len(g), tasks = g->planes * g->OH;
+ * and the phases, lw_pool_row_len floats each; emit_data.py sizes it). With a depth (3-D pooling, else
+ * NULL) every channel has D input and OD output planes. */
+static void lw_pool2d(int nt, const lw_pool_geom *g, const lw_pool_depth *dz, const float *x, float *y,
+                      float *ws) {
+    const long D = dz ? dz->D : 1, OD = dz ? dz->OD : 1;
+    const long len = lw_pool_row_len(g), tasks = g->planes * OD * g->OH;
     const long slots = LW_MIN((long)LW_POOL_SLOTS, tasks);
 #pragma omp parallel num_threads(nt) if (nt > 1 && tasks * g->OW > 16384)
     {
@@ -118,8 +137,95 @@ static void lw_pool2d(int nt, const lw_pool_geom *g, const float *x, float *y, f
         if (t0 < t1)
             for (long c = 0; c < len; c++) buf[c] = init; /* the pads; lw_pool_row rewrites the row itself */
         for (long t = t0; t < t1; t++) {
-            const long plane = t / g->OH, oh = t % g->OH;
-            lw_pool_row(g, x + plane * g->H * g->W, y + t * g->OW, oh, buf, buf + len);
+            const long plane = t / (OD * g->OH), od = t / g->OH % OD, oh = t % g->OH;
+            lw_pool_row(g, dz, x + plane * D * g->H * g->W, y + t * g->OW, od, oh, buf, buf + len);
+        }
+    }
+}
+
+/* Sliding-window pooling over up to 3 spatial axes, one output at a time: what the row kernel above does not
+ * cover (3-D windows, LpPool, MaxPool's Indices output). 1-D and 2-D windows are lifted to 3-D with
+ * leading axes of size 1. Max: the first tap v with v > m from -inf (NaN skipped), its flat index in x
+ * (row-major spatial part, or column-major with storage_order) when idx is given; average: the sum over
+ * the counted taps (inside the input, or the padded input with count_include_pad) in double; Lp: (sum of
+ * |x|^p over the window)^(1/p), pads adding nothing. */
+typedef struct {
+    long planes, in[3], out[3], k[3], s[3], d[3], pb[3], pe[3];
+    int mode, count_include_pad, storage_order;
+    float p;
+} lw_pool3_geom;
+
+enum { LW_POOL3_MAX = 0, LW_POOL3_AVG = 1, LW_POOL3_LP = 2 };
+
+/* The steps i in [lo, hi) of [0, count) whose position i * step + off lies in [0, n) (a window's taps inside
+ * the input, or the input positions a scatter lands inside the output). */
+static inline void lw_axis_span(long off, long step, long count, long n, long *lo, long *hi) {
+    *lo = off >= 0 ? 0 : LW_CDIV(-off, step);
+    *hi = off > n - 1 ? 0 : LW_MIN(count, (n - 1 - off) / step + 1);
+    if (*hi < *lo) *hi = *lo;
+}
+
+static void lw_pool3(int nt, const lw_pool3_geom *g, const float *x, float *y, int64_t *idx) {
+    const long D = g->in[0], H = g->in[1], W = g->in[2], OD = g->out[0], OH = g->out[1], OW = g->out[2];
+    const long plane = D * H * W, rows = g->planes * OD * OH, taps = g->k[0] * g->k[1] * g->k[2];
+    /* the index step of each axis in the Indices output */
+    const int col = g->storage_order;
+    const long step[3] = {col ? 1 : H * W, col ? D : W, col ? D * H : 1};
+    const int mode = g->mode, pad = g->count_include_pad;
+    const long d2 = g->d[2];
+    const double p = g->p;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && rows * OW * taps > 65536)
+    for (long r = 0; r < rows; r++) {
+        const long t = r / (OD * OH), od = r / OH % OD, oh = r % OH;
+        const float *xp = x + t * plane;
+        const long s0 = od * g->s[0] - g->pb[0], s1 = oh * g->s[1] - g->pb[1];
+        long lo0, hi0, lo1, hi1;
+        lw_axis_span(s0, g->d[0], g->k[0], D, &lo0, &hi0);
+        lw_axis_span(s1, g->d[1], g->k[1], H, &lo1, &hi1);
+        long outer = 1;
+        if (mode == LW_POOL3_AVG)
+            outer = lw_taps_inside(s0, g->k[0], g->d[0], pad ? -g->pb[0] : 0, pad ? D + g->pe[0] : D)
+                    * lw_taps_inside(s1, g->k[1], g->d[1], pad ? -g->pb[1] : 0, pad ? H + g->pe[1] : H);
+        for (long ow = 0; ow < OW; ow++) {
+            const long s2 = ow * g->s[2] - g->pb[2];
+            long lo2, hi2;
+            lw_axis_span(s2, d2, g->k[2], W, &lo2, &hi2);
+            float m = -INFINITY;
+            long best = -1;
+            double acc = 0.0;
+            for (long a = lo0; a < hi0; a++) {
+                const long i0 = s0 + a * g->d[0];
+                for (long b = lo1; b < hi1; b++) {
+                    const long i1 = s1 + b * g->d[1];
+                    const float *xr = xp + (i0 * H + i1) * W + s2;
+                    if (mode == LW_POOL3_MAX) {
+                        const long base = i0 * step[0] + i1 * step[1];
+                        for (long c = lo2; c < hi2; c++) {
+                            const float v = xr[c * d2];
+                            if (v > m || best < 0) best = base + (s2 + c * d2) * step[2];
+                            m = v > m ? v : m;
+                        }
+                    } else if (mode == LW_POOL3_AVG) {
+                        for (long c = lo2; c < hi2; c++) acc += xr[c * d2];
+                    } else {
+                        for (long c = lo2; c < hi2; c++) {
+                            const double av = fabs((double)xr[c * d2]);
+                            acc += p == 1.0 ? av : p == 2.0 ? av * av : pow(av, p);
+                        }
+                    }
+                }
+            }
+            const long o = r * OW + ow;
+            if (mode == LW_POOL3_MAX) {
+                y[o] = m;
+                if (idx) idx[o] = t * plane + best;
+            } else if (mode == LW_POOL3_AVG) {
+                const long cols =
+                    lw_taps_inside(s2, g->k[2], d2, pad ? -g->pb[2] : 0, pad ? W + g->pe[2] : W);
+                y[o] = (float)(acc / (double)(outer * cols));
+            } else {
+                y[o] = (float)(p == 1.0 ? acc : p == 2.0 ? sqrt(acc) : pow(acc, 1.0 / p));
+            }
         }
     }
 }

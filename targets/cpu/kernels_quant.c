@@ -831,61 +831,112 @@ LW_QMAXPOOL(lw_maxpool2d_u8, uint8_t, 0)
 
 /* --- QuantizeLinear / DequantizeLinear ------------------------------------------------------------- */
 
-/* y = saturate(rint(x / scale[c]) + zp[c]) over [outer][C][inner] (float32 division, round half to even in
- * the default rounding mode; NaN gives qmin, like the reference). */
-static void lw_quantize(int nt, const float *x, uint8_t *y, long outer, long C, long inner, const float *scale,
-                        const int32_t *zp, int32_t qmin, int32_t qmax) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * C * inner > 65536)
-    for (long t = 0; t < outer * C; t++) {
-        const long c = t % C;
-        const float s = scale[c];
-        const int32_t z = zp[c];
-        const float lo = (float)(qmin - z), hi = (float)(qmax - z);
-        const float *xp = x + t * inner;
-        uint8_t *yp = y + t * inner;
-        for (long i = 0; i < inner; i++) {
-            float v = __builtin_rintf(xp[i] / s);
-            v = v < lo ? lo : v;
-            v = v > hi ? hi : v;
-            v = v == v ? v : lo;
-            yp[i] = (uint8_t)((int32_t)v + z);
-        }
+#define LW_QDQ_CHUNK 16384 /* inner elements per task of the quantize / dequantize kernels */
+
+/* The QuantizeLinear kernels writing TO elements (uint8_t: int8 and uint8 outputs, uint16_t: int16 and
+ * uint16, the two's-complement bit pattern of the saturated value): y = saturate(rint(x / scale) + zp), in
+ * float32 division, round half to even in the default rounding mode, NaN giving qmin like the reference.
+ * - lw_quantize##S: scale[c], zp[c] over [outer][C][inner] (per tensor: C = 1); tasks are (row, chunk of
+ *   LW_QDQ_CHUNK inner elements), so a per-tensor quantization (one row) still spreads over the threads;
+ * - lw_quantize_last##S: per axis along the innermost axis (inner == 1), parameters change every element;
+ * - lw_quantize_blocked##S: block_size B along the axis: scale and zp are [outer][ceil(C / B)][inner],
+ *   element (o, c, i) uses entry (o, c / B, i). */
+#define LW_QUANTIZE_KERNELS(S, TO)                                                                        \
+    static void lw_quantize##S(int nt, const float *x, TO *y, long outer, long C, long inner,              \
+                               const float *scale, const int32_t *zp, int32_t qmin, int32_t qmax) {       \
+        const long chunks = LW_CDIV(inner, LW_QDQ_CHUNK);                                                 \
+        _Pragma("omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * C * inner > 65536)") \
+        for (long t = 0; t < outer * C * chunks; t++) {                                                   \
+            const long row = t / chunks, c = row % C, i0 = t % chunks * LW_QDQ_CHUNK;                     \
+            const long i1 = LW_MIN(inner, i0 + LW_QDQ_CHUNK);                                             \
+            const float s = scale[c];                                                                     \
+            const int32_t z = zp[c];                                                                      \
+            const float lo = (float)(qmin - z), hi = (float)(qmax - z);                                   \
+            const float *xp = x + row * inner;                                                            \
+            TO *yp = y + row * inner;                                                                     \
+            for (long i = i0; i < i1; i++) {                                                              \
+                float v = __builtin_rintf(xp[i] / s);                                                     \
+                v = v < lo ? lo : v;                                                                      \
+                v = v > hi ? hi : v;                                                                      \
+                v = v == v ? v : lo;                                                                      \
+                yp[i] = (TO)((int32_t)v + z);                                                             \
+            }                                                                                             \
+        }                                                                                                 \
+    }                                                                                                     \
+                                                                                                          \
+    static void lw_quantize_last##S(int nt, const float *x, TO *y, long rows, long C, const float *scale, \
+                                    const int32_t *zp, int32_t qmin, int32_t qmax) {                      \
+        _Pragma("omp parallel for num_threads(nt) schedule(static) if (nt > 1 && rows * C > 65536)")      \
+        for (long r = 0; r < rows; r++)                                                                   \
+            for (long c = 0; c < C; c++) {                                                                \
+                const int32_t z = zp[c];                                                                  \
+                const float lo = (float)(qmin - z), hi = (float)(qmax - z);                               \
+                float v = __builtin_rintf(x[r * C + c] / scale[c]);                                       \
+                v = v < lo ? lo : v;                                                                      \
+                v = v > hi ? hi : v;                                                                      \
+                v = v == v ? v : lo;                                                                      \
+                y[r * C + c] = (TO)((int32_t)v + z);                                                      \
+            }                                                                                             \
+    }                                                                                                     \
+                                                                                                          \
+    static void lw_quantize_blocked##S(int nt, const float *x, TO *y, long outer, long C, long inner,     \
+                                       long B, const float *scale, const int32_t *zp, int32_t qmin,       \
+                                       int32_t qmax) {                                                    \
+        const long CB = LW_CDIV(C, B);                                                                    \
+        _Pragma("omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * C * inner > 65536)") \
+        for (long t = 0; t < outer * C; t++) {                                                            \
+            const long o = t / C, c = t % C, p = (o * CB + c / B) * inner;                                \
+            const float *xp = x + t * inner;                                                              \
+            TO *yp = y + t * inner;                                                                       \
+            for (long i = 0; i < inner; i++) {                                                            \
+                const int32_t z = zp[p + i];                                                              \
+                const float lo = (float)(qmin - z), hi = (float)(qmax - z);                               \
+                float v = __builtin_rintf(xp[i] / scale[p + i]);                                          \
+                v = v < lo ? lo : v;                                                                      \
+                v = v > hi ? hi : v;                                                                      \
+                v = v == v ? v : lo;                                                                      \
+                yp[i] = (TO)((int32_t)v + z);                                                             \
+            }                                                                                             \
+        }                                                                                                 \
     }
-}
 
-/* Per-axis quantization along the innermost axis (inner == 1): scale and zero point change every element. */
-static void lw_quantize_last(int nt, const float *x, uint8_t *y, long rows, long C, const float *scale,
-                             const int32_t *zp, int32_t qmin, int32_t qmax) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && rows * C > 65536)
-    for (long r = 0; r < rows; r++)
-        for (long c = 0; c < C; c++) {
-            const int32_t z = zp[c];
-            const float lo = (float)(qmin - z), hi = (float)(qmax - z);
-            float v = __builtin_rintf(x[r * C + c] / scale[c]);
-            v = v < lo ? lo : v;
-            v = v > hi ? hi : v;
-            v = v == v ? v : lo;
-            y[r * C + c] = (uint8_t)((int32_t)v + z);
-        }
-}
+LW_QUANTIZE_KERNELS(, uint8_t)
+LW_QUANTIZE_KERNELS(_16, uint16_t)
 
-/* y = (float)(x - zp[c]) * scale[c] over [outer][C][inner], for int8, uint8 and int32 x. */
+/* DequantizeLinear of T: y = (float)(x - zp) * scale, per tensor / per axis over [outer][C][inner]
+ * (NAME; tasks as lw_quantize's) or blocked (NAME##_blocked, parameters as lw_quantize_blocked's). */
 #define LW_DEQUANTIZE(NAME, T)                                                                            \
     static void NAME(int nt, const T *x, float *y, long outer, long C, long inner, const float *scale,     \
                      const int64_t *zp) {                                                                 \
+        const long chunks = LW_CDIV(inner, LW_QDQ_CHUNK);                                                 \
         _Pragma("omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * C * inner > 65536)") \
-        for (long t = 0; t < outer * C; t++) {                                                            \
-            const long c = t % C;                                                                         \
+        for (long t = 0; t < outer * C * chunks; t++) {                                                   \
+            const long row = t / chunks, c = row % C, i0 = t % chunks * LW_QDQ_CHUNK;                     \
+            const long i1 = LW_MIN(inner, i0 + LW_QDQ_CHUNK);                                             \
             const float s = scale[c];                                                                     \
             const int64_t z = zp[c];                                                                      \
+            const T *xp = x + row * inner;                                                                \
+            float *yp = y + row * inner;                                                                  \
+            for (long i = i0; i < i1; i++) yp[i] = (float)((int64_t)xp[i] - z) * s;                       \
+        }                                                                                                 \
+    }                                                                                                     \
+                                                                                                          \
+    static void NAME##_blocked(int nt, const T *x, float *y, long outer, long C, long inner, long B,      \
+                               const float *scale, const int64_t *zp) {                                   \
+        const long CB = LW_CDIV(C, B);                                                                    \
+        _Pragma("omp parallel for num_threads(nt) schedule(static) if (nt > 1 && outer * C * inner > 65536)") \
+        for (long t = 0; t < outer * C; t++) {                                                            \
+            const long o = t / C, c = t % C, p = (o * CB + c / B) * inner;                                \
             const T *xp = x + t * inner;                                                                  \
             float *yp = y + t * inner;                                                                    \
-            for (long i = 0; i < inner; i++) yp[i] = (float)((int64_t)xp[i] - z) * s;                     \
+            for (long i = 0; i < inner; i++) yp[i] = (float)((int64_t)xp[i] - zp[p + i]) * scale[p + i];  \
         }                                                                                                 \
     }
 
 LW_DEQUANTIZE(lw_dequantize_i8, int8_t)
 LW_DEQUANTIZE(lw_dequantize_u8, uint8_t)
+LW_DEQUANTIZE(lw_dequantize_i16, int16_t)
+LW_DEQUANTIZE(lw_dequantize_u16, uint16_t)
 LW_DEQUANTIZE(lw_dequantize_i32, int32_t)
 
 /* --- DynamicQuantizeLinear ------------------------------------------------------------------------- */

@@ -40,8 +40,17 @@ FLOAT_ONLY = (DType.FLOAT32,)
 BYTE_TYPES = (DType.FLOAT32, DType.INT8, DType.UINT8)
 ANY_STORED = (DType.FLOAT32, DType.INT8, DType.UINT8, DType.INT32)
 QUANT_TYPES = (DType.INT8, DType.UINT8)
-#: every element type a cpu buffer can hold (bool is stored one byte per element, as numpy does)
-ALL_TYPES = (DType.FLOAT32, DType.INT8, DType.UINT8, DType.INT32, DType.INT64, DType.BOOL)
+#: the element types the type-generic kernels (data movement, fills, scatters, gathers) take: real C types,
+#: so a kernel that writes a value (EyeLike's 1, a Pad or fill value) writes it right (bool is stored one
+#: byte per element, as numpy does)
+ALL_TYPES = (DType.FLOAT32, DType.INT8, DType.UINT8, DType.INT32, DType.INT64, DType.BOOL, DType.INT16,
+             DType.UINT16, DType.UINT32, DType.UINT64, DType.FLOAT64)
+#: 16-bit floats are stored as their bit patterns (uint16_t): the kernels that only move elements (by element
+#: size) take them too; any other kernel gets them through casts to float32 (passes/cleanup/legalize_types)
+HALF_TYPES = (DType.FLOAT16, DType.BFLOAT16)
+MOVE_OPS = frozenset({"Transpose", "Concat", "Slice", "Expand", "Tile", "Split", "Gather", "GatherElements",
+                      "GatherND", "Pad", "Trilu", "SpaceToDepth", "DepthToSpace", "Dropout",
+                      "lowering::Copy"})
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,16 @@ def c_float(x: float) -> str:
     return f"{x.hex()}f" if x >= 0 else f"(-{(-x).hex()}f)"
 
 
+def c_double(x: float) -> str:
+    """An exact C double literal."""
+    x = float(x)
+    if math.isnan(x):
+        return "NAN"
+    if math.isinf(x):
+        return "INFINITY" if x > 0 else "(-INFINITY)"
+    return x.hex() if x >= 0 else f"(-{(-x).hex()})"
+
+
 def c_longs(values) -> str:
     return "{" + ", ".join(str(int(v)) for v in values) + "}"
 
@@ -122,6 +141,13 @@ C_TYPES = {
     DType.INT32: "int32_t",
     DType.INT64: "int64_t",
     DType.BOOL: "uint8_t",
+    DType.INT16: "int16_t",
+    DType.UINT16: "uint16_t",
+    DType.UINT32: "uint32_t",
+    DType.UINT64: "uint64_t",
+    DType.FLOAT64: "double",
+    DType.FLOAT16: "uint16_t",  # the bit pattern; computed in float (lw_h2f / lw_f2h in kernels_common.h)
+    DType.BFLOAT16: "uint16_t",  # likewise (lw_bf2f / lw_f2bf)
 }
 
 
@@ -182,6 +208,8 @@ class EmitContext:
         default ``ctype``) pointing at it."""
         dtype = NUMPY_OF_C[ctype]
         data = np.asarray(array)
+        if data.dtype in (DType.FLOAT16.numpy, DType.BFLOAT16.numpy) and dtype == np.uint16:
+            data = data.view(np.uint16)  # a 16-bit float constant: its bit pattern
         if data.dtype != dtype and not np.can_cast(data.dtype, dtype, casting="same_kind"):
             raise LoweringError(f"cpu target: cannot store a {data.dtype} constant as {ctype}")
         return f"((const {pointer or ctype} *)(ctx->w + {self.blob.add(data, dtype)}))"
@@ -196,6 +224,11 @@ NUMPY_OF_C = {
     "uint8_t": np.uint8,
     "int32_t": np.int32,
     "int64_t": np.int64,
+    "int16_t": np.int16,
+    "uint16_t": np.uint16,
+    "uint32_t": np.uint32,
+    "uint64_t": np.uint64,
+    "double": np.float64,
 }
 
 
@@ -208,6 +241,8 @@ def type_reason(node: Node, lowering: OpLowering) -> str | None:
     """Why ``node`` has a tensor the cpu target cannot hold for this op (element types, extra outputs)."""
     if lowering.dtypes is not None:
         allowed = lowering.dtypes
+        if node.qualified_op in MOVE_OPS and allowed == ALL_TYPES:
+            allowed = allowed + HALF_TYPES
         if allowed == FLOAT_ONLY:
             what = f"the cpu target computes float32 tensors only for {node.op}"
         else:

@@ -46,6 +46,12 @@ class CpuTarget(Target):
 
     name: ClassVar[str] = "cpu"
 
+    def pipeline(self, options: dict) -> list:
+        """Type legalization: float16/float64 nodes without a kernel for their type run in float32 between
+        Casts (``legalize_types``), then the elementwise fusion takes those Casts into the elementwise
+        kernels next to them and DCE removes what the two leave."""
+        return legalize_passes(self)
+
     def unsupported_reason(self, node: Node) -> str | None:
         if is_view(node):
             return None
@@ -108,6 +114,21 @@ class CpuTarget(Target):
         }
         files = {LIBRARY: library, SOURCE: module.source.encode(), WEIGHTS: module.weights}
         return TargetBuild(self.name, files, manifest, module.kernels, phases)
+
+
+def legalize_passes(target: Target) -> list:
+    """The cpu target's type legalization for ``target``'s nodes (also the host part of a target that sends
+    nodes to the cpu target: whatever ``target`` cannot run natively is computed in float32)."""
+    from passes.cleanup.dce import EliminateDeadCode
+    from passes.cleanup.legalize_types import LegalizeTypes
+    from passes.fusion.fuse_elementwise import FuseElementwise
+
+    host = CpuTarget()
+
+    def native(node: Node) -> bool:
+        return target.unsupported_reason(node) is None or host.unsupported_reason(node) is None
+
+    return [LegalizeTypes(native, target.name), FuseElementwise(), EliminateDeadCode()]
 
 
 def _machine() -> str:

@@ -115,9 +115,12 @@ class CustomTarget(Target):
     def pipeline(self, options: dict) -> list:
         """The stem's tap packing and the C.4 decisions as graph passes (``--disable-pass npu_pack_taps`` /
         ``npu_fuse_epilogues`` / ``npu_residency``)."""
+        from targets.cpu.target import legalize_passes
+
         from .passes import FuseNpuEpilogues, PackNpuTaps, PlanNpuResidency
 
-        return [PackNpuTaps(self), FuseNpuEpilogues(self), PlanNpuResidency(self)]
+        # host steps run on the cpu target: its type legalization first (float16/float64 host nodes)
+        return [*legalize_passes(self), PackNpuTaps(self), FuseNpuEpilogues(self), PlanNpuResidency(self)]
 
     def unsupported_reason(self, node: Node) -> str | None:
         op = node.qualified_op

@@ -75,6 +75,8 @@ def constant_inputs_model(model, inputs):
     initialized = {t.name for t in bound.graph.initializer}
     graph_inputs = [i for i in bound.graph.input if i.name not in initialized]
     for info, array in zip(graph_inputs, inputs):
+        if isinstance(array, np.generic):  # a 0-d input the test data holds as a numpy scalar
+            array = np.asarray(array)
         if not isinstance(array, np.ndarray):
             raise TypeError(f"input '{info.name}' is not a tensor")
         bound.graph.initializer.append(numpy_helper.from_array(array, info.name))

@@ -197,10 +197,10 @@ def test_runner_survives_a_crash_and_writes_the_table(tmp_path, monkeypatch):
         "test_abs": "passed", "test_relu": "failed", "test_stft": "failed", "test_sigmoid": "passed"}
     assert results["test_relu"].stage == "crash" and "SIGSEGV" in results["test_relu"].error
     assert results["test_stft"].stage == "compile"
-    excluded = {"test_cast_FLOAT_to_DOUBLE": excluded_reason("test_cast_FLOAT_to_DOUBLE")}
+    excluded = {"test_cast_FLOAT_to_FLOAT8E4M3FN": excluded_reason("test_cast_FLOAT_to_FLOAT8E4M3FN")}
     text = write_report(tmp_path / "conformance.md", "cpu", names + list(excluded), excluded,
                         {"inputs": results}, 1.0)
     assert "| cpu | fed at run time | 5 | 2 | 2 | 1 |" in text
     assert "| STFT | 1 |" in text
-    assert "| float64 tensors | 1 |" in text
+    assert "| 8-, 6- and 4-bit floats | 1 |" in text
     assert "the test process died of signal SIGSEGV | test_relu |" in text

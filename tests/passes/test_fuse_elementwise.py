@@ -83,7 +83,7 @@ def test_graph_output_intermediate_is_not_fused_away():
     assert g.outputs[0] is g.nodes[0].output
 
 
-def test_integer_ops_fuse_but_float64_does_not():
+def test_integer_and_float64_ops_fuse():
     b = GraphBuilder()
     x = b.input("x", (3,), np.int64)
     b.output(b.op("Mul", [b.op("Add", [x, b.const(np.array(1, np.int64))]), x]))
@@ -92,7 +92,8 @@ def test_integer_ops_fuse_but_float64_does_not():
     b = GraphBuilder()
     x = b.input("x", (3,), np.float64)
     b.output(b.op("Relu", [b.op("Neg", [x])]))
-    assert_parity(b, [FuseElementwise()], expect_modified=False)
+    g = assert_parity(b, [FuseElementwise()], expect_modified=True)
+    assert _ops(g) == [FUSED] and g.nodes[0].output.type.dtype is DType.FLOAT64
 
 
 def test_mask_chain_fuses_with_typed_registers():

@@ -817,8 +817,8 @@ def _wconst(*shape, dtype=np.int8):
             "dilated QAveragePool",
         ),
         (
-            lambda: Node("QuantizeLinear", [_t("x", F32, 3), _t("s", F32)], [_t("o", U8, 3)]),
-            "QuantizeLinear scale must be a constant",
+            lambda: Node("QuantizeLinear", [_t("x", F32, 2, 3), _t("s", F32, 2)], [_t("o", U8, 2, 3)]),
+            "QuantizeLinear has 2 scales (shape (2,)) for an axis of size 3",
         ),
         (
             lambda: Node(
@@ -826,7 +826,7 @@ def _wconst(*shape, dtype=np.int8):
                 [_t("x", DType.INT64, 3), Value("s", const=np.float32(1))],
                 [_t("o", F32, 3)],
             ),
-            "input 0 'x' is int64; the cpu DequantizeLinear takes int8 or uint8 or int32",
+            "input 0 'x' is int64; the cpu DequantizeLinear takes int8 or uint8 or int16 or uint16 or int32",
         ),
         (
             lambda: Node("Conv", [_t("x", I8, 1, 1, 4, 4), _wconst(1, 1, 1, 1)], [_t("o", I8, 1, 1, 4, 4)]),
