@@ -124,7 +124,7 @@ def build_target(name: str, proto, model_name: str, options: CompileOptions, log
         log(message)
 
     clock = time.perf_counter()
-    graph = import_model(proto, dict(options.shapes), name=model_name)
+    graph = import_model(proto, dict(options.shapes), name=model_name, log=record)
     log(f"phase {name} import: {time.perf_counter() - clock:.2f} s")
     signature = _signature(graph)
     source = {"nodes": len(graph.nodes), "ops": graph.op_counts()}

@@ -8,7 +8,9 @@ IR. ``Constant`` nodes become constant values directly.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -18,6 +20,7 @@ from ..errors import LoweringError, UnsupportedOpsError
 from ..ir import Attr, AttrKind, DType, Graph, Node, TensorType, Value
 from ..opinfo import DOMAIN
 from ..reference import ops as reference_ops
+from .expand import TypeLookup, expand_functions, expansion_summary
 
 MIN_OPSET, MAX_OPSET = 13, 21
 #: Models up to this opset import when every op they use means the same as at MAX_OPSET (see NEWER_OPSETS).
@@ -42,10 +45,10 @@ NEWER_OPSETS: dict[str, dict[str, object]] = {
                          "Atanh", "Elu", "Selu", "HardSigmoid", "HardSwish", "Mish", "Softplus", "Softsign",
                          "ThresholdedRelu", "Dropout", "LpNormalization", "EyeLike",
                          "InstanceNormalization", "NegativeLogLikelihoodLoss", "GridSample", "RoiAlign",
-                         "ConvTranspose", "Det", "LpPool", "MaxUnpool")},
+                         "ConvTranspose", "Det", "LpPool", "MaxUnpool", "RNN", "GRU", "LSTM")},
     "ReverseSequence": {},  # opset 28 added bfloat16
     # opset 28 widened the types (BitShift: signed integers, defined for every shift amount) of these:
-    "Celu": {}, "OneHot": {}, "DepthToSpace": {}, "BitShift": {},
+    "Celu": {}, "OneHot": {}, "DepthToSpace": {}, "BitShift": {}, "Einsum": {},
     "SpaceToDepth": {"mode": "DCR"},  # kept (IMPLEMENTED_ATTRS): the reference and cpu target do CRD too
     "ReduceLogSum": {}, "ReduceLogSumExp": {},  # opset 28 dropped their integer types; floats unchanged
 }
@@ -104,14 +107,17 @@ def load_model_bytes(data: bytes) -> onnx.ModelProto:
 
 
 def import_model(
-    model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None, name: str = "model"
+    model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None, name: str = "model",
+    log: Callable[[str], None] | None = None,
 ) -> Graph:
-    """Build the IR from a checked ModelProto. ``name`` is how errors name the model."""
+    """Build the IR from a checked ModelProto. ``name`` is how errors name the model; ``log`` (``lower
+    -v``) hears which nodes were expanded into their ONNX function bodies."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)  # binding shapes edits the proto; never touch the caller's
     model = _upgrade_opset(copy, name)
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
+    _expand_functions(model, name, log)
     _check_supported(model, name)
     _bind_input_shapes(model, shapes or {}, name)
     try:
@@ -186,7 +192,8 @@ def _check_newer_opset(model: onnx.ModelProto, opset: int, name: str) -> None:
 IMPORT_REWRITES = frozenset({"Constant", "CastLike", "Attention"})
 
 #: Attributes of the standard Attention (opsets 23-25) and the values the import into lowering::Attention
-#: takes (None: any); any other value is refused (see ``_GraphBuilder._attention``).
+#: takes (None: any); a node with any other value is expanded into its ONNX function body instead
+#: (``attention_refusal``).
 ATTENTION_ATTRS: dict[str, object] = {
     "is_causal": None, "scale": None, "q_num_heads": None, "kv_num_heads": None, "softmax_precision": None,
     "softcap": 0.0, "qk_matmul_output_mode": 0, "left_window_size": -1, "right_window_size": -1,
@@ -205,15 +212,117 @@ def _qualified_op(node: onnx.NodeProto) -> str:
     return f"{_domain(node)}::{node.op_type}" if _domain(node) else node.op_type
 
 
+def _is_supported(node: onnx.NodeProto) -> bool:
+    """Whether the importer knows ``node``'s op (the reference defines it, or the import rewrites it)."""
+    op = _qualified_op(node)
+    return not (_domain(node) and _domain(node) not in EXTRA_DOMAINS) \
+        and (op in reference_ops.REGISTRY or op in IMPORT_REWRITES)
+
+
 def _check_supported(model: onnx.ModelProto, name: str) -> None:
-    bad = [
-        (n.name, _qualified_op(n))
-        for n in model.graph.node
-        if (_domain(n) and _domain(n) not in EXTRA_DOMAINS)
-        or (_qualified_op(n) not in reference_ops.REGISTRY and _qualified_op(n) not in IMPORT_REWRITES)
-    ]
+    bad = [(n.name, _qualified_op(n)) for n in model.graph.node if not _is_supported(n)]
     if bad:
         raise UnsupportedOpsError(name, bad)
+
+
+# ------------------------------------------------------------------------- ONNX function-body expansion
+
+
+def _expand_functions(model: onnx.ModelProto, name: str, log: Callable[[str], None] | None) -> None:
+    """Replace the nodes the importer cannot take as they are (an op it does not know; an Attention
+    ``lowering::Attention`` cannot express) by their ONNX function bodies, in place (``expand.py``).
+    Body ops newer than MAX_OPSET go through the same check as the model's own."""
+    counts = expand_functions(model, name, _imports_natively, _is_supported)
+    if not counts:
+        return
+    if any(imp.domain in ("", "ai.onnx") for imp in model.opset_import) and _opset_of(model) > MAX_OPSET:
+        _check_newer_opset(model, _opset_of(model), name)
+    if log is not None:
+        log(expansion_summary(counts))
+
+
+def _imports_natively(node: onnx.NodeProto, types: TypeLookup) -> bool:
+    """Whether the importer takes ``node`` as it is, without expanding it into its function body."""
+    if _qualified_op(node) == "Attention":
+        attrs = {}
+        for a in node.attribute:
+            value = onnx.helper.get_attribute_value(a)
+            attrs[a.name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        outputs = [bool(o) for o in node.output]
+        unknown = [AttentionArg(x, None, None) if x else None for x in node.input]
+        if attention_refusal(attrs, unknown, outputs, final=False) is not None:
+            return False  # attributes, inputs or outputs decide: no need for the element types
+        return attention_refusal(attrs, [_attention_arg(x, types) if x else None for x in node.input],
+                                 outputs, final=False) is None
+    return _is_supported(node)
+
+
+class AttentionArg(NamedTuple):
+    """An Attention input as the import decision sees it."""
+
+    name: str
+    #: its element type; the ONNX type's name when the IR has no such type; None: unknown
+    dtype: DType | str | None
+    #: None: unknown (only the build's final check reads it)
+    shape: tuple[int, ...] | None
+
+
+def _attention_arg(name: str, types: TypeLookup) -> AttentionArg:
+    t = types.get(name)
+    if t is None or not t.HasField("tensor_type"):
+        return AttentionArg(name, None, None)
+    code = t.tensor_type.elem_type
+    dtype = _ONNX_DTYPES.get(code) or (onnx.TensorProto.DataType.Name(code).lower() if code else None)
+    return AttentionArg(name, dtype, None)
+
+
+def attention_refusal(attrs: dict[str, object], args: list[AttentionArg | None], outputs: list[bool],
+                      final: bool) -> str | None:
+    """Why a standard Attention node with these attributes, inputs (None: omitted) and outputs (whether
+    each is used) cannot be imported as ``lowering::Attention``; None when it can. Asked before the
+    import (``final`` false), where a refusal sends the node to its ONNX function body instead: only what
+    the body does and ``lowering::Attention`` does not (attributes, past/present KV, the QK output,
+    element types; an unknown type does not refuse) decides there. Asked again as the node is built
+    (``final``), where a refusal is the import error: also the checks of a valid model (ranks, heads),
+    which the function body could not pass either."""
+    for key, value in attrs.items():
+        if key not in ATTENTION_ATTRS:
+            return f"attribute '{key}'"
+        wanted = ATTENTION_ATTRS[key]
+        if wanted is not None and value != wanted:
+            return f"{key}={value!r}"
+    extra_in = [i for i, a in enumerate(args[4:], start=4) if a is not None]
+    if extra_in:
+        return "past_key/past_value/nonpad_kv_seqlen (input " + ", ".join(map(str, extra_in)) + ")"
+    if any(outputs[1:]):
+        return "present_key/present_value/qk_matmul_output (outputs 1-3)"
+    q, k, v = (list(args) + [None] * 3)[:3]
+    mask = args[3] if len(args) > 3 else None
+    for x in (q, k, v, mask):
+        if x is not None and x.dtype is not None and x.dtype not in (DType.FLOAT32, DType.BOOL):
+            return f"a {getattr(x.dtype, 'value', x.dtype)} '{x.name}'"
+    if not final:
+        return None
+    if any(x is None or x.shape is None for x in (q, k, v)):
+        return "a Q, K or V of unknown shape"
+    rank = len(q.shape)
+    if rank not in (3, 4) or len(k.shape) != rank or len(v.shape) != rank:
+        return f"Q, K, V of ranks {len(q.shape)}, {len(k.shape)}, {len(v.shape)} (4 or 3 each)"
+    if rank == 3:
+        hq, hkv = attrs.get("q_num_heads"), attrs.get("kv_num_heads")
+        if not hq or not hkv:
+            return "3-D Q, K, V without q_num_heads and kv_num_heads"
+        if hq % hkv:
+            return f"{hq} query heads over {hkv} key/value heads"
+        for x, heads in zip((q, k, v), (hq, hkv, hkv)):
+            if x.shape[2] % heads:
+                return f"'{x.name}' hidden size {x.shape[2]} not a multiple of {heads} heads"
+        return None
+    if attrs.get("q_num_heads") or attrs.get("kv_num_heads"):
+        return "q_num_heads/kv_num_heads with 4-D inputs"
+    if not k.shape[1] or q.shape[1] % k.shape[1]:
+        return f"{q.shape[1]} query heads over {k.shape[1]} key/value heads"
+    return None
 
 
 def _bind_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], name: str) -> None:
@@ -476,46 +585,28 @@ class _GraphBuilder:
         and the ``*_perm`` layouts; ``scale`` (default 1/sqrt(D)), ``is_causal`` (top-left aligned: a
         constant boolean mask when Sq != Sk), an additive float or a boolean ``attn_mask``. A fully masked
         row gives 0, as the ONNX definition says (``nan_to_zero``). Past/present KV, softcap, the QK
-        output and sliding windows are refused."""
+        output and sliding windows (``attention_refusal``) were expanded into the ONNX function body
+        before; what only shows now (a symbolic dimension bound by ``--shape``) is refused here."""
         def refuse(why: str):
             raise LoweringError(f"{self.name}: {label}: {why} is not supported (the import into "
                                 "lowering::Attention takes Q, K, V and attn_mask only)")
 
         values = {key: attr.value for key, attr in attrs.items()}
-        for key, value in values.items():
-            if key not in ATTENTION_ATTRS:
-                refuse(f"attribute '{key}'")
-            wanted = ATTENTION_ATTRS[key]
-            if wanted is not None and value != wanted:
-                refuse(f"{key}={value!r}")
-        extra_in = [i for i, v in enumerate(inputs[4:], start=4) if v is not None]
-        if extra_in:
-            refuse("past_key/past_value/nonpad_kv_seqlen (input " + ", ".join(map(str, extra_in)) + ")")
-        if any(n for n in proto.output[1:]):
-            refuse("present_key/present_value/qk_matmul_output (outputs 1-3)")
+        args = [None if x is None else AttentionArg(x.name, x.type.dtype if x.type else None,
+                                                    x.type.shape if x.type else None) for x in inputs]
+        why = attention_refusal(values, args, [bool(n) for n in proto.output], final=True)
+        if why is not None:
+            refuse(why)
         q, k, v = inputs[:3]
         mask = inputs[3] if len(inputs) > 3 else None
-        if any(x is None or x.type is None for x in (q, k, v)):
-            refuse("a Q, K or V of unknown shape")
-        for x in (q, k, v, mask):
-            if x is not None and x.type is not None and x.type.dtype not in (DType.FLOAT32, DType.BOOL):
-                refuse(f"a {x.type.dtype.value} '{x.name}'")
         rank = q.type.rank
-        if rank not in (3, 4) or k.type.rank != rank or v.type.rank != rank:
-            refuse(f"Q, K, V of ranks {q.type.rank}, {k.type.rank}, {v.type.rank} (4 or 3 each)")
         new_attrs: dict[str, Attr] = {"nan_to_zero": Attr(AttrKind.INT, 1)}
         y = outputs[0]
         if rank == 3:
             hq, hkv = values.get("q_num_heads"), values.get("kv_num_heads")
-            if not hq or not hkv:
-                refuse("3-D Q, K, V without q_num_heads and kv_num_heads")
-            if hq % hkv:
-                refuse(f"{hq} query heads over {hkv} key/value heads")
             split = []
             for x, heads in zip((q, k, v), (hq, hkv, hkv)):
                 b, s, hidden = x.type.shape
-                if hidden % heads:
-                    refuse(f"'{x.name}' hidden size {hidden} not a multiple of {heads} heads")
                 split.append(self._attention_reshape(x, (b, s, heads, hidden // heads), name))
             q, k, v = split
             for perm in ("q_perm", "k_perm", "v_perm", "y_perm"):
@@ -524,10 +615,6 @@ class _GraphBuilder:
             head_dim, sk = q.type.shape[3], k.type.shape[1]
             y4 = Value(self.graph.unique_name(f"{name}_y4"), TensorType(DType.FLOAT32, (b, sq, hq, dv)))
         else:
-            if values.get("q_num_heads") or values.get("kv_num_heads"):
-                refuse("q_num_heads/kv_num_heads with 4-D inputs")
-            if not k.type.shape[1] or q.type.shape[1] % k.type.shape[1]:
-                refuse(f"{q.type.shape[1]} query heads over {k.type.shape[1]} key/value heads")
             head_dim, sq, sk = q.type.shape[3], q.type.shape[2], k.type.shape[2]
             y4 = y
         scale = values.get("scale")

@@ -38,7 +38,9 @@ ALIGN = 64
 RUN_STATUS = {
     3: "an index was out of range (a Gather, GatherElements or GatherND index outside its axis)",
     4: "a run-time operand contradicts the compiled shapes (Reduce* axes, Slice/Pad/Split/TopK/Resize "
-       "parameters, Range bounds, ConstantOfShape's shape, OneHot's depth, a training-mode Dropout)",
+       "parameters, Range bounds, ConstantOfShape's shape, OneHot's depth, a training-mode Dropout, DFT "
+       "axis or dft_length, STFT frame_step/frame_length, a window's size, MelWeightMatrix sizes, RNN "
+       "sequence_lens)",
 }
 
 

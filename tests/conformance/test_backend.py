@@ -153,12 +153,12 @@ def test_exclusions_name_existing_tests_for_their_stated_reason():
 
 
 def test_unsupported_op_is_a_compile_failure_naming_the_op():
-    outcome = run_case(node_cases()["test_stft"], CpuBackend)
+    outcome = run_case(node_cases()["test_image_decoder_decode_bmp_rgb"], CpuBackend)
     assert (outcome.status, outcome.stage) == ("failed", "compile")
-    assert "unsupported ops: STFT" in outcome.error
-    assert missing_ops(outcome.error) == ["STFT"]
-    with pytest.raises(LoweringError, match="STFT"):
-        CpuBackend.prepare(node_cases()["test_stft"].model)
+    assert "unsupported ops: ImageDecoder" in outcome.error
+    assert missing_ops(outcome.error) == ["ImageDecoder"]
+    with pytest.raises(LoweringError, match="ImageDecoder"):
+        CpuBackend.prepare(node_cases()["test_image_decoder_decode_bmp_rgb"].model)
 
 
 def test_backend_api_prepare_run_model_run_node():
@@ -191,16 +191,17 @@ def test_runner_survives_a_crash_and_writes_the_table(tmp_path, monkeypatch):
     """The full-suite runner: a test that kills its process is a ``crash`` failure and the run goes on in
     a new worker; an unsupported op is a failure naming the op; the table counts each."""
     monkeypatch.setenv("LOWERING_CONFORMANCE_CRASH_ON", "test_relu")
-    names = ["test_abs", "test_relu", "test_stft", "test_sigmoid"]
+    names = ["test_abs", "test_relu", "test_image_decoder_decode_bmp_rgb", "test_sigmoid"]
     results = run_tests(names, ["inputs"], jobs=2, timeout=120)["inputs"]
     assert {n: o.status for n, o in results.items()} == {
-        "test_abs": "passed", "test_relu": "failed", "test_stft": "failed", "test_sigmoid": "passed"}
+        "test_abs": "passed", "test_relu": "failed", "test_image_decoder_decode_bmp_rgb": "failed",
+        "test_sigmoid": "passed"}
     assert results["test_relu"].stage == "crash" and "SIGSEGV" in results["test_relu"].error
-    assert results["test_stft"].stage == "compile"
+    assert results["test_image_decoder_decode_bmp_rgb"].stage == "compile"
     excluded = {"test_cast_FLOAT_to_FLOAT8E4M3FN": excluded_reason("test_cast_FLOAT_to_FLOAT8E4M3FN")}
     text = write_report(tmp_path / "conformance.md", "cpu", names + list(excluded), excluded,
                         {"inputs": results}, 1.0)
     assert "| cpu | fed at run time | 5 | 2 | 2 | 1 |" in text
-    assert "| STFT | 1 |" in text
+    assert "| ImageDecoder | 1 |" in text
     assert "| 8-, 6- and 4-bit floats | 1 |" in text
     assert "the test process died of signal SIGSEGV | test_relu |" in text
