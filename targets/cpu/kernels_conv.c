@@ -1,7 +1,8 @@
 /* kernels_conv.c: fp32 convolutions (cpu target): a conv GEMM with its own micro-kernels (B read in place
  * for pointwise convs, im2col panels otherwise, a transposed form for small planes, a direct form over
- * phase grids with no im2col; see the sections at the end), and a direct depthwise kernel. The
- * convolution geometry (lw_conv_geom) is shared with the int8 kernels (kernels_quant.c).
+ * phase grids with no im2col; see the sections at the end), and direct depthwise kernels
+ * (LW_DEPTHWISE2D_G over phase grids on AVX-512, lw_depthwise2d elsewhere). The convolution geometry
+ * (lw_conv_geom) is shared with the int8 kernels (kernels_quant.c).
  */
 
 #define LW_FUSED_PANELS LW_MAX(1, 256 / LW_NR) /* column panels per fused im2col+GEMM conv task */
@@ -368,6 +369,296 @@ static void lw_depthwise2d(int nt, const lw_conv_geom *g, const float *x, const 
     }
 }
 
+/* --- depthwise over flattened phase grids (AVX-512) ------------------------------------------------- */
+
+/* LW_DEPTHWISE2D_G: the depthwise conv of AVX-512 builds. Each channel's input is staged, a chunk of output
+ * rows at a time, as zero-padded phase grids like lw_conv2d_d's (stride (SH, SW): SH * SW planes, phase
+ * (ph, pw) holding padded rows i * SH + ph and columns j * SW + pw, rows Wq = OW + ((KW - 1) * DW) / SW
+ * wide), flattened: output (oh, ow) is grid position q = oh * Wq + ow and tap t reads q + toff[t]. So every
+ * vector of 16 consecutive grid positions is a vector of outputs (the Wq - OW positions past each output
+ * row, 2 of 16 on a 14x14 plane, are computed from padding and dropped) and a tap is one unaligned load: no
+ * per-row blocks rounded up to whole vectors (a 7x7 plane's 49 outputs take 4 vectors, not 7 rows of one).
+ * The valid lanes of a vector are compressed to the output's contiguous positions, then the epilogue and
+ * one masked store (a table of the masks and output offsets per vector, the same for every chunk and
+ * channel). 3x3 convs with unit row stride and rows wider than a vector compute in bands of output rows
+ * instead (lw_dwg_band: each staged row load serves several output rows).
+ *
+ * Measured against ONNX Runtime 1.31 (its NCHWc depthwise kernel) in MobileNetV2, one thread: 7x7 planes
+ * 1.2x, 14x14 1.5x, 28x28 1.25x, the stride-1 56x56 and 112x112 planes 1.15x and 1.25x, the stride-2 ones
+ * 0.7x to 0.95x (staging streams their input from L3); lw_depthwise2d, the row-blocked kernel before,
+ * was 0.13x to 0.85x.
+ *
+ * It is a macro so that the OpenMP region is outlined in the generated kernel, whose geometry and epilogue
+ * are static constants: the per-thread code (always inlined) then folds them, unrolls the short row and
+ * vector loops and drops the padding tests of a small plane's rows (per-channel overhead was most of the
+ * time on 7x7 and 14x14 planes). */
+#ifdef LW_CONV_AVX512
+#define LW_DWG_MAXV 1024 /* most output vectors per chunk (their masks and offsets are tabled) */
+#define LW_DWG_MAXRV 64  /* most vectors per staged grid row whose load masks are tabled */
+
+typedef struct {
+    long Wq, eh, ew, nph, ch, rows, ps, nv, rowv, size; /* grid row width, extra rows and columns the window
+                                                           reaches, phases, output rows per chunk, staged rows
+                                                           per phase, floats per phase, output vectors per
+                                                           chunk, vectors per grid row, floats per slot */
+} lw_dwg_plan;
+
+/* The plan of chunks of ch output rows (emit_linear.py's depthwise_grid_plan computes the same sizes). */
+static inline __attribute__((always_inline)) lw_dwg_plan lw_dwg_plan_of(const lw_conv_geom *g, long ch) {
+    lw_dwg_plan p;
+    p.eh = (g->KH - 1) * g->DH / g->SH;
+    p.ew = (g->KW - 1) * g->DW / g->SW;
+    p.Wq = g->OW + p.ew;
+    p.nph = g->SH * g->SW;
+    p.ch = ch;
+    p.rows = ch + p.eh;
+    p.ps = p.rows * p.Wq + (p.nph > 1 ? 16 : 0); /* a gap after each phase for its last row's spill */
+    p.nv = LW_CDIV(ch * p.Wq, 16);
+    p.rowv = LW_CDIV(p.Wq, 16);
+    /* the last vector's taps read up to 15 + ew floats past the phases; the last row's store writes up to
+     * 15 past its row */
+    p.size = LW_CDIV(p.nph * p.ps + p.ew + 32, 16) * 16;
+    return p;
+}
+
+/* What the threads share: per tap its offset in the staged grids, per output vector of a chunk its valid
+ * lanes and the chunk-relative output offset of its first, per row vector the staging load masks
+ * (lw_dw_row_masks form, strides 1 and 2). */
+typedef struct {
+    long toff[LW_INDEX_TAPS];
+    uint16_t msk[LW_DWG_MAXV];
+    int off[LW_DWG_MAXV];
+    uint32_t masks[LW_DWG_MAXRV];
+} lw_dwg_tables;
+
+static void lw_dwg_prepare(const lw_conv_geom *g, long ch, lw_dwg_tables *tb) {
+    const lw_dwg_plan pl = lw_dwg_plan_of(g, ch);
+    for (long kh = 0; kh < g->KH; kh++)
+        for (long kw = 0; kw < g->KW; kw++) {
+            const long rh = kh * g->DH, rw = kw * g->DW;
+            tb->toff[kh * g->KW + kw] =
+                ((rh % g->SH) * g->SW + rw % g->SW) * pl.ps + (rh / g->SH) * pl.Wq + rw / g->SW;
+        }
+    for (long k = 0; k < pl.nv; k++) {
+        const long q0 = 16 * k;
+        uint32_t m = 0;
+        for (long l = 0; l < 16; l++) m |= (uint32_t)((q0 + l) % pl.Wq < g->OW) << l;
+        tb->msk[k] = (uint16_t)m;
+        tb->off[k] = (int)((q0 / pl.Wq) * g->OW + LW_MIN(q0 % pl.Wq, g->OW));
+    }
+    if (g->SW <= 2 && pl.rowv <= LW_DWG_MAXRV) lw_dw_row_masks(tb->masks, -g->PW, g->SW, g->W, 16 * pl.rowv);
+}
+
+/* Stage output rows [r0, r0 + ch) of plane xp ([H][W]): for each phase its rows [r0, r0 + rows). Rows are
+ * written in increasing address order within each phase, each as whole vectors whose lanes past the row
+ * spill into the next row (which overwrites them) or the gap after the phase (read only by dropped lanes).
+ * Strides 1 and 2 stage rows as masked vector loads (stride 2: the even and odd columns of one pair of
+ * loads are the two column phases), others through lw_im2col_run. */
+static inline __attribute__((always_inline)) void lw_dwg_stage(const lw_conv_geom *g, const lw_dwg_plan *p,
+                                                               const float *xp, long r0, float *st,
+                                                               const uint32_t *m) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const long SW = g->SW, Wq = p->Wq, rowv = p->rowv, c0 = -g->PW;
+    const int vector = SW <= 2 && rowv <= LW_DWG_MAXRV;
+    for (long ph = 0; ph < g->SH; ph++) {
+        float *d = st + ph * SW * p->ps;
+        _Pragma("GCC unroll 16") for (long i = 0; i < p->rows; i++, d += Wq) {
+            const long ih = (r0 + i) * g->SH + ph - g->PH;
+            if (ih < 0 || ih >= g->H) {
+                for (long pw = 0; pw < SW; pw++)
+                    for (long j = 0; j < Wq; j += 16)
+                        _mm512_storeu_ps(d + pw * p->ps + j, _mm512_setzero_ps());
+                continue;
+            }
+            const float *row = xp + ih * g->W;
+            if (vector && SW == 1) {
+                for (long v = 0; v < rowv; v++)
+                    _mm512_storeu_ps(d + 16 * v,
+                                     _mm512_maskz_loadu_ps((__mmask16)m[v], lw_addr(row, c0 + 16 * v)));
+            } else if (vector) {
+                for (long v = 0; v < rowv; v++) {
+                    const __m512 lo = _mm512_maskz_loadu_ps((__mmask16)m[v], lw_addr(row, c0 + 32 * v));
+                    const __m512 hi =
+                        _mm512_maskz_loadu_ps((__mmask16)(m[v] >> 16), lw_addr(row, c0 + 32 * v + 16));
+                    _mm512_storeu_ps(d + 16 * v, _mm512_permutex2var_ps(lo, even, hi));
+                    _mm512_storeu_ps(d + p->ps + 16 * v, _mm512_permutex2var_ps(lo, odd, hi));
+                }
+            } else {
+                for (long pw = 0; pw < SW; pw++) lw_im2col_run(d + pw * p->ps, row, c0 + pw, SW, g->W, Wq);
+            }
+        }
+    }
+}
+
+/* The epilogue of one compressed output vector t (n valid lanes, at output position p): alpha, bias,
+ * residual, activation. Relu and Clip are max/min with the bound first (a NaN t stays NaN, as with
+ * lw_vactivate's selects); the others go through lw_vactivate. */
+static inline __attribute__((always_inline)) __m512 lw_dwg_epilogue(const lw_epilogue *e, __m512 t, __m512 bv,
+                                                                    const float *rc, long p, long n) {
+    if (e->alpha != 1.0f) t = _mm512_mul_ps(t, _mm512_set1_ps(e->alpha));
+    t = _mm512_add_ps(t, bv);
+    if (rc)
+        t = _mm512_add_ps(t, e->res_cs == 0 ? _mm512_set1_ps(rc[0])
+                                            : _mm512_maskz_loadu_ps(lw_mask_range(0, n), rc + p));
+    if (e->act == LW_ACT_RELU) return _mm512_max_ps(_mm512_setzero_ps(), t);
+    if (e->act == LW_ACT_CLIP)
+        return _mm512_min_ps(_mm512_set1_ps(e->p1), _mm512_max_ps(_mm512_set1_ps(e->p0), t));
+    return (__m512)lw_vactivate((lw_vf)t, e->act, e->p0, e->p1);
+}
+
+/* Output vectors [k0, k0 + V) of a chunk staged at st (limit grid positions): every tap accumulated in
+ * registers, then per vector its valid lanes compressed, the epilogue and one masked store at yc + off[k].
+ * Inlined with a constant V. */
+static inline __attribute__((always_inline)) void lw_dwg_vectors(const int V, const lw_conv_geom *g,
+                                                                 const lw_dwg_tables *tb, const float *st,
+                                                                 const float *wp, long k0, long limit,
+                                                                 float *yc, __m512 bv, const float *rc,
+                                                                 const lw_epilogue *e) {
+    __m512 acc[8];
+    _Pragma("GCC unroll 8") for (int v = 0; v < V; v++) acc[v] = _mm512_setzero_ps();
+    const float *src = st + 16 * k0;
+    _Pragma("GCC unroll 9") for (long t = 0; t < g->KH * g->KW; t++) {
+        const __m512 wv = _mm512_set1_ps(wp[t]);
+        const float *s = src + tb->toff[t];
+        _Pragma("GCC unroll 8") for (int v = 0; v < V; v++)
+            acc[v] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(s + 16 * v), acc[v]);
+    }
+    _Pragma("GCC unroll 8") for (int v = 0; v < V; v++) {
+        const long k = k0 + v;
+        if (16 * k >= limit) break;
+        __mmask16 m = (__mmask16)tb->msk[k];
+        if (16 * k + 16 > limit) m &= lw_mask_range(0, limit - 16 * k);
+        const long n = __builtin_popcount((unsigned)m);
+        const __m512 t = lw_dwg_epilogue(e, _mm512_maskz_compress_ps(m, acc[v]), bv, rc, tb->off[k], n);
+        _mm512_mask_storeu_ps(yc + tb->off[k], lw_mask_range(0, n), t);
+    }
+}
+
+/* Whether a conv computes its staged grids in bands of output rows (lw_dwg_band) rather than as flattened
+ * vectors: 3x3, stride and dilation 1 down the rows, output rows wider than a vector (emit_linear.py's
+ * depthwise_grid_plan makes its chunks whole bands). */
+#define LW_DWG_BANDS(g) ((g)->KH == 3 && (g)->KW == 3 && (g)->SH == 1 && (g)->DH == 1 && (g)->OW > 16)
+#define LW_DWG_BAND 4 /* output rows per band */
+
+/* Vectors [j, j + V) of output rows [b, b + LW_DWG_BAND) of a chunk staged at st (rows_left of them real):
+ * output row b + r, tap (kh, kw) reads staged row b + r + kh, so each of the band's 6 x 3 shifted row loads
+ * serves up to 3 rows (2 FMAs per load instead of 1: loads that straddle cache lines bound the flattened
+ * form on large planes). */
+static inline __attribute__((always_inline)) void lw_dwg_band(const int V, const lw_conv_geom *g,
+                                                              const lw_dwg_plan *pl, const float *st, long b,
+                                                              long j, long rows_left, const __m512 *wv,
+                                                              float *yc, __m512 bv, const float *rc,
+                                                              const lw_epilogue *e) {
+    const int R = LW_DWG_BAND;
+    __m512 acc[LW_DWG_BAND][2];
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) acc[r][v] = _mm512_setzero_ps();
+    const float *base = st + b * pl->Wq + 16 * j;
+    _Pragma("GCC unroll 6") for (int d = 0; d < R + 2; d++)
+        _Pragma("GCC unroll 3") for (int kw = 0; kw < 3; kw++) {
+            const long rw = kw * g->DW, co = (rw % g->SW) * pl->ps + rw / g->SW;
+            __m512 row[2];
+            _Pragma("GCC unroll 2") for (int v = 0; v < V; v++)
+                row[v] = _mm512_loadu_ps(base + d * pl->Wq + co + 16 * v);
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+                const int kh = d - r;
+                if (kh < 0 || kh > 2) continue;
+                _Pragma("GCC unroll 2") for (int v = 0; v < V; v++)
+                    acc[r][v] = _mm512_fmadd_ps(wv[kh * 3 + kw], row[v], acc[r][v]);
+            }
+        }
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+        if (r >= rows_left) break;
+        _Pragma("GCC unroll 2") for (int v = 0; v < V; v++) {
+            const long col = 16 * (j + v), n = LW_MIN(16L, g->OW - col), p = (b + r) * g->OW + col;
+            const __m512 t = lw_dwg_epilogue(e, acc[r][v], bv, rc, p, n);
+            _mm512_mask_storeu_ps(yc + p, lw_mask_range(0, n), t);
+        }
+    }
+}
+
+/* Output rows [r0, r0 + ch) of a plane (weights wp, bias bv, residual rm; output yp) from their staged
+ * grids. */
+static inline __attribute__((always_inline)) void lw_dwg_chunk(const lw_conv_geom *g, const lw_dwg_plan *pl,
+                                                               const lw_dwg_tables *tb, const float *st,
+                                                               long r0, const float *wp, __m512 bv,
+                                                               const float *rm, float *yp,
+                                                               const lw_epilogue *e) {
+    const long rows = LW_MIN(pl->ch, g->OH - r0), limit = rows * pl->Wq, nvl = LW_CDIV(limit, 16);
+    float *yc = yp + r0 * g->OW;
+    const float *rc = rm && e->res_cs ? rm + r0 * g->OW : rm;
+    if (LW_DWG_BANDS(g)) {
+        __m512 wv[9];
+        _Pragma("GCC unroll 9") for (int t = 0; t < 9; t++) wv[t] = _mm512_set1_ps(wp[t]);
+        const long J = LW_CDIV(g->OW, 16);
+        for (long b = 0; b < rows; b += LW_DWG_BAND) {
+            long j = 0;
+            for (; j + 2 <= J; j += 2) lw_dwg_band(2, g, pl, st, b, j, rows - b, wv, yc, bv, rc, e);
+            if (j < J) lw_dwg_band(1, g, pl, st, b, j, rows - b, wv, yc, bv, rc, e);
+        }
+        return;
+    }
+    long k = 0;
+    for (; k + 8 <= nvl; k += 8) lw_dwg_vectors(8, g, tb, st, wp, k, limit, yc, bv, rc, e);
+    if (nvl - k > 4) lw_dwg_vectors(8, g, tb, st, wp, k, limit, yc, bv, rc, e);
+    else if (nvl - k > 2) lw_dwg_vectors(4, g, tb, st, wp, k, limit, yc, bv, rc, e);
+    else if (nvl - k > 0) lw_dwg_vectors(2, g, tb, st, wp, k, limit, yc, bv, rc, e);
+}
+
+/* One thread's share of a depthwise conv: an even static split of the (image, output channel) planes over
+ * the first `slots` threads. Each thread's slot of ws holds two staging buffers: chunk j + 1 is staged
+ * while chunk j is computed, so a chunk's loads do not wait on the stores that staged it (a load that
+ * spans two recent unaligned stores cannot be forwarded from them: a third of a 7x7 plane's time). */
+static inline __attribute__((always_inline)) void lw_dwg_thread(const lw_conv_geom *g, const float *x,
+                                                                const float *w, const float *bias,
+                                                                const float *res, long res_ns, float *y,
+                                                                float *ws, long slot, long ch,
+                                                                const lw_epilogue *e,
+                                                                const lw_dwg_tables *tb) {
+    const lw_dwg_plan pl = lw_dwg_plan_of(g, ch);
+    const long tasks = g->N * g->M, slots = LW_MIN((long)LW_DW_SLOTS, tasks);
+    const long mult = g->M / g->C, HW = g->H * g->W, P = g->OH * g->OW, chunks = LW_CDIV(g->OH, ch);
+    const long used = LW_MIN((long)omp_get_num_threads(), slots), tid = omp_get_thread_num();
+    float *const buf = ws + LW_MIN(tid, slots - 1) * slot;
+    for (long i = pl.nph * pl.ps; i < pl.size; i++) buf[i] = buf[pl.size + i] = 0.0f;
+    const long t0 = tid < used ? tid * tasks / used : tasks;
+    const long t1 = tid < used ? (tid + 1) * tasks / used : tasks;
+    const long items = (t1 - t0) * chunks;
+#define LW_DWG_XP(t) (x + ((t) / g->M * g->C + (t) % g->M / mult) * HW)
+    if (items > 0) lw_dwg_stage(g, &pl, LW_DWG_XP(t0), 0, buf, tb->masks);
+    for (long j = 0; j < items; j++) {
+        if (j + 1 < items) {
+            const long tn = t0 + (j + 1) / chunks;
+            float *next = buf + ((j + 1) & 1) * pl.size;
+            lw_dwg_stage(g, &pl, LW_DWG_XP(tn), (j + 1) % chunks * ch, next, tb->masks);
+        }
+        const long t = t0 + j / chunks, n = t / g->M, m = t % g->M;
+        const __m512 bv = _mm512_set1_ps(bias ? e->bias_scale * bias[m * e->bias_rs] : 0.0f);
+        const float *rm = res ? res + n * res_ns + m * e->res_rs : NULL;
+        lw_dwg_chunk(g, &pl, tb, buf + (j & 1) * pl.size, j % chunks * ch, w + m * g->KH * g->KW, bv, rm,
+                     y + t * P, e);
+    }
+#undef LW_DWG_XP
+}
+
+/* Depthwise convolution (G == C, M a multiple of C) over phase grids (see above). g and e should
+ * point to static constants; w is [M][KH][KW] as in ONNX, at most LW_INDEX_TAPS taps; ws holds
+ * LW_MIN(LW_DW_SLOTS, N * M) slots of `slot` floats (2 * lw_dwg_plan.size); ch output rows per chunk, with
+ * ch * Wq <= 16 * LW_DWG_MAXV. Every output is computed the same way whatever the thread count. */
+#define LW_DEPTHWISE2D_G(NT, g, x, w, bias, res, res_ns, y, ws, slot, ch, e)                              \
+    do {                                                                                                    \
+        lw_dwg_tables lw_tb_;                                                                               \
+        lw_dwg_prepare((g), (ch), &lw_tb_);                                                                 \
+        const int lw_nt0_ = (NT);                                                                           \
+        {                                                                                                   \
+            const int nt = lw_nt0_ > 1 && (g)->N * (g)->M > 1 ? lw_nt0_ : 1;                                \
+            _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                             \
+            lw_dwg_thread((g), (x), (w), (bias), (res), (res_ns), (y), (ws), (slot), (ch), (e), &lw_tb_); \
+        }                                                                                                   \
+    } while (0)
+#endif
+
 /* --- im2col + GEMM convolution ------------------------------------------------------------------------ */
 
 /* The conv GEMM out[co][p] = W[co][:] . B[:][p] with its own micro-kernel: an LW_CV_MR x (NV vectors) tile of
@@ -554,26 +845,26 @@ static void lw_conv2d(int nt, const lw_conv_geom *g, const float *x, const float
 
 /* part[r][:] (+)= sum over k < kc of b[k * bs + r] * w[k][:], for r < R; the first npf steps prefetch one
  * cache line each, pf + 16 k, into L2. */
-static inline __attribute__((always_inline)) void lw_ct_tile(const int R, long kc, const float *restrict w,
-                                                             const float *restrict b, long bs,
-                                                             float *restrict part, int first,
+static inline __attribute__((always_inline)) void lw_ct_tile(const int R, const int NV, long kc,
+                                                             const float *restrict w, const float *restrict b,
+                                                             long bs, float *restrict part, int first,
                                                              const float *pf, long npf) {
     lw_vf acc[LW_CT_R][LW_CT_NV];
     _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 4") for (int v = 0; v < LW_CT_NV; v++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)
             acc[r][v] = first ? (lw_vf){0} : lw_load(part + r * LW_CT_NC + v * LW_VEC);
     for (long k = 0; k < kc; k++) {
         if (k < npf) __builtin_prefetch(pf + 16 * k, 0, 2);
         lw_vf wv[LW_CT_NV];
-        _Pragma("GCC unroll 4") for (int v = 0; v < LW_CT_NV; v++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)
             wv[v] = lw_load(w + k * LW_CT_NC + v * LW_VEC);
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
             const lw_vf br = lw_splat(b[k * bs + r]);
-            _Pragma("GCC unroll 4") for (int v = 0; v < LW_CT_NV; v++) acc[r][v] += br * wv[v];
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] += br * wv[v];
         }
     }
     _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 4") for (int v = 0; v < LW_CT_NV; v++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)
             lw_store(part + r * LW_CT_NC + v * LW_VEC, acc[r][v]);
 }
 
@@ -595,6 +886,8 @@ static void lw_ct_block(const lw_ct_job *j, long cp, long q0, long q1) {
     /* The weights stream from memory (each is used P times): while a K block runs, its tiles prefetch the
      * next block's weights (the next channel panel's first block after the last), a share each. */
     const long panels = LW_CDIV(j->M, LW_CT_NC), ntiles = LW_CDIV(q1 - q0, LW_CT_R);
+    /* vectors of real channels in this panel */
+    const long nv = LW_CDIV(LW_MIN((long)LW_CT_NC, j->M - cp * LW_CT_NC), LW_VEC);
     for (long k0 = 0; k0 < j->K; k0 += LW_CT_KC) {
         const long kc = LW_MIN((long)LW_CT_KC, j->K - k0);
         const float *w = wp + k0 * LW_CT_NC, *b = j->b + k0 * j->bs;
@@ -607,13 +900,19 @@ static void lw_ct_block(const lw_ct_job *j, long cp, long q0, long q1) {
             const long r = LW_MIN((long)LW_CT_R, q1 - p), ti = (p - q0) / LW_CT_R;
             const float *pf = next ? next + ti * share * 16 : w;
             const long npf = LW_MAX(0, LW_MIN(share, LW_MIN(kc, lines - ti * share)));
+            /* a last panel of 16 or 32 channels (MobileNetV2's 160 = 3 x 48 + 16) computes only those */
+            if (nv < LW_CT_NV && r == LW_CT_R) {
+                if (nv == 1) lw_ct_tile(LW_CT_R, 1, kc, w, b + p, j->bs, pt, k0 == 0, pf, npf);
+                else lw_ct_tile(LW_CT_R, 2, kc, w, b + p, j->bs, pt, k0 == 0, pf, npf);
+                continue;
+            }
             switch (r) {
-#define LW_CT_CASE(R) case R: lw_ct_tile(R, kc, w, b + p, j->bs, pt, k0 == 0, pf, npf); break;
+#define LW_CT_CASE(R) case R: lw_ct_tile(R, LW_CT_NV, kc, w, b + p, j->bs, pt, k0 == 0, pf, npf); break;
             LW_CT_CASE(1) LW_CT_CASE(2) LW_CT_CASE(3)
 #if LW_CT_R > 4
             LW_CT_CASE(4) LW_CT_CASE(5) LW_CT_CASE(6)
 #endif
-            default: lw_ct_tile(LW_CT_R, kc, w, b + p, j->bs, pt, k0 == 0, pf, npf); break;
+            default: lw_ct_tile(LW_CT_R, LW_CT_NV, kc, w, b + p, j->bs, pt, k0 == 0, pf, npf); break;
 #undef LW_CT_CASE
             }
         }
@@ -629,7 +928,7 @@ static void lw_ct_block(const lw_ct_job *j, long cp, long q0, long q1) {
         if (j->res)
             for (long c = 0; c < LW_CT_NC; c++)
                 rv[c] = c < nc ? j->res[(c0 + c) * e->res_rs + p * e->res_cs] : 0.0f;
-        for (int v = 0; v < LW_CT_NV; v++) {
+        for (int v = 0; v < nv; v++) {
             lw_vf t = lw_load(pt + v * LW_VEC);
             if (e->alpha != 1.0f) t *= lw_splat(e->alpha);
             if (j->bias) t += lw_splat(e->bias_scale) * lw_load(bv + v * LW_VEC);
