@@ -34,7 +34,7 @@ def test_runtime_sources_never_import_the_compiler():
 def test_only_the_onnx_border_imports_onnx():
     pattern = re.compile(r"^\s*(from|import)\s+onnx\b(?!runtime)", re.M)
     allowed = {"lowering/onnx/importer.py", "lowering/onnx/exporter.py", "lowering/onnx/backend.py",
-               "lowering/onnx/expand.py"}
+               "lowering/onnx/expand.py", "lowering/onnx/control_flow.py"}
     offenders = []
     for folder in ("lowering", "passes", "targets", "runtime"):
         for p in (ROOT / folder).rglob("*.py"):

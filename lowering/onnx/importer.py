@@ -1,8 +1,9 @@
 """ONNX ModelProto -> graph IR. Together with ``exporter.py`` the only modules that import ``onnx``.
 
-Import validates the model (``onnx.checker``), binds symbolic input dimensions from ``shapes``, runs ONNX
-shape inference in strict mode with data propagation, names every unsupported op at once, and builds the
-IR. ``Constant`` nodes become constant values directly.
+Import validates the model (``onnx.checker``), unrolls control flow (If, Loop, Scan: ``control_flow.py``)
+and expands ops the compiler only knows by their ONNX function bodies (``expand.py``), binds symbolic input
+dimensions from ``shapes``, runs ONNX shape inference in strict mode with data propagation, names every
+unsupported op at once, and builds the IR. ``Constant`` nodes become constant values directly.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..errors import LoweringError, UnsupportedOpsError
 from ..ir import Attr, AttrKind, DType, Graph, Node, TensorType, Value
 from ..opinfo import DOMAIN
 from ..reference import ops as reference_ops
+from .control_flow import has_control_flow, is_control_flow, unroll_control_flow
 from .expand import TypeLookup, expand_functions, expansion_summary
 
 MIN_OPSET, MAX_OPSET = 13, 21
@@ -111,13 +113,19 @@ def import_model(
     log: Callable[[str], None] | None = None,
 ) -> Graph:
     """Build the IR from a checked ModelProto. ``name`` is how errors name the model; ``log`` (``lower
-    -v``) hears which nodes were expanded into their ONNX function bodies."""
+    -v``) hears which nodes were expanded into their ONNX function bodies and how many control-flow nodes
+    were unrolled."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)  # binding shapes edits the proto; never touch the caller's
+    if any(imp.domain in ("", "ai.onnx") for imp in copy.opset_import) and _opset_of(copy) < 9:
+        # Scan before opset 9 has a batch axis onnx.version_converter does not convert: unroll it first
+        unrolled = unroll_control_flow(copy, name, shapes or {}, _evaluate_proto, ops=frozenset({"Scan"}))
+        if unrolled and log is not None:
+            log(f"unrolled {unrolled} opset-{_opset_of(copy)} Scan node(s) into plain nodes")
     model = _upgrade_opset(copy, name)
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
-    _expand_functions(model, name, log)
+    _unroll_and_expand(model, name, shapes or {}, log)
     _check_supported(model, name)
     _bind_input_shapes(model, shapes or {}, name)
     try:
@@ -225,6 +233,49 @@ def _check_supported(model: onnx.ModelProto, name: str) -> None:
         raise UnsupportedOpsError(name, bad)
 
 
+# ------------------------------------------------------------------------- control flow, function bodies
+
+
+#: Rounds of unrolling control flow and expanding function bodies (a body of one holds the other: Range's
+#: function body is a Loop, LinearAttention's holds a Scan).
+MAX_UNROLL_ROUNDS = 8
+
+
+def _unroll_and_expand(model: onnx.ModelProto, name: str, shapes: dict[str, tuple[int, ...]],
+                       log: Callable[[str], None] | None) -> None:
+    """Unroll If, Loop and Scan (``control_flow.py``) and expand function bodies, in turns, until neither
+    is left. Body ops newer than MAX_OPSET go through the same check as the model's own."""
+    for _ in range(MAX_UNROLL_ROUNDS):
+        unrolled = unroll_control_flow(model, name, shapes, _evaluate_proto)
+        if unrolled and log is not None:
+            log(f"unrolled {unrolled} control-flow node(s) (If, Loop, Scan) into plain nodes")
+        if unrolled and _opset_of(model) > MAX_OPSET \
+                and any(imp.domain in ("", "ai.onnx") for imp in model.opset_import):
+            _check_newer_opset(model, _opset_of(model), name)
+        _expand_functions(model, name, log)
+        if not has_control_flow(model.graph):
+            return
+    raise LoweringError(f"{name}: control flow still left after {MAX_UNROLL_ROUNDS} rounds of unrolling and "
+                        "function expansion")
+
+
+def _evaluate_proto(proto: onnx.NodeProto, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+    """One standard node on numpy inputs, with the reference interpreter's semantics (constant folding for
+    control-flow decisions)."""
+    from ..reference.interpreter import evaluate_node
+
+    attrs = {}
+    for a in proto.attribute:
+        converted = _convert_attr(a)
+        if converted is None:
+            raise ValueError(f"attribute '{a.name}' has an unsupported kind")
+        attrs[a.name] = converted
+    args = [None if x is None else Value(f"in{i}", const=np.asarray(x)) for i, x in enumerate(inputs)]
+    outs = [Value(y or f"out{i}") for i, y in enumerate(proto.output)]
+    node = Node(proto.op_type, args, outs, attrs, name=proto.name or proto.op_type, domain=_domain(proto))
+    return evaluate_node(node, [None if x is None else np.asarray(x) for x in inputs])
+
+
 # ------------------------------------------------------------------------- ONNX function-body expansion
 
 
@@ -232,7 +283,8 @@ def _expand_functions(model: onnx.ModelProto, name: str, log: Callable[[str], No
     """Replace the nodes the importer cannot take as they are (an op it does not know; an Attention
     ``lowering::Attention`` cannot express) by their ONNX function bodies, in place (``expand.py``).
     Body ops newer than MAX_OPSET go through the same check as the model's own."""
-    counts = expand_functions(model, name, _imports_natively, _is_supported)
+    counts = expand_functions(model, name, _imports_natively,
+                              lambda node: _is_supported(node) or is_control_flow(node))
     if not counts:
         return
     if any(imp.domain in ("", "ai.onnx") for imp in model.opset_import) and _opset_of(model) > MAX_OPSET:
@@ -242,7 +294,10 @@ def _expand_functions(model: onnx.ModelProto, name: str, log: Callable[[str], No
 
 
 def _imports_natively(node: onnx.NodeProto, types: TypeLookup) -> bool:
-    """Whether the importer takes ``node`` as it is, without expanding it into its function body."""
+    """Whether the importer takes ``node`` as it is, without expanding it into its function body (control
+    flow is unrolled instead)."""
+    if is_control_flow(node):
+        return True
     if _qualified_op(node) == "Attention":
         attrs = {}
         for a in node.attribute:

@@ -310,7 +310,7 @@ def concat(node, xs):
 
 def _axes(node, xs, index=1):
     if len(xs) > index and xs[index] is not None:
-        return tuple(int(a) for a in xs[index])
+        return tuple(int(a) for a in np.asarray(xs[index]).reshape(-1))  # (0-d axes: onnx's own bodies)
     axes = node.attr("axes")
     return tuple(axes) if axes is not None else None
 
@@ -368,7 +368,8 @@ def constant_of_shape(node, xs):
 
 @register("Range")
 def range_(node, xs):
-    return [np.arange(xs[0], xs[1], xs[2]).astype(xs[0].dtype)]
+    start, limit, delta = (np.asarray(x).reshape(-1)[0] for x in xs[:3])  # 1-element tensors too
+    return [np.arange(start, limit, delta).astype(xs[0].dtype)]
 
 
 @register("Expand")

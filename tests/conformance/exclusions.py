@@ -61,24 +61,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_sequence_map_identity_2_sequences_expanded', 'test_split_to_sequence_1',
         'test_split_to_sequence_2', 'test_split_to_sequence_nokeepdims',
     ),
-    # If, Loop and Scan (subgraphs): control flow is not yet supported.
-    'control flow': (
-        'test_affine_grid_2d_align_corners_expanded', 'test_affine_grid_2d_expanded',
-        'test_affine_grid_3d_align_corners_expanded', 'test_affine_grid_3d_expanded', 'test_if',
-        'test_linear_attention_decode_step_expanded', 'test_linear_attention_delta_expanded',
-        'test_linear_attention_explicit_scale_expanded', 'test_linear_attention_fp16_expanded',
-        'test_linear_attention_gated_delta_beta_scalar_expanded',
-        'test_linear_attention_gated_delta_expanded', 'test_linear_attention_gated_delta_gqa_expanded',
-        'test_linear_attention_gated_delta_mqa_expanded', 'test_linear_attention_gated_expanded',
-        'test_linear_attention_gated_per_head_decay_expanded', 'test_linear_attention_linear_expanded',
-        'test_linear_attention_linear_t1_no_past_expanded',
-        'test_linear_attention_no_past_explicit_zeros_expanded',
-        'test_linear_attention_prefill_with_past_expanded', 'test_loop11',
-        'test_range_bfloat16_type_positive_delta_expanded',
-        'test_range_float16_type_positive_delta_expanded', 'test_range_float_type_positive_delta_expanded',
-        'test_range_int32_type_negative_delta_expanded', 'test_scan9_multi_state', 'test_scan9_scalar',
-        'test_scan9_sum', 'test_scan_sum',
-    ),
     # float8/float6/float4 tensors: not IR types.
     '8-, 6- and 4-bit floats': (
         'test_cast_FLOAT16_to_FLOAT4E2M1', 'test_cast_FLOAT16_to_FLOAT8E4M3FN',
@@ -174,7 +156,6 @@ REASON_KEYS: dict[str, str] = {
     'ai.onnx.ml ops': 'ml',
     'string tensors': 'string',
     'sequence and optional types': 'sequence/optional',
-    'control flow': 'control flow',
     '8-, 6- and 4-bit floats': ('FLOAT8E4M3FN FLOAT8E4M3FNUZ FLOAT8E5M2 FLOAT8E5M2FNUZ FLOAT8E8M0 FLOAT4E2M1 '
                                 'FLOAT6E2M3 FLOAT6E3M2'),
     '4- and 2-bit integers': 'INT4 UINT4 INT2 UINT2',

@@ -135,7 +135,6 @@ _REASON_FACTS = {
     "sequence/optional": {"sequence_type", "optional_type", "map_type", "sparse_tensor_type",
                           "SplitToSequence", "ConcatFromSequence", "SequenceEmpty", "SequenceConstruct",
                           "Optional", "OptionalHasElement", "OptionalGetElement"},
-    "control flow": {"If", "Loop", "Scan"},
 }
 
 
