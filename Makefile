@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 OUT    := out
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint conformance conformance-check clean
 
 $(VENV)/.core: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,17 @@ demo: $(VENV)/.core
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q -ra
+
+# The ONNX backend node tests, all of them: `conformance` regenerates docs/conformance.md (both input
+# modes) and the list of passing tests; `conformance-check` (run by CI) regenerates the table into $(OUT)
+# and fails if a test the committed list says passes now fails.
+conformance: $(VENV)/.dev
+	$(BIN)/python -m tests.conformance.run --out docs/conformance.md --constant-inputs \
+		--baseline docs/results/conformance_passed.json --write-baseline
+
+conformance-check: $(VENV)/.dev
+	$(BIN)/python -m tests.conformance.run --out $(OUT)/conformance.md --json $(OUT)/conformance.json \
+		--baseline docs/results/conformance_passed.json
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check lowering passes targets runtime tests examples

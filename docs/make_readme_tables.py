@@ -197,9 +197,14 @@ def _failure_summary(failures: str) -> str:
         return "No test failed."
     missing = sum(n for n, e in counts if "unsupported ops" in e or "is not supported by the" in e)
     constant = sum(n for n, e in counts if re.search(r"must be (a |compile-time )*constants?\b", e))
+    wrong = stages.get("mismatch", 0)
+    ran = stages.get("run", 0)
     kinds = (f"{missing} name an op the compiler or the target does not have, {constant} an operand the "
-             "target needs constant that the test feeds at run time (axes, scales, sizes), "
-             f"{total - missing - constant} another refusal (an attribute, a dtype, a shape)")
+             "target needs constant that the test feeds at run time (axes, scales, sizes)"
+             + (f", {ran} stop at run time on an operand that contradicts the compiled shapes" if ran else "")
+             + f", {total - missing - constant - ran - wrong} another refusal (an attribute, a dtype, a "
+             "shape)"
+             + (f", {wrong} give results outside the test's tolerance" if wrong else ""))
     if set(stages) == {"compile"}:
         return (f"No test gives a wrong result or crashes: all {total} failures are compile-time refusals "
                 f"naming the op or operand at fault. {_capitalize(kinds)}.")

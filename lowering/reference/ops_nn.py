@@ -9,28 +9,19 @@ formula says (floor division). LpPool is the true p-norm of each window (pads ho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..ir import Node
-from ..opinfo import window_geometry
+from ..opinfo import WindowGeometry, window_geometry
 from .ops import register
 
 # --- ConvTranspose ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TransposeGeometry:
-    """ConvTranspose over the spatial axes: output position ``i * stride + k * dilation - pads_begin``."""
-
-    kernel: tuple[int, ...]
-    strides: tuple[int, ...]
-    dilations: tuple[int, ...]
-    pads_begin: tuple[int, ...]
-    pads_end: tuple[int, ...]
-    out: tuple[int, ...]
+#: ConvTranspose over the spatial axes, the fields of a pooling window's geometry: output position
+#: ``i * stride + k * dilation - pads_begin``, ``out`` the output's spatial shape
+TransposeGeometry = WindowGeometry
 
 
 def conv_transpose_geometry(node: Node, spatial: tuple[int, ...],

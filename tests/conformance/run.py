@@ -2,6 +2,7 @@
 
     python -m tests.conformance.run --out docs/conformance.md [--jobs 2] [--constant-inputs]
                                     [--filter REGEX] [--json results.json] [--timeout 120]
+                                    [--baseline docs/results/conformance_passed.json] [--write-baseline]
 
 Every node test ``onnx.backend.test`` builds is either excluded (``exclusions.py``, with its reason) or
 run: compiled by the backend (``lowering.onnx.backend``) and checked against the expected outputs. Tests
@@ -9,6 +10,10 @@ run in worker processes (one test at a time each, fed over a pipe), so a test th
 (a signal in generated code) or hangs is recorded as a failure (``crash``/``timeout``) and the worker is
 replaced; nothing a test does stops the run. ``--constant-inputs`` runs each test a second time with its
 inputs bound as constants (the constant-folding path) and adds that column to the table.
+
+``--baseline FILE`` is the merge gate CI runs: FILE lists, per mode, the tests that passed when it was
+written (``--write-baseline`` rewrites it from this run); the run exits 1, naming them, if any of those
+tests ran and did not pass. New passes never fail the gate; they are reported so the file can be updated.
 
 The table (Markdown): totals per target and mode next to ONNX Runtime's own backend, the exclusions by
 reason, the failures grouped by the first line of their error, and the missing ops ranked by how many
@@ -267,6 +272,27 @@ def write_report(path: Path, target: str, names: list[str], excluded: dict[str, 
     return text
 
 
+def compare_with_baseline(baseline: dict[str, list[str]],
+                          results: dict[str, dict[str, Outcome]]) -> tuple[list[str], list[str]]:
+    """(regressions, new passes) as ``mode name`` strings: tests the baseline lists as passed that ran
+    and failed, and tests that passed here without being listed. Tests this run did not run (a
+    ``--filter``) are neither."""
+    regressions, new = [], []
+    for mode, outcomes in results.items():
+        before = set(baseline.get(mode, ()))
+        for name, outcome in sorted(outcomes.items()):
+            if outcome.status == "passed" and name not in before:
+                new.append(f"{mode} {name}")
+            elif outcome.status != "passed" and name in before:
+                regressions.append(f"{mode} {name}: {outcome.stage}: {outcome.error[:200]}")
+    return regressions, new
+
+
+def passed_by_mode(results: dict[str, dict[str, Outcome]]) -> dict[str, list[str]]:
+    return {mode: sorted(n for n, o in outcomes.items() if o.status == "passed")
+            for mode, outcomes in results.items()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.conformance.run",
                                      description=__doc__.split("\n")[0])
@@ -278,6 +304,10 @@ def main(argv=None) -> int:
     parser.add_argument("--filter", help="only tests whose name matches this regular expression")
     parser.add_argument("--constant-inputs", action="store_true",
                         help="also run every test with its inputs bound as constants")
+    parser.add_argument("--baseline", type=Path,
+                        help="JSON of the tests that passed before (per mode): exit 1 if any now fails")
+    parser.add_argument("--write-baseline", action="store_true",
+                        help="rewrite the --baseline file from this run's passes instead of checking")
     parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker_fd is not None:
@@ -311,6 +341,27 @@ def main(argv=None) -> int:
               f"{len(excluded)} excluded of {len(names)} node tests "
               f"(onnxruntime: {ONNXRUNTIME_PASSED} of {ONNXRUNTIME_TOTAL}) in {seconds / 60:.1f} min")
     print(f"wrote {args.out}")
+    if args.baseline and args.write_baseline:
+        args.baseline.parent.mkdir(parents=True, exist_ok=True)
+        args.baseline.write_text(json.dumps(passed_by_mode(results), indent=0) + "\n")
+        print(f"wrote {args.baseline}")
+    elif args.baseline:
+        try:
+            baseline = json.loads(args.baseline.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"error: cannot read the baseline {args.baseline}: {exc}", file=sys.stderr)
+            return 2
+        regressions, new = compare_with_baseline(baseline, results)
+        if new:
+            print(f"{len(new)} test(s) pass that {args.baseline} does not list (rerun with --write-baseline "
+                  f"to record them): {', '.join(new[:20])}{' ...' if len(new) > 20 else ''}")
+        if regressions:
+            print(f"error: {len(regressions)} test(s) that passed in {args.baseline} fail now:",
+                  file=sys.stderr)
+            for line in regressions:
+                print(f"  {line}", file=sys.stderr)
+            return 1
+        print(f"no regression against {args.baseline}")
     return 0
 
 
