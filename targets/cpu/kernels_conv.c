@@ -1015,42 +1015,45 @@ static void lw_conv2d_t(int nt, const lw_conv_geom *g, const float *x, const flo
 #endif
     for (long n = 0; n < g->N; n++) {
         const float *xn = x + n * g->C * HW;
-        if (!inplace) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && G * Cg > 1)
-            for (long t = 0; t < G * Cg; t++) {
-                const float *xc = xn + t * HW;
-                float *d = col + t * taps * P;
+        /* one parallel region for the im2col and the tasks (one fork and join fewer, as lw_conv2d_d) */
+#pragma omp parallel num_threads(nt) if (nt > 1 && (tasks > 1 || (!inplace && G * Cg > 1)))
+        {
+            if (!inplace) {
+#pragma omp for schedule(static)
+                for (long t = 0; t < G * Cg; t++) {
+                    const float *xc = xn + t * HW;
+                    float *d = col + t * taps * P;
 #ifdef LW_CONV_AVX512
-                if (masks) { /* stride 1, rows as wide as the input's: each tap's row is a masked shift */
-                    for (long k = 0; k < taps; k++, d += P)
-                        for (long v = 0; v < pv; v++)
-                            _mm512_mask_storeu_ps(d + v * 16, lw_mask_range(0, P - v * 16),
-                                                  _mm512_maskz_loadu_ps(masks[k * pv + v],
-                                                                        lw_addr(xc, shift[k] + v * 16)));
-                    continue;
-                }
-#endif
-                for (long kh = 0; kh < g->KH; kh++)
-                    for (long kw = 0; kw < g->KW; kw++, d += P) {
-                        for (long oh = 0; oh < g->OH; oh++) {
-                            const long ih = oh * g->SH - g->PH + kh * g->DH;
-                            lw_ct_im2col_row(d + oh * g->OW, ih >= 0 && ih < g->H ? xc + ih * g->W : NULL,
-                                             kw * g->DW - g->PW, g->SW, g->W, g->OW);
-                        }
+                    if (masks) { /* stride 1, rows as wide as the input's: each tap's row is a masked shift */
+                        for (long k = 0; k < taps; k++, d += P)
+                            for (long v = 0; v < pv; v++)
+                                _mm512_mask_storeu_ps(d + v * 16, lw_mask_range(0, P - v * 16),
+                                                      _mm512_maskz_loadu_ps(masks[k * pv + v],
+                                                                            lw_addr(xc, shift[k] + v * 16)));
+                        continue;
                     }
+#endif
+                    for (long kh = 0; kh < g->KH; kh++)
+                        for (long kw = 0; kw < g->KW; kw++, d += P) {
+                            for (long oh = 0; oh < g->OH; oh++) {
+                                const long ih = oh * g->SH - g->PH + kh * g->DH;
+                                lw_ct_im2col_row(d + oh * g->OW, ih >= 0 && ih < g->H ? xc + ih * g->W : NULL,
+                                                 kw * g->DW - g->PW, g->SW, g->W, g->OW);
+                            }
+                        }
+                }
             }
-        }
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1 && tasks > 1)
-        for (long t = 0; t < tasks; t++) {
-            const long gi = t / (cps * qblocks), r = t % (cps * qblocks), cp = r / qblocks;
-            const long q0 = (r % qblocks) * pb * LW_CT_R, q1 = LW_MIN(P, q0 + pb * LW_CT_R);
-            const lw_ct_job j = {
-                e, w + gi * w_size, inplace ? xn + gi * Cg * HW : col + gi * K * P, inplace ? HW : P, Mg, P,
-                K,
-                y + (n * g->M + gi * Mg) * P, bias ? bias + gi * Mg * e->bias_rs : NULL,
-                res ? res + n * res_ns + gi * Mg * e->res_rs : NULL,
-            };
-            lw_ct_block(&j, cp, q0, q1);
+#pragma omp for schedule(dynamic, 1)
+            for (long t = 0; t < tasks; t++) {
+                const long gi = t / (cps * qblocks), r = t % (cps * qblocks), cp = r / qblocks;
+                const long q0 = (r % qblocks) * pb * LW_CT_R, q1 = LW_MIN(P, q0 + pb * LW_CT_R);
+                const lw_ct_job j = {
+                    e, w + gi * w_size, inplace ? xn + gi * Cg * HW : col + gi * K * P, inplace ? HW : P,
+                    Mg, P, K, y + (n * g->M + gi * Mg) * P, bias ? bias + gi * Mg * e->bias_rs : NULL,
+                    res ? res + n * res_ns + gi * Mg * e->res_rs : NULL,
+                };
+                lw_ct_block(&j, cp, q0, q1);
+            }
         }
     }
 }
@@ -1087,10 +1090,19 @@ static lw_dc_geom lw_dc_geom_of(const lw_conv_geom *g) {
     return d;
 }
 
-/* The phase grids of one channel xc ([H][W]) at dst ([nph][Hq][Wq]). */
-static void lw_dc_transform(const lw_conv_geom *g, const lw_dc_geom *d, const float *xc, float *dst) {
+/* The phase grids of one channel xc ([H][W]) at dst ([nph][Hq][Wq]), only those of the phases in `used`
+ * (bit ph * SW + pw; phases past the 64th always): a strided 1x1 conv reads one of its SH * SW planes (the
+ * ResNet shortcuts' copy took a third of their time). The planes left unwritten (stale workspace) are read
+ * only by lanes past a plane's last grid position, which are never stored. */
+static void lw_dc_transform(const lw_conv_geom *g, const lw_dc_geom *d, const float *xc, float *dst,
+                            unsigned long used) {
     for (long ph = 0; ph < g->SH; ph++)
-        for (long pw = 0; pw < g->SW; pw++)
+        for (long pw = 0; pw < g->SW; pw++) {
+            const long bit = ph * g->SW + pw;
+            if (bit < 64 && !(used >> bit & 1)) {
+                dst += d->Hq * d->Wq;
+                continue;
+            }
             for (long i = 0; i < d->Hq; i++, dst += d->Wq) {
                 const long r = i * g->SH + ph - g->PH;
                 if (r < 0 || r >= g->H) {
@@ -1099,6 +1111,7 @@ static void lw_dc_transform(const lw_conv_geom *g, const lw_dc_geom *d, const fl
                     lw_im2col_run(dst, xc + r * g->W, pw - g->PW, g->SW, g->W, d->Wq);
                 }
             }
+        }
 }
 
 /* A run of lanes [lo, hi) of a vector at grid position qa: lane l is output position qa + l + shift. */
@@ -1256,10 +1269,13 @@ static void lw_conv2d_d(int nt, const lw_conv_geom *g, const float *x, const flo
     const lw_dc_geom d = lw_dc_geom_of(g);
     float *grid = (float *)ws;
     long toff[LW_INDEX_TAPS];
+    unsigned long used = 0; /* the phases some tap reads */
     for (long kh = 0, k = 0; kh < g->KH; kh++)
         for (long kw = 0; kw < g->KW; kw++, k++) {
             const long rh = kh * g->DH, rw = kw * g->DW;
             toff[k] = ((rh % g->SH) * g->SW + rw % g->SW) * d.Hq * d.Wq + (rh / g->SH) * d.Wq + rw / g->SW;
+            const long bit = (rh % g->SH) * g->SW + rw % g->SW; /* phases past 64: always written */
+            if (bit < 64) used |= 1UL << bit;
         }
     /* Tasks: (group, column block, row block). Every task reads all the weights of its row panels and the
      * grid rows of its columns, so threads split the row panels when the weights are the larger operand
@@ -1273,9 +1289,14 @@ static void lw_conv2d_d(int nt, const lw_conv_geom *g, const float *x, const flo
         cb = LW_MIN(cb, LW_CDIV(ct, 4L * nt));
         while (G * LW_CDIV(ct, cb) * LW_CDIV(mp, mb) < 2L * nt && mb > 1) mb = LW_CDIV(mb, 2);
     }
-    cb = LW_CDIV(ct, LW_CDIV(ct, cb));
-    mb = LW_CDIV(mp, LW_CDIV(mp, mb));
-    const long cblocks = LW_CDIV(ct, cb), mblocks = LW_CDIV(mp, mb), tasks = G * cblocks * mblocks;
+    /* Blocks of near-equal size (tiles and panels divided evenly: ct = 68 as 8 blocks of 8 or 9 tiles, not
+     * 7 of 9 and one of 5); a task count that the threads divide runs as contiguous equal shares (static:
+     * with dynamic scheduling blocks of 8 and 9 tiles fell 32 against 36), others dynamically. */
+    long cblocks = LW_CDIV(ct, cb), mblocks = LW_CDIV(mp, mb);
+    if (nt > 1 && cblocks > 1 && cblocks % nt != 0 && LW_CDIV(cblocks, nt) * nt <= ct)
+        cblocks = LW_CDIV(cblocks, nt) * nt;
+    const long tasks = G * cblocks * mblocks;
+    const int even = nt > 1 && tasks % nt == 0;
     for (long i = 0; i < d.slack; i++) grid[g->C * d.cs + i] = 0.0f;
     /* One parallel region per image for the transform and the tasks (one fork and join fewer: on a loaded
      * machine each costs a scheduling quantum). */
@@ -1284,18 +1305,27 @@ static void lw_conv2d_d(int nt, const lw_conv_geom *g, const float *x, const flo
 #pragma omp parallel num_threads(nt) if (nt > 1 && tasks > 1)
         {
 #pragma omp for schedule(static)
-            for (long c = 0; c < g->C; c++) lw_dc_transform(g, &d, xn + c * HW, grid + c * d.cs);
+            for (long c = 0; c < g->C; c++) lw_dc_transform(g, &d, xn + c * HW, grid + c * d.cs, used);
+#define LW_DC_TASK(t)                                                                                       \
+    do {                                                                                                    \
+        const long gi = (t) / (cblocks * mblocks), r = (t) % (cblocks * mblocks);                          \
+        const long cbi = r / mblocks, mbi = r % mblocks;                                                    \
+        const lw_dc_job j = {                                                                               \
+            e, w + gi * a_size, grid + gi * Cg * d.cs, toff, taps, d.cs, Mg, K, P,                          \
+            y + (n * g->M + gi * Mg) * P, bias ? bias + gi * Mg * e->bias_rs : NULL,                        \
+            res ? res + n * res_ns + gi * Mg * e->res_rs : NULL,                                            \
+        };                                                                                                  \
+        lw_dc_block(&j, g, &d, ct, cbi * ct / cblocks, (cbi + 1) * ct / cblocks, mbi * mp / mblocks,        \
+                    (mbi + 1) * mp / mblocks);                                                              \
+    } while (0)
+            if (even) {
+#pragma omp for schedule(static)
+                for (long t = 0; t < tasks; t++) LW_DC_TASK(t);
+            } else {
 #pragma omp for schedule(dynamic, 1)
-            for (long t = 0; t < tasks; t++) {
-                const long gi = t / (cblocks * mblocks), r = t % (cblocks * mblocks);
-                const long c0 = (r / mblocks) * cb, c1 = LW_MIN(ct, c0 + cb), m0 = (r % mblocks) * mb;
-                const lw_dc_job j = {
-                    e, w + gi * a_size, grid + gi * Cg * d.cs, toff, taps, d.cs, Mg, K, P,
-                    y + (n * g->M + gi * Mg) * P, bias ? bias + gi * Mg * e->bias_rs : NULL,
-                    res ? res + n * res_ns + gi * Mg * e->res_rs : NULL,
-                };
-                lw_dc_block(&j, g, &d, ct, c0, c1, m0, LW_MIN(mp, m0 + mb));
+                for (long t = 0; t < tasks; t++) LW_DC_TASK(t);
             }
+#undef LW_DC_TASK
         }
     }
 }

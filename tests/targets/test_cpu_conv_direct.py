@@ -2,8 +2,10 @@
 each axis, dilations, symmetric and asymmetric pads, kernels from 1x1 (strided) to the 7x7/2 stem, groups,
 batches, planes whose rows are narrower than a vector (one vector spans several output rows) and grids whose
 vector count leaves tiles of one, two and three vectors; every epilogue (bias, residual per position and per
-channel, activations, alpha-free FusedConv without bias), and results that do not depend on the thread
-count. Compared with the reference interpreter (an independent numpy convolution)."""
+channel, activations, alpha-free FusedConv without bias), strided convs whose taps read only some phase
+planes (the others are not written and keep stale workspace data), and results that do not depend on the
+thread count (1 to 4 threads: even static and dynamic task splits). Compared with the reference interpreter
+(an independent numpy convolution)."""
 
 from __future__ import annotations
 
@@ -36,6 +38,9 @@ DIRECT_CASES = [  # (input shape, weight shape, attrs)
     ((1, 300, 9, 10), (16, 300, 3, 3), {"pads": P1}),  # K = 2700
     ((1, 6, 40), (8, 6, 5), {"pads": (2, 2)}),  # 1-D
     ((1, 6, 41), (8, 6, 3), {"strides": (2,), "pads": (1, 0)}),  # 1-D, stride 2
+    ((2, 8, 17, 20), (12, 8, 1, 1), {"strides": (3, 2), "pads": (1, 0, 0, 1)}),  # one of 6 phases, padded
+    ((1, 6, 20, 23), (8, 6, 3, 3), {"strides": (3, 3), "dilations": (3, 3), "pads": P1}),  # 1 of 9 phases
+    ((1, 4, 40, 40), (8, 4, 1, 1), {"strides": (9, 9)}),  # 81 phases: past the 64 the used-phase mask holds
 ]
 
 
@@ -98,10 +103,24 @@ def test_direct_epilogues():
     check_against_reference(m.output(*outs), threads=2)
 
 
+def test_direct_unused_phases_hold_stale_workspace():
+    """A strided conv writes only the phase planes its taps read; the others keep whatever the previous
+    kernel left in the shared workspace (here a grid of huge values), which must reach no output."""
+    m = GraphMaker("conv_direct_stale")
+    huge = m.node("Mul", m.input(1, 16, 18, 18), m.const(np.float32(1e30)))
+    first = m.node("Conv", huge, m.weight(8, 16, 3, 3, scale=1e-8), None, pads=P1, strides=(2, 2))
+    x = m.input(1, 16, 18, 18)
+    res = m.input(1, 24, 9, 9)
+    second = m.node("FusedConv", x, m.weight(24, 16, 1, 1), m.weight(24), res, domain=DOMAIN,
+                    activation="Relu", strides=(2, 2))
+    third = m.node("Conv", first, m.weight(24, 8, 3, 3), None, pads=P1, strides=(3, 3), dilations=(3, 3))
+    check_against_reference(m.output(second, third), threads=2)
+
+
 def test_direct_results_do_not_depend_on_thread_count():
     m = _graph(DIRECT_CASES)
     built = build_cpu(m.graph)
-    results = [built.run(m.feeds, threads) for threads in (1, 2, 3)]
+    results = [built.run(m.feeds, threads) for threads in (1, 2, 3, 4)]
     for other in results[1:]:
         for name, value in results[0].items():
             np.testing.assert_array_equal(other[name], value, err_msg=name)
