@@ -841,6 +841,17 @@ LW_QMAXPOOL(lw_maxpool2d_u8, uint8_t, 0)
  * - lw_quantize_last##S: per axis along the innermost axis (inner == 1), parameters change every element;
  * - lw_quantize_blocked##S: block_size B along the axis: scale and zp are [outer][ceil(C / B)][inner],
  *   element (o, c, i) uses entry (o, c / B, i). */
+/* One QuantizeLinear element: x / scale rounded half to even, saturated to [qmin, qmax] after adding zp
+ * (NaN gives qmin), as the stored bit pattern. */
+static inline int32_t lw_quantize_one(float x, float scale, int32_t zp, int32_t qmin, int32_t qmax) {
+    const float lo = (float)(qmin - zp), hi = (float)(qmax - zp);
+    float v = __builtin_rintf(x / scale);
+    v = v < lo ? lo : v;
+    v = v > hi ? hi : v;
+    v = v == v ? v : lo;
+    return (int32_t)v + zp;
+}
+
 #define LW_QUANTIZE_KERNELS(S, TO)                                                                        \
     static void lw_quantize##S(int nt, const float *x, TO *y, long outer, long C, long inner,              \
                                const float *scale, const int32_t *zp, int32_t qmin, int32_t qmax) {       \
@@ -851,16 +862,9 @@ LW_QMAXPOOL(lw_maxpool2d_u8, uint8_t, 0)
             const long i1 = LW_MIN(inner, i0 + LW_QDQ_CHUNK);                                             \
             const float s = scale[c];                                                                     \
             const int32_t z = zp[c];                                                                      \
-            const float lo = (float)(qmin - z), hi = (float)(qmax - z);                                   \
             const float *xp = x + row * inner;                                                            \
             TO *yp = y + row * inner;                                                                     \
-            for (long i = i0; i < i1; i++) {                                                              \
-                float v = __builtin_rintf(xp[i] / s);                                                     \
-                v = v < lo ? lo : v;                                                                      \
-                v = v > hi ? hi : v;                                                                      \
-                v = v == v ? v : lo;                                                                      \
-                yp[i] = (TO)((int32_t)v + z);                                                             \
-            }                                                                                             \
+            for (long i = i0; i < i1; i++) yp[i] = (TO)lw_quantize_one(xp[i], s, z, qmin, qmax);          \
         }                                                                                                 \
     }                                                                                                     \
                                                                                                           \
@@ -869,13 +873,7 @@ LW_QMAXPOOL(lw_maxpool2d_u8, uint8_t, 0)
         _Pragma("omp parallel for num_threads(nt) schedule(static) if (nt > 1 && rows * C > 65536)")      \
         for (long r = 0; r < rows; r++)                                                                   \
             for (long c = 0; c < C; c++) {                                                                \
-                const int32_t z = zp[c];                                                                  \
-                const float lo = (float)(qmin - z), hi = (float)(qmax - z);                               \
-                float v = __builtin_rintf(x[r * C + c] / scale[c]);                                       \
-                v = v < lo ? lo : v;                                                                      \
-                v = v > hi ? hi : v;                                                                      \
-                v = v == v ? v : lo;                                                                      \
-                y[r * C + c] = (TO)((int32_t)v + z);                                                      \
+                y[r * C + c] = (TO)lw_quantize_one(x[r * C + c], scale[c], zp[c], qmin, qmax);            \
             }                                                                                             \
     }                                                                                                     \
                                                                                                           \
@@ -888,15 +886,8 @@ LW_QMAXPOOL(lw_maxpool2d_u8, uint8_t, 0)
             const long o = t / C, c = t % C, p = (o * CB + c / B) * inner;                                \
             const float *xp = x + t * inner;                                                              \
             TO *yp = y + t * inner;                                                                       \
-            for (long i = 0; i < inner; i++) {                                                            \
-                const int32_t z = zp[p + i];                                                              \
-                const float lo = (float)(qmin - z), hi = (float)(qmax - z);                               \
-                float v = __builtin_rintf(xp[i] / scale[p + i]);                                          \
-                v = v < lo ? lo : v;                                                                      \
-                v = v > hi ? hi : v;                                                                      \
-                v = v == v ? v : lo;                                                                      \
-                yp[i] = (TO)((int32_t)v + z);                                                             \
-            }                                                                                             \
+            for (long i = 0; i < inner; i++)                                                              \
+                yp[i] = (TO)lw_quantize_one(xp[i], scale[p + i], zp[p + i], qmin, qmax);                  \
         }                                                                                                 \
     }
 

@@ -186,8 +186,11 @@ def test_out_of_range_gather_indices_fail_the_run(op, big):
         np.testing.assert_array_equal(next(iter(got.values())), m._env[id(m.graph.outputs[0])])
 
 
-def _node(op, inputs, attrs=None, out_type=None):
-    node = Node(op, inputs, [Value("y", out_type or inputs[0].type)], name="n")
+def _node(op, inputs, attrs=None, out_type=None, outputs=1):
+    """A node named 'n' whose output 'y' has ``out_type`` (default: input 0's); further outputs are int64."""
+    outs = [Value("y", out_type or inputs[0].type)] + [Value(f"y{i}", TensorType(DType.INT64, (1,)))
+                                                         for i in range(1, outputs)]
+    node = Node(op, inputs, outs, name="n")
     for key, value in (attrs or {}).items():
         node.set_attr(key, value)
     return node

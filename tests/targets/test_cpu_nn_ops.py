@@ -16,14 +16,14 @@ import pytest
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
-from lowering.ir import DType, Node, TensorType, Value
+from lowering.ir import DType, TensorType, Value
 from lowering.onnx.importer import import_model
 from lowering.reference import run_graph
 from targets.cpu.target import CpuTarget
 from tests.reference import data_op_models as cases_
 from tests.reference.data_op_models import Case, In, assert_matches, f32, i64
 
-from .test_cpu_index import combined_model, compile_cpu, run_build
+from .test_cpu_index import _node, combined_model, compile_cpu, run_build
 
 pytestmark = pytest.mark.target_cpu
 
@@ -260,15 +260,6 @@ def test_runtime_operands_are_checked():
 
 
 # --- refusals ------------------------------------------------------------------------------------------
-
-
-def _node(op, inputs, attrs=None, out_type=None, outputs=1):
-    outs = [Value("y", out_type or inputs[0].type)] + [Value(f"y{i}", TensorType(DType.INT64, (1,)))
-                                                         for i in range(1, outputs)]
-    node = Node(op, inputs, outs, name="n")
-    for key, value in (attrs or {}).items():
-        node.set_attr(key, value)
-    return node
 
 
 def test_unsupported_cases_give_reasons():

@@ -16,7 +16,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from lowering.ir import DType, Node, TensorType, Value
+from lowering.ir import DType, TensorType, Value
 from lowering.onnx.importer import import_model
 from lowering.reference import run_graph
 from targets.cpu import emit_index
@@ -24,7 +24,7 @@ from targets.cpu.target import CpuTarget
 from tests.reference import data_op_models as cases_
 from tests.reference.data_op_models import RNG, Case, In, assert_matches, f32, i64
 
-from .test_cpu_index import combined_model, compile_cpu, run_build
+from .test_cpu_index import _node, combined_model, compile_cpu, run_build
 
 pytestmark = pytest.mark.target_cpu
 
@@ -432,13 +432,6 @@ def test_roi_align_batch_index_out_of_range_fails_the_run(threads):
         rtol=1e-5,
         atol=1e-6,
     )
-
-
-def _node(op, inputs, attrs=None, out_type=None):
-    node = Node(op, inputs, [Value("y", out_type or inputs[0].type)], name="n")
-    for key, value in (attrs or {}).items():
-        node.set_attr(key, value)
-    return node
 
 
 def test_unsupported_cases_give_reasons():
