@@ -1108,10 +1108,23 @@ static void lw_dc_transform(const lw_conv_geom *g, const lw_dc_geom *d, const fl
                 if (r < 0 || r >= g->H) {
                     for (long t = 0; t < d->Wq; t++) dst[t] = 0.0f;
                 } else {
-                    lw_im2col_run(dst, xc + r * g->W, pw - g->PW, g->SW, g->W, d->Wq);
+                    lw_ct_im2col_row(dst, xc + r * g->W, pw - g->PW, g->SW, g->W, d->Wq);
                 }
             }
         }
+}
+
+/* Each tap's offset in a channel's grids from an output's grid position q (toff); returns the phases some
+ * tap reads (bit ph * SW + pw; phases past the 64th are always written). */
+static unsigned long lw_dc_taps(const lw_conv_geom *g, const lw_dc_geom *d, long *toff) {
+    unsigned long used = 0;
+    for (long kh = 0, k = 0; kh < g->KH; kh++)
+        for (long kw = 0; kw < g->KW; kw++, k++) {
+            const long rh = kh * g->DH, rw = kw * g->DW, bit = (rh % g->SH) * g->SW + rw % g->SW;
+            toff[k] = bit * d->Hq * d->Wq + (rh / g->SH) * d->Wq + rw / g->SW;
+            if (bit < 64) used |= 1UL << bit;
+        }
+    return used;
 }
 
 /* A run of lanes [lo, hi) of a vector at grid position qa: lane l is output position qa + l + shift. */
@@ -1269,14 +1282,7 @@ static void lw_conv2d_d(int nt, const lw_conv_geom *g, const float *x, const flo
     const lw_dc_geom d = lw_dc_geom_of(g);
     float *grid = (float *)ws;
     long toff[LW_INDEX_TAPS];
-    unsigned long used = 0; /* the phases some tap reads */
-    for (long kh = 0, k = 0; kh < g->KH; kh++)
-        for (long kw = 0; kw < g->KW; kw++, k++) {
-            const long rh = kh * g->DH, rw = kw * g->DW;
-            toff[k] = ((rh % g->SH) * g->SW + rw % g->SW) * d.Hq * d.Wq + (rh / g->SH) * d.Wq + rw / g->SW;
-            const long bit = (rh % g->SH) * g->SW + rw % g->SW; /* phases past 64: always written */
-            if (bit < 64) used |= 1UL << bit;
-        }
+    const unsigned long used = lw_dc_taps(g, &d, toff);
     /* Tasks: (group, column block, row block). Every task reads all the weights of its row panels and the
      * grid rows of its columns, so threads split the row panels when the weights are the larger operand
      * (deep layers: each weight is read once) and the columns otherwise. */
@@ -1329,3 +1335,200 @@ static void lw_conv2d_d(int nt, const lw_conv_geom *g, const float *x, const flo
         }
     }
 }
+
+/* --- direct conv, transposed: grid positions broadcast, output channels in the vector lanes ---------- */
+
+/* The same phase grids as lw_conv2d_d, but the micro-kernel holds LW_DT_R consecutive grid positions x
+ * LW_DT_NC output channels: per (input channel, tap) it loads LW_DT_NV aligned vectors of packed weights
+ * ([ceil(M/NC)][K][NC], pack.py's pack_conv_weights_t) and broadcasts LW_DT_R grid floats, never a vector
+ * load at a tap's shift (lw_conv2d_d's 512-bit grid loads cross a cache line at 15 of 16 shifts). Each
+ * output is reduced over the whole K in one register; the tile is transposed in registers (16x16) so the
+ * epilogue and the store run along positions, as lw_conv2d_d's. AVX-512 only. */
+#ifdef LW_CONV_AVX512
+#define LW_DT_R 14 /* grid positions per tile */
+#define LW_DT_NV 2 /* output channel vectors per tile: 28 accumulators */
+#define LW_DT_NC (LW_DT_NV * 16)
+
+/* r[i][l] <- r[l][i] for a 16x16 block of floats. */
+static inline __attribute__((always_inline)) void lw_transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) { /* r[4i + m], 128-bit lane L: column 4L + m of rows 4i .. 4i + 3 */
+        const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+        const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int m = 0; m < 4; m++) {
+        t[m] = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x88);      /* lanes 0, 2 of rows 0-3, 4-7 */
+        t[4 + m] = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xdd);  /* lanes 1, 3 */
+        t[8 + m] = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x88);
+        t[12 + m] = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xdd);
+    }
+    for (int m = 0; m < 4; m++) {
+        r[m] = _mm512_shuffle_f32x4(t[m], t[8 + m], 0x88);
+        r[8 + m] = _mm512_shuffle_f32x4(t[m], t[8 + m], 0xdd);
+        r[4 + m] = _mm512_shuffle_f32x4(t[4 + m], t[12 + m], 0x88);
+        r[12 + m] = _mm512_shuffle_f32x4(t[4 + m], t[12 + m], 0xdd);
+    }
+}
+
+typedef struct {
+    const lw_epilogue *e;
+    const lw_conv_geom *g;
+    const lw_dc_geom *d;
+    const float *w;    /* the group's transposed packed weights [ceil(M/NC)][K][NC] */
+    const float *x;    /* the group's phase grids [C/G][cs] */
+    const long *toff;  /* per tap: its offset in a channel's grids from the position's q */
+    long taps, C, M, K, P;
+    float *y;          /* the group's output [M][P] */
+    const float *bias; /* NULL, or the group's first channel's bias */
+    const float *res;  /* NULL, or the group's first channel's residual */
+} lw_dt_job;
+
+/* Grid positions [q0, q0 + R) x output channel panel cp over the whole K, then the epilogue and the store
+ * of the positions that are outputs. */
+static inline __attribute__((always_inline)) void lw_dt_tile(const int R, const lw_dt_job *j, long q0, long p0,
+                                                             long cp, long c0, long c1, float *restrict part) {
+    const long taps = j->taps, cs = j->d->cs;
+    const long *toff = j->toff;
+    const float *restrict w = j->w + (cp * j->K + c0 * taps) * LW_DT_NC;
+    __m512 acc[LW_DT_R][LW_DT_NV];
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < LW_DT_NV; v++)
+            acc[r][v] = c0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(part + (r * LW_DT_NV + v) * 16);
+    const float *xb = j->x + q0 + c0 * cs;
+    for (long c = c0; c < c1; c++, xb += cs) {
+        for (long t = 0; t < taps; t++, w += LW_DT_NC) {
+            const float *restrict src = xb + toff[t];
+            __m512 wv[LW_DT_NV];
+            _Pragma("GCC unroll 4") for (int v = 0; v < LW_DT_NV; v++) wv[v] = _mm512_loadu_ps(w + v * 16);
+            _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {
+                const __m512 b = _mm512_set1_ps(src[r]);
+                _Pragma("GCC unroll 4") for (int v = 0; v < LW_DT_NV; v++)
+                    acc[r][v] = _mm512_fmadd_ps(b, wv[v], acc[r][v]);
+            }
+        }
+    }
+    if (c1 < j->C) {
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)
+            _Pragma("GCC unroll 4") for (int v = 0; v < LW_DT_NV; v++)
+                _mm512_store_ps(part + (r * LW_DT_NV + v) * 16, acc[r][v]);
+        return;
+    }
+    const lw_epilogue *e = j->e;
+    const __mmask16 m = (__mmask16)((1u << R) - 1);
+    _Pragma("GCC unroll 4") for (int v = 0; v < LW_DT_NV; v++) {
+        const long c0 = cp * LW_DT_NC + v * 16;
+        if (c0 >= j->M) break;
+        __m512 rows[16];
+        _Pragma("GCC unroll 16") for (int r = 0; r < 16; r++) rows[r] = r < R ? acc[r][v] : _mm512_setzero_ps();
+        lw_transpose16(rows);
+        const long nc = LW_MIN(16L, j->M - c0);
+        for (long i = 0; i < nc; i++) {
+            const long row = c0 + i;
+            lw_vf t = (lw_vf)rows[i];
+            if (e->alpha != 1.0f) t *= lw_splat(e->alpha);
+            if (j->bias) t += lw_splat(e->bias_scale * j->bias[row * e->bias_rs]);
+            if (j->res) {
+                const float *rr = j->res + row * e->res_rs;
+                t += e->res_cs == 0 ? lw_splat(rr[0]) : (lw_vf)_mm512_maskz_loadu_ps(m, rr + p0 * e->res_cs);
+            }
+            t = lw_vactivate(t, e->act, e->p0, e->p1);
+            _mm512_mask_storeu_ps(j->y + row * j->P + p0, m, (__m512)t);
+        }
+    }
+}
+
+#ifndef LW_DT_TILES
+#define LW_DT_TILES 32 /* tiles over which a channel block's weights stay in L1 (partial sums: 56 KiB) */
+#endif
+#ifndef LW_DT_KB
+#define LW_DT_KB 4608  /* most weight floats per channel block: 16 channels of 3x3 (18 KiB) */
+#endif
+
+/* Panels [p0, p1) x tiles [t0, t1) (tile t: output row t / tpr, columns [t % tpr * R, + R) cut at OW, as
+ * lw_dt_tiles): per panel, blocks of LW_DT_TILES tiles, each over channel blocks whose weights stay in L1
+ * across the block's tiles (partial sums in an L1 buffer between channel blocks). */
+static void lw_dt_block(const lw_dt_job *j, long tpr, long R, long t0, long t1, long p0, long p1) {
+    float part[LW_DT_TILES * LW_DT_R * LW_DT_NC] __attribute__((aligned(64)));
+    const long cb = LW_MAX(1L, LW_DT_KB / (j->taps * LW_DT_NC)), OW = j->g->OW, Wq = j->d->Wq;
+    for (long cp = p0; cp < p1; cp++)
+        for (long tb = t0; tb < t1; tb += LW_DT_TILES)
+            for (long c0 = 0; c0 < j->C; c0 += cb) {
+                const long c1 = LW_MIN(j->C, c0 + cb);
+                for (long t = tb; t < LW_MIN(t1, tb + LW_DT_TILES); t++) {
+                    const long oh = t / tpr, ow = t % tpr * R, q0 = oh * Wq + ow, o0 = oh * OW + ow;
+                    float *pt = part + (t - tb) * LW_DT_R * LW_DT_NC;
+                    switch (LW_MIN(R, OW - ow)) {
+#define LW_DT_CASE(R) case R: lw_dt_tile(R, j, q0, o0, cp, c0, c1, pt); break;
+                    LW_DT_CASE(1) LW_DT_CASE(2) LW_DT_CASE(3) LW_DT_CASE(4) LW_DT_CASE(5) LW_DT_CASE(6)
+                    LW_DT_CASE(7) LW_DT_CASE(8) LW_DT_CASE(9) LW_DT_CASE(10) LW_DT_CASE(11) LW_DT_CASE(12)
+                    LW_DT_CASE(13)
+#undef LW_DT_CASE
+                    default: lw_dt_tile(LW_DT_R, j, q0, o0, cp, c0, c1, pt); break;
+                    }
+                }
+            }
+}
+
+/* Convolution over phase grids, transposed: w is the transposed packed weights per group
+ * ([G][ceil(Mg/NC)][K][NC]); ws holds the grids of one image ([C][cs], then slack zeroed floats). */
+static void lw_conv2d_dt(int nt, const lw_conv_geom *g, const float *x, const float *w, const float *bias,
+                         const float *res, long res_ns, float *y, unsigned char *ws, const lw_epilogue *e) {
+    const long G = g->G, Cg = g->C / G, Mg = g->M / G, taps = g->KH * g->KW, K = Cg * taps, P = g->OH * g->OW;
+    const long HW = g->H * g->W, panels = LW_CDIV(Mg, LW_DT_NC), w_size = panels * LW_DT_NC * K;
+    const lw_dc_geom d = lw_dc_geom_of(g);
+    float *grid = (float *)ws;
+    long toff[LW_INDEX_TAPS];
+    const unsigned long used = lw_dc_taps(g, &d, toff);
+    /* tiles of R <= LW_DT_R positions within an output row (no position computed past OW) */
+    const long tpr = LW_CDIV(g->OW, LW_DT_R), R = LW_CDIV(g->OW, tpr), tiles = g->OH * tpr;
+    /* Tasks: (group, tile block, panel block): threads split the panels when the weights are the larger
+     * operand, the tiles otherwise. */
+    long tb = tiles, pb = panels;
+    if (nt > 1 && Mg * K > Cg * d.cs) {
+        pb = LW_CDIV(panels, LW_MIN(panels, 2L * nt));
+        while (G * LW_CDIV(tiles, tb) * LW_CDIV(panels, pb) < 2L * nt && tb > 1) tb = LW_CDIV(tb, 2);
+    } else if (nt > 1) {
+        tb = LW_CDIV(tiles, 2L * nt);
+        while (G * LW_CDIV(tiles, tb) * LW_CDIV(panels, pb) < 2L * nt && pb > 1) pb = LW_CDIV(pb, 2);
+    }
+    const long tblocks = LW_CDIV(tiles, tb), pblocks = LW_CDIV(panels, pb), tasks = G * tblocks * pblocks;
+    const int even = nt > 1 && tasks % nt == 0;
+    for (long i = 0; i < d.slack; i++) grid[g->C * d.cs + i] = 0.0f;
+    for (long n = 0; n < g->N; n++) {
+        const float *xn = x + n * g->C * HW;
+#pragma omp parallel num_threads(nt) if (nt > 1 && tasks > 1)
+        {
+#pragma omp for schedule(static)
+            for (long c = 0; c < g->C; c++) lw_dc_transform(g, &d, xn + c * HW, grid + c * d.cs, used);
+#define LW_DT_TASK(t)                                                                                       \
+    do {                                                                                                    \
+        const long gi = (t) / (tblocks * pblocks), r = (t) % (tblocks * pblocks);                          \
+        const long tbi = r / pblocks, pbi = r % pblocks;                                                    \
+        const lw_dt_job j = {                                                                               \
+            e, g, &d, w + gi * w_size, grid + gi * Cg * d.cs, toff, taps, Cg, Mg, K, P,                     \
+            y + (n * g->M + gi * Mg) * P, bias ? bias + gi * Mg * e->bias_rs : NULL,                        \
+            res ? res + n * res_ns + gi * Mg * e->res_rs : NULL,                                            \
+        };                                                                                                  \
+        lw_dt_block(&j, tpr, R, tbi * tiles / tblocks, (tbi + 1) * tiles / tblocks, pbi * panels / pblocks,         \
+                    (pbi + 1) * panels / pblocks);                                                          \
+    } while (0)
+            if (even) {
+#pragma omp for schedule(static)
+                for (long t = 0; t < tasks; t++) LW_DT_TASK(t);
+            } else {
+#pragma omp for schedule(dynamic, 1)
+                for (long t = 0; t < tasks; t++) LW_DT_TASK(t);
+            }
+#undef LW_DT_TASK
+        }
+    }
+}
+#endif
