@@ -1095,21 +1095,15 @@ static lw_dc_geom lw_dc_geom_of(const lw_conv_geom *g) {
  * ResNet shortcuts' copy took a third of their time). The planes left unwritten (stale workspace) are read
  * only by lanes past a plane's last grid position, which are never stored. */
 static void lw_dc_transform(const lw_conv_geom *g, const lw_dc_geom *d, const float *xc, float *dst,
-                            unsigned long used) {
+                            unsigned long used, long i0, long i1) {
     for (long ph = 0; ph < g->SH; ph++)
-        for (long pw = 0; pw < g->SW; pw++) {
+        for (long pw = 0; pw < g->SW; pw++, dst += d->Hq * d->Wq) {
             const long bit = ph * g->SW + pw;
-            if (bit < 64 && !(used >> bit & 1)) {
-                dst += d->Hq * d->Wq;
-                continue;
-            }
-            for (long i = 0; i < d->Hq; i++, dst += d->Wq) {
+            if (bit < 64 && !(used >> bit & 1)) continue;
+            for (long i = i0; i < i1; i++) {
                 const long r = i * g->SH + ph - g->PH;
-                if (r < 0 || r >= g->H) {
-                    for (long t = 0; t < d->Wq; t++) dst[t] = 0.0f;
-                } else {
-                    lw_ct_im2col_row(dst, xc + r * g->W, pw - g->PW, g->SW, g->W, d->Wq);
-                }
+                lw_ct_im2col_row(dst + i * d->Wq, r < 0 || r >= g->H ? NULL : xc + r * g->W, pw - g->PW, g->SW, g->W,
+                                 d->Wq);
             }
         }
 }
@@ -1311,7 +1305,7 @@ static void lw_conv2d_d(int nt, const lw_conv_geom *g, const float *x, const flo
 #pragma omp parallel num_threads(nt) if (nt > 1 && tasks > 1)
         {
 #pragma omp for schedule(static)
-            for (long c = 0; c < g->C; c++) lw_dc_transform(g, &d, xn + c * HW, grid + c * d.cs, used);
+            for (long c = 0; c < g->C; c++) lw_dc_transform(g, &d, xn + c * HW, grid + c * d.cs, used, 0, d.Hq);
 #define LW_DC_TASK(t)                                                                                       \
     do {                                                                                                    \
         const long gi = (t) / (cblocks * mblocks), r = (t) % (cblocks * mblocks);                          \
@@ -1506,8 +1500,20 @@ static void lw_conv2d_dt(int nt, const lw_conv_geom *g, const float *x, const fl
         const float *xn = x + n * g->C * HW;
 #pragma omp parallel num_threads(nt) if (nt > 1 && tasks > 1)
         {
-#pragma omp for schedule(static)
-            for (long c = 0; c < g->C; c++) lw_dc_transform(g, &d, xn + c * HW, grid + c * d.cs, used);
+            {
+                /* Each thread writes the grid rows of the output rows its tasks compute (a contiguous share
+                 * when the tasks split the tiles evenly): the previous kernel wrote those input rows on this
+                 * core, and the tiles read them from here (a split by channels moved half the grid between
+                 * the cores twice). */
+                const long th = omp_get_thread_num(), nth = omp_get_num_threads();
+                long i0 = th * d.Hq / nth, i1 = (th + 1) * d.Hq / nth;
+                if (even && G == 1 && pblocks == 1) {
+                    i0 = th == 0 ? 0 : th * tasks / nth * tiles / tblocks / tpr;
+                    i1 = th == nth - 1 ? d.Hq : (th + 1) * tasks / nth * tiles / tblocks / tpr;
+                }
+                for (long c = 0; c < g->C; c++) lw_dc_transform(g, &d, xn + c * HW, grid + c * d.cs, used, i0, i1);
+            }
+#pragma omp barrier
 #define LW_DT_TASK(t)                                                                                       \
     do {                                                                                                    \
         const long gi = (t) / (tblocks * pblocks), r = (t) % (tblocks * pblocks);                          \
@@ -1528,6 +1534,209 @@ static void lw_conv2d_dt(int nt, const lw_conv_geom *g, const float *x, const fl
                 for (long t = 0; t < tasks; t++) LW_DT_TASK(t);
             }
 #undef LW_DT_TASK
+        }
+    }
+}
+#endif
+
+/* --- Winograd F(2x2, 3x3) -------------------------------------------------------------------------- */
+
+/* 3x3 stride-1 convs as 16 GEMMs over transformed tiles (Lavin and Gray, 2016): each 2x2 output tile needs
+ * 16 products per (output, input) channel pair instead of 36, 2.25x fewer. The input is rewritten into the
+ * phase grids of a virtual 4x4 stride-2 conv (lw_dc_transform), so element (r, k) of the 4x4 input tiles
+ * at 16 consecutive grid positions is one contiguous vector (the grid's Wq - TW = 1 extra column per tile
+ * row computes results that are discarded). Per block of up to LW_WG_NB positions and per thread: the input
+ * transform V = B^T d B of every channel ([16][C][NB] in the thread's slot), 16 GEMMs M_xi = U_xi V_xi
+ * (U = G g G^T, transformed and packed at compile time as [16][ceil(M/8)][C][8]; 8 rows x up to 3 vectors
+ * per micro-tile, as lw_dc_tile but every vector load aligned), then the output transform Y = A^T M A with
+ * the epilogue, stored as the tiles' 2x2 outputs. F(2x2, 3x3)'s transforms add and subtract only (the
+ * weights' halves are exact), so results stay within a few ulps of a direct conv's. AVX-512 only. */
+#ifdef LW_CONV_AVX512
+#define LW_WG_MR 8
+#define LW_WG_NV 3
+#define LW_WG_NB (LW_WG_NV * 16) /* most grid positions per block */
+#define LW_WG_SLOTS 16           /* most threads per Winograd conv (each needs a slot of workspace) */
+
+typedef struct {
+    const lw_epilogue *e;
+    const lw_conv_geom *g;  /* the conv */
+    const lw_conv_geom *g4; /* the virtual 4x4 stride-2 conv over 2x2 tiles */
+    const lw_dc_geom *d;    /* its phase grids */
+    const float *u;         /* transformed packed weights [16][ceil(M/8)][C][8] */
+    const float *grid;      /* the image's phase grids [C][cs] */
+    const long *toff;       /* per tile element (r, k): its offset in a channel's grids */
+    float *y;               /* the image's output [M][OH][OW] */
+    const float *bias, *res;
+} lw_wg_job;
+
+/* V[xi][c][v * 16 + l] of grid positions [q0, q0 + nv * 16), every channel */
+static void lw_wg_input(const lw_wg_job *j, long q0, int nv, float *vb) {
+    const long C = j->g->C, cs = j->d->cs;
+    for (long c = 0; c < C; c++) {
+        const float *x = j->grid + c * cs + q0;
+        for (int v = 0; v < nv; v++) {
+            __m512 t[4][4];
+            for (int k = 0; k < 4; k++) { /* rows: B^T d */
+                const __m512 d0 = _mm512_loadu_ps(x + j->toff[k] + v * 16);
+                const __m512 d1 = _mm512_loadu_ps(x + j->toff[4 + k] + v * 16);
+                const __m512 d2 = _mm512_loadu_ps(x + j->toff[8 + k] + v * 16);
+                const __m512 d3 = _mm512_loadu_ps(x + j->toff[12 + k] + v * 16);
+                t[0][k] = _mm512_sub_ps(d0, d2);
+                t[1][k] = _mm512_add_ps(d1, d2);
+                t[2][k] = _mm512_sub_ps(d2, d1);
+                t[3][k] = _mm512_sub_ps(d1, d3);
+            }
+            for (int i = 0; i < 4; i++) { /* columns: (B^T d) B */
+                float *o = vb + ((long)(i * 4) * C + c) * LW_WG_NB + v * 16;
+                _mm512_store_ps(o, _mm512_sub_ps(t[i][0], t[i][2]));
+                _mm512_store_ps(o + C * LW_WG_NB, _mm512_add_ps(t[i][1], t[i][2]));
+                _mm512_store_ps(o + 2 * C * LW_WG_NB, _mm512_sub_ps(t[i][2], t[i][1]));
+                _mm512_store_ps(o + 3 * C * LW_WG_NB, _mm512_sub_ps(t[i][1], t[i][3]));
+            }
+        }
+    }
+}
+
+/* mb[m][v * 16 + l] = sum over c of u[m][c] * vb[c][v * 16 + l] for the 8 rows of panel u ([C][8]). */
+static inline __attribute__((always_inline)) void lw_wg_tile(const int NV, long C, const float *restrict u,
+                                                             const float *restrict vb, float *restrict mb) {
+    __m512 acc[LW_WG_MR][LW_WG_NV];
+    _Pragma("GCC unroll 8") for (int i = 0; i < LW_WG_MR; i++)
+        _Pragma("GCC unroll 3") for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
+    for (long c = 0; c < C; c++, u += LW_WG_MR, vb += LW_WG_NB) {
+        __m512 b[LW_WG_NV];
+        _Pragma("GCC unroll 3") for (int v = 0; v < NV; v++) b[v] = _mm512_load_ps(vb + v * 16);
+        _Pragma("GCC unroll 8") for (int i = 0; i < LW_WG_MR; i++) {
+            const __m512 a = _mm512_set1_ps(u[i]);
+            _Pragma("GCC unroll 3") for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
+        }
+    }
+    _Pragma("GCC unroll 8") for (int i = 0; i < LW_WG_MR; i++)
+        _Pragma("GCC unroll 3") for (int v = 0; v < NV; v++) _mm512_store_ps(mb + i * LW_WG_NB + v * 16, acc[i][v]);
+}
+
+/* The outputs of row `row` (2 * th or 2 * th + 1) of output channel m at lanes [lo, hi) of e (column 2 tw)
+ * and o (column 2 tw + 1), tile column tw0 at lane lo: interleaved, then the epilogue's residual and
+ * activation (alpha and bias are already applied), then the store of the columns inside the output. */
+static inline void lw_wg_store(const lw_wg_job *j, long m, long row, __m512 e, __m512 o, int lo, int hi,
+                               long tw0) {
+    const __m512i ilo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i ihi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    float z[32] __attribute__((aligned(64)));
+    _mm512_store_ps(z, _mm512_permutex2var_ps(e, ilo, o));
+    _mm512_store_ps(z + 16, _mm512_permutex2var_ps(e, ihi, o));
+    const lw_epilogue *ep = j->e;
+    const long OW = j->g->OW, col = 2 * tw0, n = LW_MIN(2L * (hi - lo), OW - col), P = j->g->OH * OW;
+    float *yp = j->y + m * P + row * OW + col;
+    const float *rp = j->res ? j->res + m * ep->res_rs + (row * OW + col) * ep->res_cs : NULL;
+    for (long s = 0; s < n; s += 16) {
+        const __mmask16 mk = lw_mask_range(0, n - s);
+        lw_vf t = (lw_vf)_mm512_maskz_loadu_ps(mk, z + 2 * lo + s);
+        if (rp) t += ep->res_cs == 0 ? lw_splat(rp[0]) : (lw_vf)_mm512_maskz_loadu_ps(mk, rp + s);
+        t = lw_vactivate(t, ep->act, ep->p0, ep->p1);
+        _mm512_mask_storeu_ps(yp + s, mk, (__m512)t);
+    }
+}
+
+/* Y = A^T M A for output channels [m0, m0 + mr) at grid positions [q0, q0 + nv * 16), with the epilogue. */
+static void lw_wg_output(const lw_wg_job *j, const float *mb, long q0, int nv, long m0, long mr) {
+    const lw_epilogue *ep = j->e;
+    const long Wq = j->d->Wq, TW = j->g4->OW, TH = j->g4->OH, OH = j->g->OH, Mp = LW_CDIV(j->g->M, LW_WG_MR);
+    for (int v = 0; v < nv; v++) {
+        const long qa = q0 + v * 16;
+        for (long i = 0; i < mr; i++) {
+            const long m = m0 + i;
+            const float *p = mb + i * LW_WG_NB + v * 16;
+            __m512 s0[4], s1[4];
+            for (int k = 0; k < 4; k++) { /* rows: A^T M */
+                const long step = Mp * LW_WG_MR * LW_WG_NB; /* one xi's results */
+                const __m512 a0 = _mm512_load_ps(p + k * step), a1 = _mm512_load_ps(p + (4 + k) * step);
+                const __m512 a2 = _mm512_load_ps(p + (8 + k) * step), a3 = _mm512_load_ps(p + (12 + k) * step);
+                s0[k] = _mm512_add_ps(_mm512_add_ps(a0, a1), a2);
+                s1[k] = _mm512_sub_ps(_mm512_sub_ps(a1, a2), a3);
+            }
+            const __m512 al = _mm512_set1_ps(ep->alpha);
+            const __m512 bi = _mm512_set1_ps(j->bias ? ep->bias_scale * j->bias[m * ep->bias_rs] : 0.0f);
+            __m512 y00 = _mm512_add_ps(_mm512_add_ps(s0[0], s0[1]), s0[2]);
+            __m512 y01 = _mm512_sub_ps(_mm512_sub_ps(s0[1], s0[2]), s0[3]);
+            __m512 y10 = _mm512_add_ps(_mm512_add_ps(s1[0], s1[1]), s1[2]);
+            __m512 y11 = _mm512_sub_ps(_mm512_sub_ps(s1[1], s1[2]), s1[3]);
+            y00 = _mm512_fmadd_ps(y00, al, bi);
+            y01 = _mm512_fmadd_ps(y01, al, bi);
+            y10 = _mm512_fmadd_ps(y10, al, bi);
+            y11 = _mm512_fmadd_ps(y11, al, bi);
+            /* runs of lanes on one tile row, inside the tile grid */
+            for (long th = qa / Wq; th < TH && th * Wq < qa + 16; th++) {
+                const long lo = LW_MAX(0, th * Wq - qa), hi = LW_MIN(16L, th * Wq + TW - qa);
+                if (hi <= lo) continue;
+                const long tw0 = qa + lo - th * Wq;
+                lw_wg_store(j, m, 2 * th, y00, y01, (int)lo, (int)hi, tw0);
+                if (2 * th + 1 < OH) lw_wg_store(j, m, 2 * th + 1, y10, y11, (int)lo, (int)hi, tw0);
+            }
+        }
+    }
+}
+
+/* One block: grid positions [q0, q0 + nv * 16); vb and mb: the thread's slot. */
+static void lw_wg_block(const lw_wg_job *j, long q0, int nv, float *vb, float *mb) {
+    const long C = j->g->C, Mp = LW_CDIV(j->g->M, LW_WG_MR);
+    lw_wg_input(j, q0, nv, vb);
+    for (int xi = 0; xi < 16; xi++) {
+        const float *v = vb + (long)xi * C * LW_WG_NB;
+        for (long mp = 0; mp < Mp; mp++) {
+            const float *u = j->u + ((long)xi * Mp + mp) * C * LW_WG_MR;
+            float *o = mb + ((long)xi * Mp + mp) * LW_WG_MR * LW_WG_NB;
+            if (nv == 3) lw_wg_tile(3, C, u, v, o);
+            else if (nv == 2) lw_wg_tile(2, C, u, v, o);
+            else lw_wg_tile(1, C, u, v, o);
+        }
+    }
+    for (long mp = 0; mp < Mp; mp++)
+        lw_wg_output(j, mb + mp * LW_WG_MR * LW_WG_NB, q0, nv, mp * LW_WG_MR,
+                     LW_MIN((long)LW_WG_MR, j->g->M - mp * LW_WG_MR));
+}
+
+/* Floats of one thread's slot: V [16][C][NB] and M [16][ceil(M/8) * 8][NB]. */
+static inline long lw_wg_slot(const lw_conv_geom *g) {
+    return 16L * LW_WG_NB * (g->C + LW_CDIV(g->M, LW_WG_MR) * LW_WG_MR);
+}
+
+/* Winograd F(2x2, 3x3) conv (3x3, stride 1, dilation 1, one group): u is the transformed packed weights;
+ * ws holds the phase grids of one image ([C][cs], then slack zeroed floats), then LW_WG_SLOTS slots. */
+static void lw_conv2d_wino(int nt, const lw_conv_geom *g, const float *x, const float *u, const float *bias,
+                           const float *res, long res_ns, float *y, unsigned char *ws, const lw_epilogue *e) {
+    const long TH = LW_CDIV(g->OH, 2), TW = LW_CDIV(g->OW, 2), HW = g->H * g->W;
+    const lw_conv_geom g4 = {g->N, g->C, g->H, g->W, g->M, 1, 4, 4, 2, 2, 1, 1, g->PH, g->PW, TH, TW};
+    const lw_dc_geom d = lw_dc_geom_of(&g4);
+    float *grid = (float *)ws;
+    float *slots = grid + LW_ALIGN64((size_t)(g->C * d.cs + d.slack) * 4) / 4;
+    long toff[16];
+    const unsigned long used = lw_dc_taps(&g4, &d, toff);
+    /* blocks of near-equal vector counts (at most LW_WG_NV each), as many as the threads divide */
+    const long nvec = LW_CDIV(d.Q, 16);
+    long blocks = LW_CDIV(nvec, LW_WG_NV);
+    if (nt > 1 && blocks % nt) blocks = LW_MIN(nvec, LW_CDIV(blocks, nt) * nt);
+    const int threads = (int)LW_MIN((long)nt, LW_MIN(blocks, (long)LW_WG_SLOTS));
+    for (long i = 0; i < d.slack; i++) grid[g->C * d.cs + i] = 0.0f;
+    for (long n = 0; n < g->N; n++) {
+        const float *xn = x + n * g->C * HW;
+        const lw_wg_job j = {e, g, &g4, &d, u, grid, toff, y + n * g->M * g->OH * g->OW, bias,
+                             res ? res + n * res_ns : NULL};
+#pragma omp parallel num_threads(threads) if (threads > 1)
+        {
+            const long th = omp_get_thread_num(), nth = omp_get_num_threads();
+            /* each thread writes the grid rows of the blocks it computes (static: block b on thread
+             * b * nth / blocks), as lw_conv2d_dt */
+            const long b0 = th * blocks / nth, b1 = (th + 1) * blocks / nth;
+            const long i0 = th == 0 ? 0 : b0 * nvec / blocks * 16 / d.Wq;
+            const long i1 = th == nth - 1 ? d.Hq : b1 * nvec / blocks * 16 / d.Wq;
+            for (long c = 0; c < g->C; c++) lw_dc_transform(&g4, &d, xn + c * HW, grid + c * d.cs, used, i0, i1);
+#pragma omp barrier
+            float *vb = slots + th * lw_wg_slot(g), *mb = vb + 16L * g->C * LW_WG_NB;
+            for (long b = b0; b < b1; b++) {
+                const long v0 = b * nvec / blocks, v1 = (b + 1) * nvec / blocks;
+                lw_wg_block(&j, v0 * 16, (int)(v1 - v0), vb, mb);
+            }
         }
     }
 }

@@ -12,11 +12,18 @@ import numpy as np
 import pytest
 
 from lowering.opinfo import DOMAIN
+from targets.cpu import emit_linear
 from targets.cpu.emit_linear import conv_direct_t, conv_geometry, conv_transposed
 
 from .cpu_harness import GraphMaker, build_cpu, check_against_reference
 
 pytestmark = pytest.mark.target_cpu
+
+
+@pytest.fixture(autouse=True)
+def _no_winograd(monkeypatch):
+    """The 3x3 stride-1 cases here would run as Winograd (test_cpu_conv_winograd.py): keep them direct."""
+    monkeypatch.setattr(emit_linear, "conv_winograd", lambda g, vec: False)
 
 P1 = (1, 1, 1, 1)
 CASES = [  # (input shape, weight shape, attrs)

@@ -1,0 +1,110 @@
+"""The cpu target's Winograd F(2x2, 3x3) convolution (lw_conv2d_wino in kernels_conv.c: the phase grids of a
+virtual 4x4 stride-2 conv over the 2x2 output tiles, the input transform per block of grid positions, 16
+GEMMs against the weights transformed at compile time, the output transform with the epilogue). Cases: even
+and odd output planes (clipped last tile row and column), valid and asymmetric pads, output channel counts
+that fill the 8-row panels partly, channel counts from 16 to 300, batches, planes from 9x9 to 60x60 (one to
+many blocks per thread); every epilogue; results independent of the thread count; which convs take it.
+Compared with the reference interpreter (an independent numpy convolution) and with ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lowering.opinfo import DOMAIN
+from targets.cpu.emit_linear import conv_geometry, conv_winograd, winograd_weights
+
+from .cpu_harness import GraphMaker, build_cpu, check_against_reference
+
+pytestmark = pytest.mark.target_cpu
+
+P1 = (1, 1, 1, 1)
+CASES = [  # (input shape, weight shape, attrs)
+    ((1, 16, 56, 56), (64, 16, 3, 3), {"pads": P1}),  # ResNet-like: 28 x 28 tiles, many blocks
+    ((1, 17, 13, 11), (20, 17, 3, 3), {"pads": P1}),  # odd plane: the last tile row and column clipped
+    ((1, 16, 9, 9), (8, 16, 3, 3), {"pads": P1}),  # 81 positions (25 tiles), one panel of 8
+    ((1, 24, 16, 20), (12, 24, 3, 3), {}),  # valid: 14 x 18 out; 12 = 8 + 4 channels
+    ((2, 16, 15, 19), (32, 16, 3, 3), {"pads": (0, 2, 1, 0)}),  # batch 2, asymmetric pads
+    ((1, 300, 10, 10), (24, 300, 3, 3), {"pads": P1}),  # long K
+    ((1, 32, 60, 60), (16, 32, 3, 3), {"pads": P1}),  # 900 tiles
+]
+
+
+def _graph(cases, activation: str = "", params=()) -> GraphMaker:
+    m = GraphMaker("conv_winograd")
+    outs = []
+    for xs, ws, attrs in cases:
+        x = m.input(*xs)
+        w = m.weight(*ws, scale=float(np.prod(ws[1:])) ** -0.5)  # He-like: outputs O(1) whatever K
+        if activation:
+            outs.append(m.node("FusedConv", x, w, m.weight(ws[0]), domain=DOMAIN,
+                               activation=activation, activation_params=params, **attrs))
+        else:
+            outs.append(m.node("Conv", x, w, m.weight(ws[0]), **attrs))
+    return m.output(*outs)
+
+
+def test_which_convs_run_winograd():
+    for node in _graph(CASES).graph.nodes:
+        g, _ = conv_geometry(node)
+        assert conv_winograd(g, 16), node.name
+        assert not conv_winograd(g, 8) and not conv_winograd(g, 4)  # AVX-512 only
+    for xs, ws, attrs in (
+        ((1, 16, 20, 20), (16, 16, 3, 3), {"strides": (2, 2), "pads": P1}),  # strided
+        ((1, 16, 20, 20), (16, 16, 3, 3), {"dilations": (2, 2), "pads": (2, 2, 2, 2)}),  # dilated
+        ((1, 32, 20, 20), (16, 16, 3, 3), {"group": 2, "pads": P1}),  # grouped
+        ((1, 16, 20, 20), (16, 16, 5, 5), {"pads": (2, 2, 2, 2)}),  # 5x5
+        ((1, 8, 20, 20), (16, 8, 3, 3), {"pads": P1}),  # too few input channels
+        ((1, 64, 7, 7), (64, 64, 3, 3), {"pads": P1}),  # 49 positions: transposed GEMM
+    ):
+        g, _ = conv_geometry(_graph([(xs, ws, attrs)]).graph.nodes[0])
+        assert not conv_winograd(g, 16), (xs, ws, attrs)
+
+
+def test_weight_transform_is_lavins_g():
+    """U = G w G^T: a weight of ones everywhere gives the 4x4 of G 1 G^T (1, 1.5, 0.5, 1 on each axis)."""
+    u = winograd_weights(np.ones((8, 1, 3, 3), np.float32)).reshape(16, 1, 1, 8)
+    axis = np.array([1.0, 1.5, 0.5, 1.0])
+    np.testing.assert_allclose(u[:, 0, 0, 0], np.outer(axis, axis).reshape(-1))
+
+
+def test_winograd_geometries():
+    check_against_reference(_graph(CASES), threads=2)
+
+
+def test_winograd_geometries_single_thread_clip():
+    check_against_reference(_graph(CASES, "Clip", (0.0, 6.0)), threads=1)
+
+
+def test_winograd_epilogues():
+    m = GraphMaker("conv_winograd_epilogues")
+    outs = []
+    for xs, ws, attrs in (
+        ((1, 16, 13, 19), (20, 16, 3, 3), {"pads": P1}),
+        ((2, 16, 12, 12), (16, 16, 3, 3), {"pads": P1}),
+    ):
+        x = m.input(*xs)
+        plain = m.node("Conv", x, m.weight(*ws, scale=0.1), None, **attrs)  # no bias
+        outs.append(plain)
+        full = m.input(*plain.type.shape)
+        per_channel = m.input(1, ws[0], 1, 1)
+        for res, act, params in (
+            (full, "Relu", ()),
+            (per_channel, "LeakyRelu", (0.1,)),
+            (full, "Sigmoid", ()),
+            (None, "Tanh", ()),
+            (None, "", ()),
+        ):
+            outs.append(m.node("FusedConv", x, m.weight(*ws, scale=0.1), m.weight(ws[0]), res, domain=DOMAIN,
+                               activation=act, activation_params=params, **attrs))
+        outs.append(m.node("FusedConv", x, m.weight(*ws, scale=0.1), None, full, domain=DOMAIN, **attrs))
+    check_against_reference(m.output(*outs), threads=2)
+
+
+def test_winograd_results_do_not_depend_on_thread_count():
+    m = _graph(CASES)
+    built = build_cpu(m.graph)
+    results = [built.run(m.feeds, threads) for threads in (1, 2, 3, 4)]
+    for other in results[1:]:
+        for name, value in results[0].items():
+            np.testing.assert_array_equal(other[name], value, err_msg=name)
