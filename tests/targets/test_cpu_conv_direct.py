@@ -13,11 +13,20 @@ import numpy as np
 import pytest
 
 from lowering.opinfo import DOMAIN
+from targets.cpu import emit_linear
 from targets.cpu.emit_linear import conv_direct, conv_geometry, conv_transposed, direct_grid
 
 from .cpu_harness import GraphMaker, build_cpu, check_against_reference
 
 pytestmark = pytest.mark.target_cpu
+
+
+@pytest.fixture(autouse=True)
+def _direct_only(monkeypatch):
+    """Most cases here would run as Winograd or lw_conv2d_dt (their own test files): keep them on
+    lw_conv2d_d, which still runs the strided 1x1 convs and whatever the others do not take."""
+    monkeypatch.setattr(emit_linear, "conv_winograd", lambda g, vec: False)
+    monkeypatch.setattr(emit_linear, "conv_direct_t", lambda g, vec: False)
 
 P1 = (1, 1, 1, 1)
 DIRECT_CASES = [  # (input shape, weight shape, attrs)

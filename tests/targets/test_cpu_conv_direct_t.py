@@ -39,6 +39,8 @@ CASES = [  # (input shape, weight shape, attrs)
     ((1, 300, 9, 10), (32, 300, 3, 3), {"pads": P1}),  # K 2700: 19 channel blocks, the last partial
     ((1, 16, 100), (32, 16, 5), {"pads": (2, 2)}),  # 1-D
     ((1, 16, 60, 60), (32, 16, 3, 3), {"pads": P1}),  # 240 tiles: several blocks of 32 tiles per task
+    ((1, 3, 45, 41), (64, 3, 7, 7), {"strides": (2, 2), "pads": (3, 3, 3, 3)}),  # ResNet-like stem, K 147
+    ((1, 3, 30, 30), (32, 3, 3, 3), {"strides": (2, 2), "pads": P1}),  # MobileNet-like stem, K 27
 ]
 
 
@@ -61,9 +63,8 @@ def test_cases_run_direct_transposed():
         g, _ = conv_geometry(node)
         assert conv_direct_t(g, 16) and not conv_transposed(g, 16), node.name
         assert not conv_direct_t(g, 8) and not conv_direct_t(g, 4)  # AVX2 and SSE keep im2col
-    # 3-channel stems, depthwise and pointwise convs, and small planes take other kernels
+    # depthwise and pointwise convs and small planes take other kernels
     for xs, ws, attrs in (
-        ((1, 3, 40, 40), (16, 3, 7, 7), {"strides": (2, 2), "pads": (3, 3, 3, 3)}),
         ((1, 16, 20, 20), (16, 1, 3, 3), {"group": 16, "pads": P1}),
         ((1, 16, 20, 20), (32, 16, 1, 1), {}),
         ((1, 64, 7, 7), (64, 64, 3, 3), {"pads": P1}),
