@@ -1570,17 +1570,20 @@ typedef struct {
 } lw_wg_job;
 
 /* V[xi][c][v * 16 + l] of grid positions [q0, q0 + nv * 16), every channel */
-static void lw_wg_input(const lw_wg_job *j, long q0, int nv, float *vb) {
+static void lw_wg_input(const lw_wg_job *j, long q0, int nv, float *restrict vb) {
     const long C = j->g->C, cs = j->d->cs;
+    long o[16]; /* locals: the stores to vb would otherwise reload them */
+    for (int k = 0; k < 16; k++) o[k] = j->toff[k];
+    const float *restrict grid = j->grid + q0;
     for (long c = 0; c < C; c++) {
-        const float *x = j->grid + c * cs + q0;
+        const float *x = grid + c * cs;
         for (int v = 0; v < nv; v++) {
             __m512 t[4][4];
             for (int k = 0; k < 4; k++) { /* rows: B^T d */
-                const __m512 d0 = _mm512_loadu_ps(x + j->toff[k] + v * 16);
-                const __m512 d1 = _mm512_loadu_ps(x + j->toff[4 + k] + v * 16);
-                const __m512 d2 = _mm512_loadu_ps(x + j->toff[8 + k] + v * 16);
-                const __m512 d3 = _mm512_loadu_ps(x + j->toff[12 + k] + v * 16);
+                const __m512 d0 = _mm512_loadu_ps(x + o[k] + v * 16);
+                const __m512 d1 = _mm512_loadu_ps(x + o[4 + k] + v * 16);
+                const __m512 d2 = _mm512_loadu_ps(x + o[8 + k] + v * 16);
+                const __m512 d3 = _mm512_loadu_ps(x + o[12 + k] + v * 16);
                 t[0][k] = _mm512_sub_ps(d0, d2);
                 t[1][k] = _mm512_add_ps(d1, d2);
                 t[2][k] = _mm512_sub_ps(d2, d1);
