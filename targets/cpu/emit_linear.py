@@ -40,7 +40,7 @@ CONV_MR = {16: 8, 8: 6, 4: 4}  # LW_CV_MR of kernels_conv.c by vector width: wei
 CONV_NV_MAX = 3  # the largest LW_CV_NV of kernels_conv.c (in-place and direct conv tile width, vectors)
 CT_VECTORS = 3  # LW_CT_NV of kernels_conv.c: output channels per transposed conv tile, in vectors
 DT_VECTORS = 2  # LW_DT_NV of kernels_conv.c: output channels per lw_conv2d_dt tile, in vectors
-WG_MR, WG_NB, WG_SLOTS = 8, 48, 16  # LW_WG_MR, LW_WG_NB, LW_WG_SLOTS of kernels_conv.c (lw_conv2d_wino)
+WG_MR, WG_NB, WG_SLOTS = 8, 48, 8  # LW_WG_MR, LW_WG_NB, LW_WG_SLOTS of kernels_conv.c (lw_conv2d_wino)
 #: the fields of lw_conv_geom, in order
 CONV_FIELDS = ("N", "C", "H", "W", "M", "G", "KH", "KW", "SH", "SW", "DH", "DW", "PH", "PW", "OH", "OW")
 

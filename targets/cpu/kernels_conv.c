@@ -1555,7 +1555,7 @@ static void lw_conv2d_dt(int nt, const lw_conv_geom *g, const float *x, const fl
 #define LW_WG_MR 8
 #define LW_WG_NV 3
 #define LW_WG_NB (LW_WG_NV * 16) /* most grid positions per block */
-#define LW_WG_SLOTS 16           /* most threads per Winograd conv (each needs a slot of workspace) */
+#define LW_WG_SLOTS 8            /* most threads per Winograd conv (each needs a slot of workspace) */
 
 typedef struct {
     const lw_epilogue *e;
@@ -1719,13 +1719,13 @@ static void lw_conv2d_wino(int nt, const lw_conv_geom *g, const float *x, const 
     const long nvec = LW_CDIV(d.Q, 16);
     long blocks = LW_CDIV(nvec, LW_WG_NV);
     if (nt > 1 && blocks % nt) blocks = LW_MIN(nvec, LW_CDIV(blocks, nt) * nt);
-    const int threads = (int)LW_MIN((long)nt, LW_MIN(blocks, (long)LW_WG_SLOTS));
+    nt = (int)LW_MIN((long)nt, LW_MIN(blocks, (long)LW_WG_SLOTS)); /* a slot per thread */
     for (long i = 0; i < d.slack; i++) grid[g->C * d.cs + i] = 0.0f;
     for (long n = 0; n < g->N; n++) {
         const float *xn = x + n * g->C * HW;
         const lw_wg_job j = {e, g, &g4, &d, u, grid, toff, y + n * g->M * g->OH * g->OW, bias,
                              res ? res + n * res_ns : NULL};
-#pragma omp parallel num_threads(threads) if (threads > 1)
+#pragma omp parallel num_threads(nt) if (nt > 1)
         {
             const long th = omp_get_thread_num(), nth = omp_get_num_threads();
             /* each thread writes the grid rows of the blocks it computes (static: block b on thread
