@@ -27,6 +27,8 @@ CASES = [  # (input shape, weight shape, attrs)
     ((2, 16, 15, 19), (32, 16, 3, 3), {"pads": (0, 2, 1, 0)}),  # batch 2, asymmetric pads
     ((1, 300, 10, 10), (24, 300, 3, 3), {"pads": P1}),  # long K
     ((1, 32, 60, 60), (16, 32, 3, 3), {"pads": P1}),  # 900 tiles
+    ((1, 16, 70, 1), (16, 16, 3, 3), {"pads": P1}),  # one output column: a tile row of one half-used tile
+    ((1, 16, 3, 41), (16, 16, 3, 3), {"pads": (1, 0, 1, 0)}),  # 3 x 39 out: the last tile row half-used
 ]
 
 
