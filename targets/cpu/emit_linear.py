@@ -238,7 +238,7 @@ def winograd_workspace(g: dict) -> int:
     th, tw = -(-g["OH"] // 2), -(-g["OW"] // 2)
     grid = g["C"] * 4 * (th + 1) * (tw + 1) + 64
     nvec = -(-(th * (tw + 1)) // 16)
-    slot = 16 * WG_NB * (g["C"] + -(-g["M"] // WG_MR) * WG_MR)
+    slot = 16 * (WG_NB * (g["C"] + -(-g["M"] // WG_MR) * WG_MR) + 32)  # each xi's planes padded by 16 floats
     return align(4 * grid) + 4 * min(nvec, WG_SLOTS) * slot
 
 
