@@ -34,6 +34,15 @@ from ..errors import RuntimeLoadError, TargetUnavailableError
 
 ABI_VERSION = 2
 ALIGN = 64
+#: How long libgomp's idle threads spin before they sleep, unless the user set GOMP_SPINCOUNT (libgomp reads
+#: it once, when the first library using it loads). Its default, 300,000 spins, keeps an idle thread on its
+#: core for about a millisecond: with another CPU-bound process on a 2-core machine, the spinning threads took
+#: the core a descheduled team member needed, and a 2-thread kernel waited a scheduler time slice at a
+#: barrier (MobileNetV2's 1x1 convs at 14x14: 2.6-4.7 ms instead of 0.03-0.07 ms, every run; the whole model
+#: 389 ms instead of 3.5). 10,000 spins (tens of microseconds, longer than the gaps between one inference's
+#: kernels) took that loaded run to 21 ms and cost nothing on an idle machine (MobileNetV2, 2 threads: 3.58
+#: ms against 3.72 with the default); 1,000 spins made idle runs 20% slower (threads asleep between kernels).
+GOMP_SPINCOUNT = "10000"
 # lw_run's nonzero results (set by the generated kernels: targets/cpu/kernels_index.c)
 RUN_STATUS = {
     3: "an index was out of range (a Gather, GatherElements or GatherND index outside its axis)",
@@ -162,6 +171,7 @@ class CpuExecutor:
         self._out_ptrs = (ctypes.c_void_p * max(len(self._out_bytes), 1))()
 
     def _load(self, data: bytes, member: str) -> ctypes.CDLL:
+        os.environ.setdefault("GOMP_SPINCOUNT", GOMP_SPINCOUNT)
         try:
             lib = ctypes.CDLL(str(_library_file(data)))
         except OSError as exc:

@@ -112,3 +112,27 @@ def test_no_memory_growth_over_runs_and_loads(artifact):
     # would show as 10,000 x or 200 x that (the issue's counts); the bounds leave room for allocator noise
     assert runs_growth < 4 * 2**20, runs_growth
     assert loads_growth < 8 * 2**20, loads_growth
+
+
+def test_cpu_target_bounds_openmp_spinning_unless_the_user_set_it(artifact):
+    """libgomp reads GOMP_SPINCOUNT once, when it loads: the runtime sets its default before loading the
+    library (runtime/backends/cpu.py: idle threads spinning for a millisecond made 2-thread runs wait a time
+    slice at every barrier when another process shared the cores), and keeps a value the user chose. Checked
+    in fresh interpreters, since this one may have loaded libgomp already."""
+    import subprocess
+    import sys
+
+    from runtime.backends.cpu import GOMP_SPINCOUNT
+
+    probe = (
+        "import os, sys, runtime; s = runtime.load(sys.argv[1], threads=2); "
+        "s.run(None, {'x': __import__('numpy').zeros((2, 3, 8, 8), 'float32')}); "
+        "print(os.environ['GOMP_SPINCOUNT'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    for given, expected in ((None, GOMP_SPINCOUNT), ("12345", "12345")):
+        if given is not None:
+            env["GOMP_SPINCOUNT"] = given
+        out = subprocess.run([sys.executable, "-c", probe, str(artifact)], env=env, capture_output=True,
+                             text=True, check=True, cwd=os.path.dirname(os.path.dirname(runtime.__file__)))
+        assert out.stdout.strip() == expected
