@@ -217,11 +217,22 @@ def conv_winograd(g: dict, vec: int) -> bool:
     3x3, stride 1, no dilation, one group, at least 16 input channels and more than 64 positions. Measured
     at 1 thread against lw_conv2d_dt: ResNet-18's 3x3 64@56 1.06 -> 0.75 ms, 128@28 1.03 -> 0.71 ms,
     256@14 1.03 -> 0.81 ms (ONNX Runtime 1.02-1.07 ms); 512@7 1.26 -> 1.63 ms (its transformed weights,
-    16 MiB, stream from memory for 20 tiles), so 7x7 planes stay on lw_conv2d_t."""
-    if vec != 16:
+    16 MiB, stream from memory for 20 tiles), so 7x7 planes stay on lw_conv2d_t. Every block of positions
+    reads all of the transformed weights, so they must fit in about an L2 (4 MiB: 256 x 256 channels) or be
+    read by at most two blocks (VGG's 256@56 and 512@28 would stream 16 MiB per 48 positions)."""
+    if vec != 16 or (g["G"], g["KH"], g["KW"], g["SH"], g["SW"], g["DH"], g["DW"]) != (1, 3, 3, 1, 1, 1, 1):
         return False
-    return (g["G"], g["KH"], g["KW"], g["SH"], g["SW"], g["DH"], g["DW"]) == (1, 3, 3, 1, 1, 1, 1) and g[
-        "C"] >= 16 and g["OH"] * g["OW"] > 64
+    if g["C"] < 16 or g["OH"] * g["OW"] <= 64:
+        return False
+    u_bytes = 16 * g["M"] * g["C"] * 4
+    blocks = -(-winograd_vectors(g) // 3)
+    return u_bytes <= 4 << 20 or u_bytes * blocks <= 8 << 20
+
+
+def winograd_vectors(g: dict) -> int:
+    """Vectors of 16 grid positions lw_conv2d_wino computes: 2x2 tiles over rows of ceil(OW/2) + 1."""
+    th, tw = -(-g["OH"] // 2), -(-g["OW"] // 2)
+    return -(-(th * (tw + 1)) // 16)
 
 
 def winograd_weights(w: np.ndarray) -> np.ndarray:
@@ -237,7 +248,7 @@ def winograd_workspace(g: dict) -> int:
     (and their slack), then one slot per thread (at most LW_WG_SLOTS, at most one per block of vectors)."""
     th, tw = -(-g["OH"] // 2), -(-g["OW"] // 2)
     grid = g["C"] * 4 * (th + 1) * (tw + 1) + 64
-    nvec = -(-(th * (tw + 1)) // 16)
+    nvec = winograd_vectors(g)
     slot = 16 * (WG_NB * (g["C"] + -(-g["M"] // WG_MR) * WG_MR) + 32)  # each xi's planes padded by 16 floats
     return align(4 * grid) + 4 * min(nvec, WG_SLOTS) * slot
 

@@ -58,9 +58,18 @@ def test_which_convs_run_winograd():
         ((1, 16, 20, 20), (16, 16, 5, 5), {"pads": (2, 2, 2, 2)}),  # 5x5
         ((1, 8, 20, 20), (16, 8, 3, 3), {"pads": P1}),  # too few input channels
         ((1, 64, 7, 7), (64, 64, 3, 3), {"pads": P1}),  # 49 positions: transposed GEMM
+        ((1, 256, 56, 56), (256, 256, 3, 3), {"pads": P1}),  # 4 MiB of U read by 66 blocks (VGG-like)
+        ((1, 512, 28, 28), (512, 512, 3, 3), {"pads": P1}),  # 16 MiB of U
     ):
         g, _ = conv_geometry(_graph([(xs, ws, attrs)]).graph.nodes[0])
         assert not conv_winograd(g, 16), (xs, ws, attrs)
+
+
+def test_large_weights_run_winograd_only_over_few_blocks():
+    """ResNet's 256@14 (4 MiB of transformed weights, 2 blocks) keeps Winograd; 512@14 (16 MiB) does not."""
+    for ws, expected in (((256, 256, 3, 3), True), ((512, 512, 3, 3), False), ((300, 300, 3, 3), False)):
+        g, _ = conv_geometry(_graph([((1, ws[1], 14, 14), ws, {"pads": P1})]).graph.nodes[0])
+        assert conv_winograd(g, 16) is expected, ws
 
 
 def test_weight_transform_is_lavins_g():
