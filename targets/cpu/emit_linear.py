@@ -218,15 +218,16 @@ def conv_winograd(g: dict, vec: int) -> bool:
     at 1 thread against lw_conv2d_dt: ResNet-18's 3x3 64@56 1.06 -> 0.75 ms, 128@28 1.03 -> 0.71 ms,
     256@14 1.03 -> 0.81 ms (ONNX Runtime 1.02-1.07 ms); 512@7 1.26 -> 1.63 ms (its transformed weights,
     16 MiB, stream from memory for 20 tiles), so 7x7 planes stay on lw_conv2d_t. Every block of positions
-    reads all of the transformed weights, so they must fit in about an L2 (4 MiB: 256 x 256 channels) or be
-    read by at most two blocks (VGG's 256@56 and 512@28 would stream 16 MiB per 48 positions)."""
+    reads all of the transformed weights, so they must fit in L2 with room to spare (2 MiB: 128 x 256
+    channels) or be read by at most two blocks (ResNet's 256@14: 4 MiB, two blocks); VGG's 256@56 would
+    stream 4 MiB and its 512@28 16 MiB per 48 positions."""
     if vec != 16 or (g["G"], g["KH"], g["KW"], g["SH"], g["SW"], g["DH"], g["DW"]) != (1, 3, 3, 1, 1, 1, 1):
         return False
     if g["C"] < 16 or g["OH"] * g["OW"] <= 64:
         return False
     u_bytes = 16 * g["M"] * g["C"] * 4
     blocks = -(-winograd_vectors(g) // 3)
-    return u_bytes <= 4 << 20 or u_bytes * blocks <= 8 << 20
+    return u_bytes <= 2 << 20 or u_bytes * blocks <= 8 << 20
 
 
 def winograd_vectors(g: dict) -> int:

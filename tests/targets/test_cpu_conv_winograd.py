@@ -66,8 +66,10 @@ def test_which_convs_run_winograd():
 
 
 def test_large_weights_run_winograd_only_over_few_blocks():
-    """ResNet's 256@14 (4 MiB of transformed weights, 2 blocks) keeps Winograd; 512@14 (16 MiB) does not."""
-    for ws, expected in (((256, 256, 3, 3), True), ((512, 512, 3, 3), False), ((300, 300, 3, 3), False)):
+    """ResNet's 256@14 (4 MiB of transformed weights, 2 blocks) keeps Winograd; 512@14 (16 MiB) does not,
+    nor 300@14 (5.8 MiB); 128 x 256 channels (2 MiB) do at any size."""
+    for ws, expected in (((256, 256, 3, 3), True), ((512, 512, 3, 3), False), ((300, 300, 3, 3), False),
+                         ((256, 128, 3, 3), True)):
         g, _ = conv_geometry(_graph([((1, ws[1], 14, 14), ws, {"pads": P1})]).graph.nodes[0])
         assert conv_winograd(g, 16) is expected, ws
 
