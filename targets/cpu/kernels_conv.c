@@ -1058,6 +1058,17 @@ static void lw_conv2d_t(int nt, const lw_conv_geom *g, const float *x, const flo
     }
 }
 
+/* Tasks [0, tasks) inside a parallel region: contiguous equal shares when the thread count divides them
+ * (even: a thread's tasks stay together), else one at a time as threads come free. */
+#define LW_OMP_FOR_TASKS(even, tasks, TASK)                                                                 \
+    do {                                                                                                    \
+        if (even) {                                                                                         \
+            _Pragma("omp for schedule(static)") for (long t_ = 0; t_ < (tasks); t_++) TASK(t_);             \
+        } else {                                                                                            \
+            _Pragma("omp for schedule(dynamic, 1)") for (long t_ = 0; t_ < (tasks); t_++) TASK(t_);         \
+        }                                                                                                   \
+    } while (0)
+
 /* --- direct conv over phase grids (no im2col) -------------------------------------------------------- */
 
 /* The input is rewritten once per call into phase grids: for stride (SH, SW) each channel becomes SH * SW
@@ -1318,13 +1329,7 @@ static void lw_conv2d_d(int nt, const lw_conv_geom *g, const float *x, const flo
         lw_dc_block(&j, g, &d, ct, cbi * ct / cblocks, (cbi + 1) * ct / cblocks, mbi * mp / mblocks,        \
                     (mbi + 1) * mp / mblocks);                                                              \
     } while (0)
-            if (even) {
-#pragma omp for schedule(static)
-                for (long t = 0; t < tasks; t++) LW_DC_TASK(t);
-            } else {
-#pragma omp for schedule(dynamic, 1)
-                for (long t = 0; t < tasks; t++) LW_DC_TASK(t);
-            }
+            LW_OMP_FOR_TASKS(even, tasks, LW_DC_TASK);
 #undef LW_DC_TASK
         }
     }
@@ -1523,16 +1528,10 @@ static void lw_conv2d_dt(int nt, const lw_conv_geom *g, const float *x, const fl
             y + (n * g->M + gi * Mg) * P, bias ? bias + gi * Mg * e->bias_rs : NULL,                        \
             res ? res + n * res_ns + gi * Mg * e->res_rs : NULL,                                            \
         };                                                                                                  \
-        lw_dt_block(&j, tpr, R, tbi * tiles / tblocks, (tbi + 1) * tiles / tblocks, pbi * panels / pblocks,         \
+        lw_dt_block(&j, tpr, R, tbi * tiles / tblocks, (tbi + 1) * tiles / tblocks, pbi * panels / pblocks, \
                     (pbi + 1) * panels / pblocks);                                                          \
     } while (0)
-            if (even) {
-#pragma omp for schedule(static)
-                for (long t = 0; t < tasks; t++) LW_DT_TASK(t);
-            } else {
-#pragma omp for schedule(dynamic, 1)
-                for (long t = 0; t < tasks; t++) LW_DT_TASK(t);
-            }
+            LW_OMP_FOR_TASKS(even, tasks, LW_DT_TASK);
 #undef LW_DT_TASK
         }
     }

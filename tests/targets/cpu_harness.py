@@ -165,3 +165,64 @@ def check_exactly(maker: GraphMaker, threads: int | None = None, **options) -> B
         assert got[name].dtype == expected.dtype, f"output {name}: {got[name].dtype} != {expected.dtype}"
         np.testing.assert_array_equal(got[name], expected, err_msg=f"output {name}")
     return built
+
+
+def conv_graph(name: str, cases, activation: str = "", params=(), fan_in_scale: bool = False) -> GraphMaker:
+    """One conv per (input shape, weight shape, attrs) case: a plain Conv, or a FusedConv with `activation`;
+    weights scaled by 1/sqrt(fan-in) with `fan_in_scale` (outputs of magnitude 1 whatever K)."""
+    from lowering.opinfo import DOMAIN
+
+    m = GraphMaker(name)
+    outs = []
+    for xs, ws, attrs in cases:
+        x = m.input(*xs)
+        w = m.weight(*ws, scale=float(np.prod(ws[1:])) ** -0.5) if fan_in_scale else m.weight(*ws)
+        if activation:
+            outs.append(m.node("FusedConv", x, w, m.weight(ws[0]), domain=DOMAIN, activation=activation,
+                               activation_params=params, **attrs))
+        else:
+            outs.append(m.node("Conv", x, w, m.weight(ws[0]), **attrs))
+    return m.output(*outs)
+
+
+#: the epilogues a conv kernel applies: (residual: of the output's shape ("full"), per channel, or none;
+#: activation; its parameters)
+CONV_EPILOGUES = (("full", "Relu", ()), ("channel", "LeakyRelu", (0.1,)), ("full", "Sigmoid", ()),
+                  (None, "Tanh", ()), (None, "", ()))
+
+
+def add_conv_epilogues(m: GraphMaker, x: Value, ws, attrs: dict, out_shape, weight_scale: float = 0.5
+                       ) -> list[Value]:
+    """FusedConv nodes over x with every epilogue of CONV_EPILOGUES, then one with a residual and no bias."""
+    from lowering.opinfo import DOMAIN
+
+    full, per_channel = m.input(*out_shape), m.input(1, ws[0], 1, 1)
+    residual = {"full": full, "channel": per_channel, None: None}
+    outs = [
+        m.node("FusedConv", x, m.weight(*ws, scale=weight_scale), m.weight(ws[0]), residual[res],
+               domain=DOMAIN, activation=act, activation_params=params, **attrs)
+        for res, act, params in CONV_EPILOGUES
+    ]
+    outs.append(m.node("FusedConv", x, m.weight(*ws, scale=weight_scale), None, full, domain=DOMAIN, **attrs))
+    return outs
+
+
+def assert_thread_count_independent(maker: GraphMaker, counts=(1, 2, 3, 4)) -> None:
+    """Every output bit-identical whatever the thread count (each output's reduction order is fixed)."""
+    built = build_cpu(maker.graph)
+    results = [built.run(maker.feeds, threads) for threads in counts]
+    for other in results[1:]:
+        for name, value in results[0].items():
+            np.testing.assert_array_equal(other[name], value, err_msg=name)
+
+
+def conv_epilogue_graph(name: str, cases, weight_scale: float = 0.5) -> GraphMaker:
+    """Per (input shape, weight shape, attrs) case: a Conv without bias, then every epilogue
+    (add_conv_epilogues)."""
+    m = GraphMaker(name)
+    outs = []
+    for xs, ws, attrs in cases:
+        x = m.input(*xs)
+        plain = m.node("Conv", x, m.weight(*ws, scale=weight_scale), None, **attrs)
+        outs += [plain, *add_conv_epilogues(m, x, ws, attrs, plain.type.shape, weight_scale)]
+    return m.output(*outs)

@@ -13,7 +13,14 @@ import pytest
 from lowering.opinfo import DOMAIN
 from targets.cpu.emit_linear import conv_direct, conv_geometry, conv_in_place, conv_transposed
 
-from .cpu_harness import GraphMaker, build_cpu, check_against_reference
+from .cpu_harness import (
+    GraphMaker,
+    add_conv_epilogues,
+    assert_thread_count_independent,
+    build_cpu,
+    check_against_reference,
+    conv_graph,
+)
 
 pytestmark = pytest.mark.target_cpu
 
@@ -145,16 +152,7 @@ GEMM_CASES = [
 
 
 def _gemm_graph(activation: str = "", params=()) -> GraphMaker:
-    m = GraphMaker("conv_gemm")
-    outs = []
-    for xs, ws, attrs in GEMM_CASES:
-        x = m.input(*xs)
-        if activation:
-            outs.append(m.node("FusedConv", x, m.weight(*ws), m.weight(ws[0]), domain=DOMAIN,
-                               activation=activation, activation_params=params, **attrs))
-        else:
-            outs.append(m.node("Conv", x, m.weight(*ws), m.weight(ws[0]), **attrs))
-    return m.output(*outs)
+    return conv_graph("conv_gemm", GEMM_CASES, activation, params)
 
 
 @pytest.mark.parametrize("vec", [16, 8])
@@ -188,25 +186,9 @@ def test_conv_gemm_epilogues():
         ((1, 24, 7, 7), (48, 24, 3, 3), {"pads": (1, 1, 1, 1)}),  # transposed, im2col
     ):
         x = m.input(*xs)
-        full = m.input(xs[0], ws[0], xs[2], xs[3])
-        per_channel = m.input(1, ws[0], 1, 1)
-        for res, act, params in (
-            (full, "Relu", ()),
-            (per_channel, "LeakyRelu", (0.1,)),
-            (full, "Sigmoid", ()),
-            (None, "Tanh", ()),
-            (None, "", ()),
-        ):
-            outs.append(m.node("FusedConv", x, m.weight(*ws), m.weight(ws[0]), res, domain=DOMAIN,
-                               activation=act, activation_params=params, **attrs))
-        outs.append(m.node("FusedConv", x, m.weight(*ws), None, full, domain=DOMAIN, **attrs))  # no bias
+        outs += add_conv_epilogues(m, x, ws, attrs, (xs[0], ws[0], xs[2], xs[3]))
     check_against_reference(m.output(*outs), threads=2)
 
 
 def test_conv_gemm_results_do_not_depend_on_thread_count():
-    m = _gemm_graph()
-    built = build_cpu(m.graph)
-    results = [built.run(m.feeds, threads) for threads in (1, 2, 3)]
-    for other in results[1:]:
-        for name, value in results[0].items():
-            np.testing.assert_array_equal(other[name], value, err_msg=name)
+    assert_thread_count_independent(_gemm_graph(), (1, 2, 3))

@@ -16,7 +16,13 @@ from lowering.opinfo import DOMAIN
 from targets.cpu import emit_linear
 from targets.cpu.emit_linear import conv_direct, conv_geometry, conv_transposed, direct_grid
 
-from .cpu_harness import GraphMaker, build_cpu, check_against_reference
+from .cpu_harness import (
+    GraphMaker,
+    assert_thread_count_independent,
+    check_against_reference,
+    conv_epilogue_graph,
+    conv_graph,
+)
 
 pytestmark = pytest.mark.target_cpu
 
@@ -54,16 +60,7 @@ DIRECT_CASES = [  # (input shape, weight shape, attrs)
 
 
 def _graph(cases, activation: str = "", params=()) -> GraphMaker:
-    m = GraphMaker("conv_direct")
-    outs = []
-    for xs, ws, attrs in cases:
-        x = m.input(*xs)
-        if activation:
-            outs.append(m.node("FusedConv", x, m.weight(*ws), m.weight(ws[0]), domain=DOMAIN,
-                               activation=activation, activation_params=params, **attrs))
-        else:
-            outs.append(m.node("Conv", x, m.weight(*ws), m.weight(ws[0]), **attrs))
-    return m.output(*outs)
+    return conv_graph("conv_direct", cases, activation, params)
 
 
 def test_cases_run_direct():
@@ -87,29 +84,12 @@ def test_direct_geometries_single_thread_clip():
 
 
 def test_direct_epilogues():
-    m = GraphMaker("conv_direct_epilogues")
-    outs = []
-    for xs, ws, attrs in (
+    cases = (
         ((1, 12, 13, 11), (20, 12, 3, 3), {"pads": P1}),
         ((2, 6, 15, 17), (16, 6, 3, 3), {"strides": (2, 2), "pads": P1}),
         ((1, 5, 4, 5), (8, 5, 3, 3), {"pads": P1}),  # several output rows per vector
-    ):
-        x = m.input(*xs)
-        plain = m.node("Conv", x, m.weight(*ws), None, **attrs)  # no bias
-        outs.append(plain)
-        full = m.input(*plain.type.shape)
-        per_channel = m.input(1, ws[0], 1, 1)
-        for res, act, params in (
-            (full, "Relu", ()),
-            (per_channel, "LeakyRelu", (0.1,)),
-            (full, "Sigmoid", ()),
-            (None, "Tanh", ()),
-            (None, "", ()),
-        ):
-            outs.append(m.node("FusedConv", x, m.weight(*ws), m.weight(ws[0]), res, domain=DOMAIN,
-                               activation=act, activation_params=params, **attrs))
-        outs.append(m.node("FusedConv", x, m.weight(*ws), None, full, domain=DOMAIN, **attrs))  # no bias
-    check_against_reference(m.output(*outs), threads=2)
+    )
+    check_against_reference(conv_epilogue_graph("conv_direct_epilogues", cases), threads=2)
 
 
 def test_direct_unused_phases_hold_stale_workspace():
@@ -127,9 +107,4 @@ def test_direct_unused_phases_hold_stale_workspace():
 
 
 def test_direct_results_do_not_depend_on_thread_count():
-    m = _graph(DIRECT_CASES)
-    built = build_cpu(m.graph)
-    results = [built.run(m.feeds, threads) for threads in (1, 2, 3, 4)]
-    for other in results[1:]:
-        for name, value in results[0].items():
-            np.testing.assert_array_equal(other[name], value, err_msg=name)
+    assert_thread_count_independent(_graph(DIRECT_CASES))

@@ -11,10 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lowering.opinfo import DOMAIN
 from targets.cpu.emit_linear import conv_geometry, conv_winograd, winograd_weights
 
-from .cpu_harness import GraphMaker, build_cpu, check_against_reference
+from .cpu_harness import (
+    GraphMaker,
+    assert_thread_count_independent,
+    check_against_reference,
+    conv_epilogue_graph,
+    conv_graph,
+)
 
 pytestmark = pytest.mark.target_cpu
 
@@ -33,17 +38,7 @@ CASES = [  # (input shape, weight shape, attrs)
 
 
 def _graph(cases, activation: str = "", params=()) -> GraphMaker:
-    m = GraphMaker("conv_winograd")
-    outs = []
-    for xs, ws, attrs in cases:
-        x = m.input(*xs)
-        w = m.weight(*ws, scale=float(np.prod(ws[1:])) ** -0.5)  # He-like: outputs O(1) whatever K
-        if activation:
-            outs.append(m.node("FusedConv", x, w, m.weight(ws[0]), domain=DOMAIN,
-                               activation=activation, activation_params=params, **attrs))
-        else:
-            outs.append(m.node("Conv", x, w, m.weight(ws[0]), **attrs))
-    return m.output(*outs)
+    return conv_graph("conv_winograd", cases, activation, params, fan_in_scale=True)
 
 
 def test_which_convs_run_winograd():
@@ -90,34 +85,13 @@ def test_winograd_geometries_single_thread_clip():
 
 
 def test_winograd_epilogues():
-    m = GraphMaker("conv_winograd_epilogues")
-    outs = []
-    for xs, ws, attrs in (
+    cases = (
         ((1, 16, 13, 19), (20, 16, 3, 3), {"pads": P1}),
         ((2, 16, 12, 12), (16, 16, 3, 3), {"pads": P1}),
-    ):
-        x = m.input(*xs)
-        plain = m.node("Conv", x, m.weight(*ws, scale=0.1), None, **attrs)  # no bias
-        outs.append(plain)
-        full = m.input(*plain.type.shape)
-        per_channel = m.input(1, ws[0], 1, 1)
-        for res, act, params in (
-            (full, "Relu", ()),
-            (per_channel, "LeakyRelu", (0.1,)),
-            (full, "Sigmoid", ()),
-            (None, "Tanh", ()),
-            (None, "", ()),
-        ):
-            outs.append(m.node("FusedConv", x, m.weight(*ws, scale=0.1), m.weight(ws[0]), res, domain=DOMAIN,
-                               activation=act, activation_params=params, **attrs))
-        outs.append(m.node("FusedConv", x, m.weight(*ws, scale=0.1), None, full, domain=DOMAIN, **attrs))
-    check_against_reference(m.output(*outs), threads=2)
+    )
+    maker = conv_epilogue_graph("conv_winograd_epilogues", cases, weight_scale=0.1)
+    check_against_reference(maker, threads=2)
 
 
 def test_winograd_results_do_not_depend_on_thread_count():
-    m = _graph(CASES)
-    built = build_cpu(m.graph)
-    results = [built.run(m.feeds, threads) for threads in (1, 2, 3, 4)]
-    for other in results[1:]:
-        for name, value in results[0].items():
-            np.testing.assert_array_equal(other[name], value, err_msg=name)
+    assert_thread_count_independent(_graph(CASES))
