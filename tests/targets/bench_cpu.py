@@ -3,6 +3,7 @@
     python -m tests.targets.bench_cpu [--threads 1 2] [--repeat 20]
     python -m tests.targets.bench_cpu --peak [--threads 1 2]
     python -m tests.targets.bench_cpu --transformer [--threads 1 2]
+    python -m tests.targets.bench_cpu --layers [WORD ...] [--cold] [--threads 1 2]
 
 Default: GFLOP/s (best of ``repeat`` runs, after a warm-up) for GEMMs and ResNet/MobileNet-like convolutions,
 and times of a few memory-bound ops. ONNX Runtime runs with ``intra_op_num_threads`` set to the same count;
@@ -12,6 +13,10 @@ numpy's BLAS uses its own thread count (set OPENBLAS_NUM_THREADS before starting
 chains on the widest vectors of the build's ISA level, compiled with the target's compiler and flags), the
 number every GEMM efficiency is quoted against, and numpy's sgemm at 1024^3 with OPENBLAS_NUM_THREADS pinned
 (in a subprocess: the BLAS reads it once, at import).
+
+``--layers``: ResNet-18's and MobileNetV2's conv layers one at a time against ONNX Runtime (single-conv
+timings: ONNX Runtime's include its NCHW <-> NCHWc reorders, which it does not pay between layers of a
+model), in alternating rounds; ``--cold`` flushes the calling thread's caches before every run.
 
 ``--transformer``: the linear layers of the zoo's transformers (BERT/GPT-2 hidden 256 at sequence 128,
 ViT-S/16 at 197 tokens: M = tokens, weights constant) and the ResNet GEMMs, with bias in the epilogue, as
@@ -254,13 +259,111 @@ def transformer_main(args) -> None:
             )
 
 
+P1 = (1, 1, 1, 1)
+#: ResNet-18's and MobileNetV2's conv layers (1 image): (label, input shape, weight shape, attrs), with a Relu
+ZOO_LAYERS = [
+    ("resnet stem 7x7/2", (1, 3, 224, 224), (64, 3, 7, 7), {"strides": (2, 2), "pads": (3, 3, 3, 3)}),
+    ("resnet 3x3 64@56", (1, 64, 56, 56), (64, 64, 3, 3), {"pads": P1}),
+    ("resnet 3x3/2 64->128", (1, 64, 56, 56), (128, 64, 3, 3), {"strides": (2, 2), "pads": P1}),
+    ("resnet 1x1/2 64->128", (1, 64, 56, 56), (128, 64, 1, 1), {"strides": (2, 2)}),
+    ("resnet 3x3 128@28", (1, 128, 28, 28), (128, 128, 3, 3), {"pads": P1}),
+    ("resnet 3x3/2 128->256", (1, 128, 28, 28), (256, 128, 3, 3), {"strides": (2, 2), "pads": P1}),
+    ("resnet 3x3 256@14", (1, 256, 14, 14), (256, 256, 3, 3), {"pads": P1}),
+    ("resnet 3x3/2 256->512", (1, 256, 14, 14), (512, 256, 3, 3), {"strides": (2, 2), "pads": P1}),
+    ("resnet 3x3 512@7", (1, 512, 7, 7), (512, 512, 3, 3), {"pads": P1}),
+    ("mnv2 stem 3x3/2", (1, 3, 224, 224), (32, 3, 3, 3), {"strides": (2, 2), "pads": P1}),
+    ("mnv2 1x1 32->16@112", (1, 32, 112, 112), (16, 32, 1, 1), {}),
+    ("mnv2 1x1 16->96@112", (1, 16, 112, 112), (96, 16, 1, 1), {}),
+    ("mnv2 1x1 144->24@56", (1, 144, 56, 56), (24, 144, 1, 1), {}),
+    ("mnv2 1x1 192->32@28", (1, 192, 28, 28), (32, 192, 1, 1), {}),
+    ("mnv2 1x1 384->64@14", (1, 384, 14, 14), (64, 384, 1, 1), {}),
+    ("mnv2 1x1 96->576@14", (1, 96, 14, 14), (576, 96, 1, 1), {}),
+    ("mnv2 1x1 576->96@14", (1, 576, 14, 14), (96, 576, 1, 1), {}),
+    ("mnv2 1x1 960->160@7", (1, 960, 7, 7), (160, 960, 1, 1), {}),
+    ("mnv2 dw 96@112/2", (1, 96, 112, 112), (96, 1, 3, 3), {"strides": (2, 2), "pads": P1, "group": 96}),
+    ("mnv2 dw 144@56", (1, 144, 56, 56), (144, 1, 3, 3), {"pads": P1, "group": 144}),
+    ("mnv2 dw 144@56/2", (1, 144, 56, 56), (144, 1, 3, 3), {"strides": (2, 2), "pads": P1, "group": 144}),
+    ("mnv2 dw 576@14/2", (1, 576, 14, 14), (576, 1, 3, 3), {"strides": (2, 2), "pads": P1, "group": 576}),
+]
+
+
+def layers_main(args) -> None:
+    """Each zoo layer, ours and ONNX Runtime's (Conv + Relu, same weights and input, both compared), timed in
+    alternating rounds (best of each side's runs: on a shared machine the least disturbed run is the most
+    comparable); --cold flushes the calling thread's caches before every timed run (a layer in a model reads
+    its weights, and often its input, from memory or another core)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    junk = np.ones(16 << 20, np.float32)  # 64 MiB
+
+    def timed(fn, seconds: float = 0.15) -> float:
+        fn()
+        best, end = float("inf"), time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            if args.cold:
+                junk[::16] += 1.0
+            start = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    wanted = [w.lower() for w in args.layers]
+    for threads in args.threads:
+        print(f"== {threads} thread(s){', caches flushed' if args.cold else ''} ==")
+        for label, xs, ws, attrs in ZOO_LAYERS:
+            if wanted and not any(w in label for w in wanted):
+                continue
+            maker = GraphMaker("layer")
+            x = maker.input(*xs)
+            w, b = maker.weight(*ws, scale=float(np.prod(ws[1:])) ** -0.5), maker.weight(ws[0])
+            y = maker.node("FusedConv", x, w, b, None, domain=DOMAIN, activation="Relu", activation_params=(),
+                           **attrs)
+            maker.output(y)
+            executor = build_cpu(maker.graph).executor(threads)
+            out = [np.empty(y.type.shape, np.float32)]
+            feed = maker.feeds[x.name]
+            nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs),
+                     helper.make_node("Relu", ["c"], ["y"])]
+            graph = helper.make_graph(
+                nodes,
+                "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, xs)],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                [numpy_helper.from_array(w.const, "w"), numpy_helper.from_array(b.const, "b")],
+            )
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            session = ort.InferenceSession(
+                helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+                .SerializeToString(), options, providers=["CPUExecutionProvider"])
+            best_ours = best_ort = float("inf")
+            run_ours = lambda e=executor, f=feed, o=out: e.run([f], o)  # noqa: E731
+            run_ort = lambda s=session, f=feed: s.run(None, {"x": f})  # noqa: E731
+            for _ in range(args.rounds):
+                best_ours = min(best_ours, timed(run_ours))
+                best_ort = min(best_ort, timed(run_ort))
+            want = session.run(None, {"x": feed})[0]
+            np.testing.assert_allclose(out[0], want, rtol=1e-3, atol=1e-4, err_msg=label)
+            flops = 2 * np.prod(y.type.shape) * np.prod(ws[1:])
+            print(f"{label:24s} ours {best_ours * 1e3:7.3f} ms ({flops / best_ours * 1e-9:6.1f} GFLOP/s), "
+                  f"onnxruntime {best_ort * 1e3:7.3f} ms ({flops / best_ort * 1e-9:6.1f}): "
+                  f"{best_ort / best_ours:4.2f}x", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--peak", action="store_true", help="measure the fp32 FMA peak and numpy's sgemm")
     parser.add_argument("--transformer", action="store_true", help="transformer linear-layer GEMMs")
+    parser.add_argument("--layers", nargs="*", help="the zoo's conv layers (optionally those whose label "
+                        "contains one of these words), against ONNX Runtime")
+    parser.add_argument("--cold", action="store_true", help="with --layers: flush the caches before each run")
+    parser.add_argument("--rounds", type=int, default=5, help="with --layers: alternating rounds per side")
     args = parser.parse_args()
+    if args.layers is not None:
+        layers_main(args)
+        return
     if args.peak:
         peak_main(args)
         return
