@@ -680,6 +680,20 @@ static inline __attribute__((always_inline)) void lw_dwg_thread(const lw_conv_ge
 #endif
 #define LW_CV_NVMAX (LW_NV > LW_CV_NV ? LW_NV : LW_CV_NV)
 #define LW_CV_KC 256        /* K block: a K block of a B tile stays in L1 across the row panels */
+/* In-place B rows prefetched LW_CV_PFD rows ahead by a K block's first row panel when K >= LW_CV_PFK: a
+ * pointwise conv after a depthwise one (MobileNetV2's projections) reads its input at a stride of H*W floats,
+ * which the hardware streamers do not follow, and at 2 threads half of it from the other core's cache. In
+ * MobileNetV2 at 2 threads: 144->24@56 326 -> 287 kcycles, 192->32@28 125 -> 108, 384->64@14 134 -> 125;
+ * no change at 1 thread; short-K expands (K < 128) measured slower with it. */
+#define LW_CV_PFK 128
+#define LW_CV_PFD 12
+/* Expands split by output channels at 2+ threads: an in-place conv with more outputs than inputs (M > K)
+ * whose input has at most LW_CV_MSPLIT floats runs as one even, static share of its row panels per thread,
+ * all columns, so thread i writes the contiguous output channels that the static split of a depthwise conv
+ * reading them gives to thread i (lw_dwg_thread): MobileNetV2's expand -> depthwise edges stay in one core's
+ * cache. At 2 threads MobileNetV2 2-3% faster (the depthwise convs after 14x14 and 28x28 expands, the
+ * expands themselves); larger inputs (its 16->96 at 112x112: 800 KB read whole by every thread) slower. */
+#define LW_CV_MSPLIT 32768
 #define LW_CV_BLOCK 131072  /* most output floats per task when K spans several blocks (partial sums in L2) */
 
 typedef struct {
@@ -697,8 +711,9 @@ typedef struct {
 /* One tile: rows [i0, i0 + mr) x columns [j0, j0 + n) (n > (NV - 1) * LW_VEC) over K block [k0, k0 + kc)
  * of a (a: the panel at k0) and b (b: row k0 of the tile's columns). PART: the last B vector is loaded
  * masked (in place, past the end of the row). */
-static inline __attribute__((always_inline)) void lw_cv_tile(const int NV, const int PART, const lw_cv_job *j,
-                                                             long kc, const float *restrict a,
+static inline __attribute__((always_inline)) void lw_cv_tile(const int NV, const int PART, const int PF,
+                                                             const lw_cv_job *j, long kc,
+                                                             const float *restrict a,
                                                              const float *restrict b, int mr, long i0,
                                                              long j0, long n, int first, int last) {
     const long bs = j->bs, tail = n - (NV - 1) * LW_VEC;
@@ -707,6 +722,10 @@ static inline __attribute__((always_inline)) void lw_cv_tile(const int NV, const
         _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[i][v] = (lw_vf){0};
     for (long k = 0; k < kc; k++) {
         lw_vf bv[LW_CV_NVMAX];
+        if (PF) {
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)
+                __builtin_prefetch(b + LW_MIN(k + LW_CV_PFD, kc - 1) * bs + v * LW_VEC, 0, 3);
+        }
         _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)
             bv[v] = PART && v == NV - 1 ? lw_load_part(b + k * bs + v * LW_VEC, tail)
                                         : lw_load(b + k * bs + v * LW_VEC);
@@ -752,10 +771,15 @@ static void lw_cv_block(const lw_cv_job *j, long c0, long c1, long m0, long m1) 
             const int nv = (int)LW_CDIV(n, LW_VEC), part = j->inplace && n % LW_VEC != 0;
             const float *b = (j->inplace ? j->b + j0 : j->b + c * j->K * j->bs) + k0 * j->bs;
             for (long mp = m0; mp < m1; mp++) {
+                const int pf = LW_CV_PFD > 0 && j->inplace && mp == m0 && j->K >= LW_CV_PFK;
                 const long i0 = mp * LW_CV_MR;
                 const int mr = (int)LW_MIN((long)LW_CV_MR, j->M - i0);
                 const float *a = j->a + (mp * j->K + k0) * LW_CV_MR;
-#define LW_CV_CALL(NV, PART) lw_cv_tile(NV, PART, j, kc, a, b, mr, i0, j0, n, first, last)
+#define LW_CV_CALL(NV, PART)                                                                                \
+    do {                                                                                                    \
+        if (pf) lw_cv_tile(NV, PART, 1, j, kc, a, b, mr, i0, j0, n, first, last);                           \
+        else lw_cv_tile(NV, PART, 0, j, kc, a, b, mr, i0, j0, n, first, last);                              \
+    } while (0)
                 if (part) {
                     if (nv == 1) LW_CV_CALL(1, 1);
                     else if (nv == 2) LW_CV_CALL(2, 1);
@@ -774,6 +798,17 @@ static void lw_cv_block(const lw_cv_job *j, long c0, long c1, long m0, long m1) 
     }
 }
 
+/* Tasks [0, tasks) inside a parallel region: contiguous equal shares when the thread count divides them
+ * (even: a thread's tasks stay together), else one at a time as threads come free. */
+#define LW_OMP_FOR_TASKS(even, tasks, TASK)                                                                 \
+    do {                                                                                                    \
+        if (even) {                                                                                         \
+            _Pragma("omp for schedule(static)") for (long t_ = 0; t_ < (tasks); t_++) TASK(t_);             \
+        } else {                                                                                            \
+            _Pragma("omp for schedule(dynamic, 1)") for (long t_ = 0; t_ < (tasks); t_++) TASK(t_);         \
+        }                                                                                                   \
+    } while (0)
+
 /* Convolution through the conv GEMM: w is packed A per group ([G][ceil(Mg/MR)][K][MR]). ws holds the
  * packed im2col columns of one image ([G][ceil(P/NR)][K][NR]); 1x1 stride-1 unpadded convs need none. */
 static void lw_conv2d(int nt, const lw_conv_geom *g, const float *x, const float *w, const float *bias,
@@ -790,7 +825,11 @@ static void lw_conv2d(int nt, const lw_conv_geom *g, const float *x, const float
     long cb = ct, mb = mp;
     if (K > LW_CV_KC) cb = LW_MAX(1, LW_MIN(ct, LW_CV_BLOCK / (Mg * tw)));
     if (!inplace) cb = LW_MIN(cb, LW_FUSED_PANELS);
-    if (nt > 1) {
+    const int msplit = nt > 1 && inplace && G == 1 && Mg > K && K <= LW_CV_KC
+                       && mp >= nt && K * P <= LW_CV_MSPLIT;
+    if (msplit) {
+        mb = LW_CDIV(mp, nt);
+    } else if (nt > 1) {
         cb = LW_MIN(cb, LW_CDIV(ct, 4L * nt));
         while (G * LW_CDIV(ct, cb) * LW_CDIV(mp, mb) < 2L * nt && mb > 1) mb = LW_CDIV(mb, 2);
     }
@@ -808,18 +847,21 @@ static void lw_conv2d(int nt, const lw_conv_geom *g, const float *x, const float
             for (long t = 0; t < G * np; t++)
                 lw_im2col_panels(g, xn + (t / np) * Cg * HW, col + (t / np) * b_size, t % np, t % np + 1);
         }
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1 && tasks > 1)
-        for (long t = 0; t < tasks; t++) {
-            const long gi = t / (cblocks * mblocks), r = t % (cblocks * mblocks);
-            const long c0 = (r / mblocks) * cb, c1 = LW_MIN(ct, c0 + cb), m0 = (r % mblocks) * mb;
-            const lw_cv_job j = {
-                e, w + gi * a_size, inplace ? xn + gi * Cg * HW : col + gi * b_size, inplace ? HW : LW_NR, tw,
-                inplace, Mg, P, K, y + (n * g->M + gi * Mg) * P, bias ? bias + gi * Mg * e->bias_rs : NULL,
-                res ? res + n * res_ns + gi * Mg * e->res_rs : NULL,
-            };
-            if (fused) lw_im2col_panels(g, xn + gi * Cg * HW, col + gi * b_size, c0, c1);
-            lw_cv_block(&j, c0, c1, m0, LW_MIN(mp, m0 + mb));
-        }
+#define LW_CV_TASK(t)                                                                                       \
+    do {                                                                                                    \
+        const long gi = (t) / (cblocks * mblocks), r = (t) % (cblocks * mblocks);                          \
+        const long c0 = (r / mblocks) * cb, c1 = LW_MIN(ct, c0 + cb), m0 = (r % mblocks) * mb;              \
+        const lw_cv_job j = {                                                                               \
+            e, w + gi * a_size, inplace ? xn + gi * Cg * HW : col + gi * b_size, inplace ? HW : LW_NR, tw,  \
+            inplace, Mg, P, K, y + (n * g->M + gi * Mg) * P, bias ? bias + gi * Mg * e->bias_rs : NULL,     \
+            res ? res + n * res_ns + gi * Mg * e->res_rs : NULL,                                            \
+        };                                                                                                  \
+        if (fused) lw_im2col_panels(g, xn + gi * Cg * HW, col + gi * b_size, c0, c1);                       \
+        lw_cv_block(&j, c0, c1, m0, LW_MIN(mp, m0 + mb));                                                   \
+    } while (0)
+#pragma omp parallel num_threads(nt) if (nt > 1 && tasks > 1)
+        LW_OMP_FOR_TASKS(msplit, tasks, LW_CV_TASK);
+#undef LW_CV_TASK
     }
 }
 
@@ -1057,17 +1099,6 @@ static void lw_conv2d_t(int nt, const lw_conv_geom *g, const float *x, const flo
         }
     }
 }
-
-/* Tasks [0, tasks) inside a parallel region: contiguous equal shares when the thread count divides them
- * (even: a thread's tasks stay together), else one at a time as threads come free. */
-#define LW_OMP_FOR_TASKS(even, tasks, TASK)                                                                 \
-    do {                                                                                                    \
-        if (even) {                                                                                         \
-            _Pragma("omp for schedule(static)") for (long t_ = 0; t_ < (tasks); t_++) TASK(t_);             \
-        } else {                                                                                            \
-            _Pragma("omp for schedule(dynamic, 1)") for (long t_ = 0; t_ < (tasks); t_++) TASK(t_);         \
-        }                                                                                                   \
-    } while (0)
 
 /* --- direct conv over phase grids (no im2col) -------------------------------------------------------- */
 

@@ -131,6 +131,7 @@ GEMM_CASES = [
     ((1, 8, 4, 4), (20, 8, 1, 1), {}),  # P = 16: a single vector, 20 rows (a partial row panel)
     ((1, 8, 3, 5), (7, 8, 1, 1), {}),  # P = 15: one masked vector only
     ((2, 300, 10, 10), (40, 300, 1, 1), {}),  # K = 300: two K blocks, batch 2
+    ((1, 144, 14, 14), (24, 144, 1, 1), {}),  # K = 144: B rows prefetched (LW_CV_PFK), a 4-column last tile
     ((1, 12, 10, 10), (18, 4, 1, 1), {"group": 3}),  # grouped pointwise
     ((1, 8, 12, 12), (12, 4, 3, 3), {"group": 2, "pads": (1, 1, 1, 1)}),  # grouped 3x3 (im2col)
     ((1, 40, 6, 6), (32, 40, 3, 3), {"pads": (1, 1, 1, 1)}),  # K = 360, im2col over two K blocks
