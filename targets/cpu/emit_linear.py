@@ -179,6 +179,14 @@ def conv_in_place(g: dict) -> bool:
         g["OH"], g["OW"]) == (g["H"], g["W"])
 
 
+def conv_ksplit(g: dict) -> bool:
+    """LW_CV_KSPLIT of kernels_conv.c: a pointwise conv that reduces many channels to few (MobileNetV2's
+    projections) sums K in two halves, split over the threads at even thread counts so each reads the
+    channels a depthwise conv's static split left in its core; it needs [M][P] floats of workspace."""
+    k, mg = g["C"] // g["G"], g["M"] // g["G"]
+    return conv_in_place(g) and g["G"] == 1 and 256 < k <= 640 and k >= 4 * mg
+
+
 def direct_grid(g: dict) -> tuple[int, int]:
     """(grid row width Wq, floats of workspace) of lw_conv2d_d's phase grids (lw_dc_geom_of in
     kernels_conv.c): per channel SH * SW planes of OH + ((KH-1)*DH)//SH rows of Wq = OW + ((KW-1)*DW)//SW,
@@ -330,6 +338,8 @@ def emit_conv(ctx: EmitContext, node: Node) -> KernelCode:
         workspace = align(g["G"] * ITEM_BYTES)
         if not conv_in_place(g):
             workspace += g["G"] * 4 * packed_b_floats(k, g["OH"] * g["OW"], ctx.isa.nr)
+        elif conv_ksplit(g):
+            workspace += 4 * g["M"] * g["OH"] * g["OW"]  # the other half's sums
     return KernelCode("\n".join(lines), flops=2 * g["N"] * macs, workspace=workspace)
 
 

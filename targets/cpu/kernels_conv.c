@@ -703,10 +703,25 @@ typedef struct {
     long bs, tw;       /* B row stride; tile width (columns) */
     int inplace;
     long M, N, K;      /* output channels of the group, positions, reduction length */
+    long kb;           /* K block (LW_CV_KC, or half of K: lw_cv_ksplit) */
     float *y;          /* the group's output [M][N] */
     const float *bias; /* NULL, or the group's first channel's bias */
     const float *res;  /* NULL, or the group's first channel's residual */
 } lw_cv_job;
+
+/* The epilogue of one output vector t of row `row` (rr: the row's residual at the vector's first column, or
+ * NULL; full: all LW_VEC lanes, else the first `tail`): alpha, bias, residual, activation. */
+static inline __attribute__((always_inline)) lw_vf lw_cv_finish(const lw_cv_job *j, lw_vf t, long row,
+                                                                const float *rr, int full, long tail) {
+    const lw_epilogue *e = j->e;
+    if (e->alpha != 1.0f) t *= lw_splat(e->alpha);
+    if (j->bias) t += lw_splat(e->bias_scale * j->bias[row * e->bias_rs]);
+    if (rr) {
+        if (e->res_cs == 0) t += lw_splat(rr[0]);
+        else t += full ? lw_load(rr) : lw_load_part(rr, tail);
+    }
+    return lw_vactivate(t, e->act, e->p0, e->p1);
+}
 
 /* One tile: rows [i0, i0 + mr) x columns [j0, j0 + n) (n > (NV - 1) * LW_VEC) over K block [k0, k0 + kc)
  * of a (a: the panel at k0) and b (b: row k0 of the tile's columns). PART: the last B vector is loaded
@@ -734,38 +749,29 @@ static inline __attribute__((always_inline)) void lw_cv_tile(const int NV, const
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[i][v] += ai * bv[v];
         }
     }
-    const lw_epilogue *e = j->e;
     _Pragma("GCC unroll 16") for (int i = 0; i < LW_CV_MR; i++) {
         if (i >= mr) break;
         const long row = i0 + i;
         float *yr = j->y + row * j->N + j0;
-        const float bi = j->bias ? e->bias_scale * j->bias[row * e->bias_rs] : 0.0f;
-        const float *rr = j->res ? j->res + row * e->res_rs + j0 * e->res_cs : NULL;
+        const float *rr = j->res ? j->res + row * j->e->res_rs + j0 * j->e->res_cs : NULL;
         _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) {
             const int full = v < NV - 1 || tail == LW_VEC;
             lw_vf t = acc[i][v];
             if (!first) t += full ? lw_load(yr + v * LW_VEC) : lw_load_part(yr + v * LW_VEC, tail);
-            if (last) {
-                if (e->alpha != 1.0f) t *= lw_splat(e->alpha);
-                if (j->bias) t += lw_splat(bi);
-                if (rr) {
-                    if (e->res_cs == 0) t += lw_splat(rr[0]);
-                    else t += full ? lw_load(rr + v * LW_VEC) : lw_load_part(rr + v * LW_VEC, tail);
-                }
-                t = lw_vactivate(t, e->act, e->p0, e->p1);
-            }
+            if (last) t = lw_cv_finish(j, t, row, rr && j->e->res_cs ? rr + v * LW_VEC : rr, full, tail);
             if (full) lw_store(yr + v * LW_VEC, t);
             else lw_store_part(yr + v * LW_VEC, t, tail);
         }
     }
 }
 
-/* Column tiles [c0, c1) x row panels [m0, m1) of a job: K block by K block, each B tile block reused by
- * every row panel while it is in L1. */
-static void lw_cv_block(const lw_cv_job *j, long c0, long c1, long m0, long m1) {
-    for (long k0 = 0; k0 < j->K; k0 += LW_CV_KC) {
-        const long kc = LW_MIN((long)LW_CV_KC, j->K - k0);
-        const int first = k0 == 0, last = k0 + kc >= j->K;
+/* Column tiles [c0, c1) x row panels [m0, m1) of a job over K range [ka, kz): K block by K block, each B
+ * tile block reused by every row panel while it is in L1; the epilogue after the last block when `finish`,
+ * else the raw sums are stored. */
+static void lw_cv_range(const lw_cv_job *j, long c0, long c1, long m0, long m1, long ka, long kz, int finish) {
+    for (long k0 = ka; k0 < kz; k0 += j->kb) {
+        const long kc = LW_MIN(j->kb, kz - k0);
+        const int first = k0 == ka, last = finish && k0 + kc >= kz;
         for (long c = c0; c < c1; c++) {
             const long j0 = c * j->tw, n = LW_MIN(j->tw, j->N - j0);
             const int nv = (int)LW_CDIV(n, LW_VEC), part = j->inplace && n % LW_VEC != 0;
@@ -798,6 +804,32 @@ static void lw_cv_block(const lw_cv_job *j, long c0, long c1, long m0, long m1) 
     }
 }
 
+static void lw_cv_block(const lw_cv_job *j, long c0, long c1, long m0, long m1) {
+    lw_cv_range(j, c0, c1, m0, m1, 0, j->K, 1);
+}
+
+/* K split in two halves (LW_CV_KSPLIT): output columns [j0, j0 + n) of rows [0, M) from the two halves' raw
+ * sums, one in j->y and one in `other` (same layout), then the epilogue: t = P1 + P0 as lw_cv_tile's last
+ * block adds its sums to the stored first block's, so every thread count gives the same bits. */
+static void lw_cv_combine(const lw_cv_job *j, const float *other, int y_second, long j0, long n) {
+    for (long row = 0; row < j->M; row++) {
+        float *yr = j->y + row * j->N + j0;
+        const float *o = other + row * j->N + j0;
+        const float *rr = j->res ? j->res + row * j->e->res_rs + j0 * j->e->res_cs : NULL;
+        for (long c = 0; c < n; c += LW_VEC) {
+            const int full = c + LW_VEC <= n;
+            const long tail = n - c;
+            const lw_vf yv = full ? lw_load(yr + c) : lw_load_part(yr + c, tail);
+            const lw_vf ov = full ? lw_load(o + c) : lw_load_part(o + c, tail);
+            lw_vf t = y_second ? yv : ov; /* the second half's sums, */
+            t += y_second ? ov : yv;      /* plus the first half's */
+            t = lw_cv_finish(j, t, row, rr && j->e->res_cs ? rr + c : rr, full, tail);
+            if (full) lw_store(yr + c, t);
+            else lw_store_part(yr + c, t, tail);
+        }
+    }
+}
+
 /* Tasks [0, tasks) inside a parallel region: contiguous equal shares when the thread count divides them
  * (even: a thread's tasks stay together), else one at a time as threads come free. */
 #define LW_OMP_FOR_TASKS(even, tasks, TASK)                                                                 \
@@ -808,6 +840,41 @@ static void lw_cv_block(const lw_cv_job *j, long c0, long c1, long m0, long m1) 
             _Pragma("omp for schedule(dynamic, 1)") for (long t_ = 0; t_ < (tasks); t_++) TASK(t_);         \
         }                                                                                                   \
     } while (0)
+
+/* Pointwise convs that reduce many channels to few (256 < K <= 640 and K >= 4 M: MobileNetV2's projections
+ * at 14x14, which read the output of a depthwise conv) run K in two halves whatever the thread count: the first half's sums
+ * are stored, the second's added (lw_cv_tile's K blocks, or lw_cv_combine). At an even thread count > 1 the
+ * first half of the threads sums the first half of the input channels over all positions and the others the
+ * second half, so each reads the channels that the depthwise conv's static split (lw_dwg_thread) left in its
+ * core's cache; the half owned by a column's combining thread goes to the output, the other to the
+ * workspace ([M][P] floats), and after a barrier each thread combines its share of the columns. emit_linear.py's
+ * conv_ksplit mirrors the rule. */
+#define LW_CV_KSPLIT(inplace, G, K, Mg) ((inplace) && (G) == 1 && (K) > LW_CV_KC && (K) >= 4 * (Mg) && (K) <= 640)
+
+static void lw_conv2d_ksplit(int nt, const lw_conv_geom *g, const float *x, const float *w, const float *bias,
+                             const float *res, long res_ns, float *y, float *part, const lw_epilogue *e,
+                             long kb) {
+    const long K = g->C, M = g->M, P = g->OH * g->OW, tw = LW_CV_NV * LW_VEC, ct = LW_CDIV(P, tw);
+    const long mp = LW_CDIV(M, LW_CV_MR), nh = nt / 2;
+    for (long n = 0; n < g->N; n++) {
+        const lw_cv_job jy = {e, w, x + n * K * P, P, tw, 1, M, P, K, kb, y + n * M * P, bias,
+                              res ? res + n * res_ns : NULL};
+        lw_cv_job jp = jy;
+        jp.y = part;
+#define LW_KS_OWNER_HALF(c) ((((c) + 1) * nt - 1) / ct * 2 / nt) /* half of the thread combining column c */
+#pragma omp parallel num_threads(nt)
+        {
+            const long tid = omp_get_thread_num(), h = tid / nh, th = tid % nh;
+            const long ka = h * kb, kz = LW_MIN(K, ka + kb);
+            for (long c = th * ct / nh; c < (th + 1) * ct / nh; c++)
+                lw_cv_range(LW_KS_OWNER_HALF(c) == h ? &jy : &jp, c, c + 1, 0, mp, ka, kz, 0);
+#pragma omp barrier
+            for (long c = tid * ct / nt; c < (tid + 1) * ct / nt; c++)
+                lw_cv_combine(&jy, part, LW_KS_OWNER_HALF(c) == 1, c * tw, LW_MIN(tw, P - c * tw));
+        }
+#undef LW_KS_OWNER_HALF
+    }
+}
 
 /* Convolution through the conv GEMM: w is packed A per group ([G][ceil(Mg/MR)][K][MR]). ws holds the
  * packed im2col columns of one image ([G][ceil(P/NR)][K][NR]); 1x1 stride-1 unpadded convs need none. */
@@ -820,10 +887,16 @@ static void lw_conv2d(int nt, const lw_conv_geom *g, const float *x, const float
     const long tw = inplace ? LW_CV_NV * LW_VEC : LW_NR, ct = LW_CDIV(P, tw), mp = LW_CDIV(Mg, LW_CV_MR);
     const long a_size = mp * LW_CV_MR * K, b_size = LW_CDIV(P, LW_NR) * LW_NR * K;
     float *col = (float *)(ws + LW_ALIGN64((size_t)G * 64));
+    const int ksplit = LW_CV_KSPLIT(inplace, G, K, Mg);
+    const long kb = ksplit ? (K + 1) / 2 : LW_CV_KC;
+    if (ksplit && nt > 1 && nt % 2 == 0 && ct >= nt) {
+        lw_conv2d_ksplit(nt, g, x, w, bias, res, res_ns, y, col, e, kb);
+        return;
+    }
     /* Tasks: (group, column block, row block). Columns per task: all of them, or fewer when the partial
      * sums of several K blocks would not stay in L2, or when the threads need more tasks. */
     long cb = ct, mb = mp;
-    if (K > LW_CV_KC) cb = LW_MAX(1, LW_MIN(ct, LW_CV_BLOCK / (Mg * tw)));
+    if (K > kb) cb = LW_MAX(1, LW_MIN(ct, LW_CV_BLOCK / (Mg * tw)));
     if (!inplace) cb = LW_MIN(cb, LW_FUSED_PANELS);
     const int msplit = nt > 1 && inplace && G == 1 && Mg > K && K <= LW_CV_KC
                        && mp >= nt && K * P <= LW_CV_MSPLIT;
@@ -853,7 +926,7 @@ static void lw_conv2d(int nt, const lw_conv_geom *g, const float *x, const float
         const long c0 = (r / mblocks) * cb, c1 = LW_MIN(ct, c0 + cb), m0 = (r % mblocks) * mb;              \
         const lw_cv_job j = {                                                                               \
             e, w + gi * a_size, inplace ? xn + gi * Cg * HW : col + gi * b_size, inplace ? HW : LW_NR, tw,  \
-            inplace, Mg, P, K, y + (n * g->M + gi * Mg) * P, bias ? bias + gi * Mg * e->bias_rs : NULL,     \
+            inplace, Mg, P, K, kb, y + (n * g->M + gi * Mg) * P, bias ? bias + gi * Mg * e->bias_rs : NULL, \
             res ? res + n * res_ns + gi * Mg * e->res_rs : NULL,                                            \
         };                                                                                                  \
         if (fused) lw_im2col_panels(g, xn + gi * Cg * HW, col + gi * b_size, c0, c1);                       \

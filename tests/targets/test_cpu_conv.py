@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lowering.opinfo import DOMAIN
-from targets.cpu.emit_linear import conv_direct, conv_geometry, conv_in_place, conv_transposed
+from targets.cpu.emit_linear import conv_direct, conv_geometry, conv_in_place, conv_ksplit, conv_transposed
 
 from .cpu_harness import (
     GraphMaker,
@@ -19,6 +19,7 @@ from .cpu_harness import (
     assert_thread_count_independent,
     build_cpu,
     check_against_reference,
+    conv_epilogue_graph,
     conv_graph,
 )
 
@@ -193,3 +194,26 @@ def test_conv_gemm_epilogues():
 
 def test_conv_gemm_results_do_not_depend_on_thread_count():
     assert_thread_count_independent(_gemm_graph(), (1, 2, 3))
+
+
+# K in two halves (conv_ksplit): split over the threads at even thread counts, combined with the epilogue
+KSPLIT_CASES = [
+    ((1, 288, 9, 9), (48, 288, 1, 1), {}),  # P = 81: a full tile and a masked one, K halves of 144
+    ((2, 600, 14, 14), (96, 600, 1, 1), {}),  # batch 2, halves of 300 (above LW_CV_KC)
+    ((1, 257, 12, 12), (20, 257, 1, 1), {}),  # odd K (halves 129 + 128), a partial row panel
+]
+
+
+def test_ksplit_cases_are_ksplit():
+    for node in conv_epilogue_graph("ksplit", KSPLIT_CASES).graph.nodes:
+        assert conv_ksplit(conv_geometry(node)[0]), node.name
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_ksplit_epilogues(threads):
+    check_against_reference(conv_epilogue_graph("ksplit", KSPLIT_CASES, weight_scale=0.1), threads=threads)
+
+
+def test_ksplit_results_do_not_depend_on_thread_count():
+    graph = conv_epilogue_graph("ksplit", KSPLIT_CASES, weight_scale=0.1)
+    assert_thread_count_independent(graph, (1, 2, 3, 4))
