@@ -22,7 +22,8 @@ def pool(kernel, **attrs):
 
 
 CASES = [  # (op, input shape, attrs)
-    ("MaxPool", (1, 4, 112, 112), pool((3, 3), strides=(2, 2), pads=(1, 1, 1, 1))),  # ResNet's stem pool
+    # ResNet's stem pool, big enough for the threads (bands of rows of every plane)
+    ("MaxPool", (1, 8, 112, 112), pool((3, 3), strides=(2, 2), pads=(1, 1, 1, 1))),
     ("MaxPool", (1, 2, 13, 37), pool((3, 3), strides=(2, 2), pads=(1, 1, 1, 1))),
     ("MaxPool", (2, 3, 11, 35), pool((3, 3), strides=(2, 2), pads=(1, 1, 1, 1), ceil_mode=1)),
     ("MaxPool", (1, 2, 9, 50), pool((3, 3), strides=(1, 1), pads=(1, 1, 1, 1))),
@@ -84,7 +85,8 @@ def _graph() -> tuple[GraphMaker, list]:
     x = m.input(2, 5, 7, 6)
     wide = m.input(1, 3, 9, 37)
     outs += [m.node("GlobalAveragePool", x), m.node("GlobalMaxPool", x), m.node("GlobalAveragePool", wide),
-             m.node("GlobalMaxPool", wide), m.node("GlobalAveragePool", m.input(1, 4, 9))]
+             m.node("GlobalMaxPool", wide), m.node("GlobalAveragePool", m.input(1, 4, 9)),
+             m.node("GlobalAveragePool", m.input(1, 400, 7, 7))]  # MobileNetV2-like: threads split the planes
     return m.output(*outs), cases
 
 
@@ -102,9 +104,10 @@ def test_pooling_against_brute_force(isa):
         else:
             np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-6,
                                        err_msg=f"{op} {x.type.shape} {attrs}")
-    two = built.run(m.feeds, threads=2)
-    for name in names:
-        np.testing.assert_array_equal(got[name], two[name])
+    for threads in (2, 3):
+        other = built.run(m.feeds, threads=threads)
+        for name in names:
+            np.testing.assert_array_equal(got[name], other[name], err_msg=f"{name} at {threads} threads")
 
 
 def test_max_pooling_of_infinities_and_all_negative_windows():
