@@ -25,6 +25,8 @@ CASES = [  # (op, input shape, attrs)
     # ResNet's stem pool, big enough for the threads (bands of rows of every plane)
     ("MaxPool", (1, 8, 112, 112), pool((3, 3), strides=(2, 2), pads=(1, 1, 1, 1))),
     ("MaxPool", (1, 2, 13, 37), pool((3, 3), strides=(2, 2), pads=(1, 1, 1, 1))),
+    ("MaxPool", (1, 2, 10, 40), pool((3, 3), strides=(2, 2))),  # 3x3/2 without pads (lw_pool_row_3s2)
+    ("MaxPool", (1, 2, 9, 70), pool((3, 3), strides=(2, 2), pads=(0, 1, 1, 0))),  # 3 blocks, pads on 2 sides
     ("MaxPool", (2, 3, 11, 35), pool((3, 3), strides=(2, 2), pads=(1, 1, 1, 1), ceil_mode=1)),
     ("MaxPool", (1, 2, 9, 50), pool((3, 3), strides=(1, 1), pads=(1, 1, 1, 1))),
     ("MaxPool", (1, 2, 10, 49), pool((2, 2), strides=(2, 2))),
