@@ -265,11 +265,7 @@ def winograd_workspace(g: dict) -> int:
 def conv_transposed(g: dict, vec: int) -> bool:
     """Whether a conv runs as the transposed GEMM (lw_conv2d_t: positions broadcast, output channels as
     vectors), measured faster on AVX-512 for small planes: no position tile is wasted on 49 positions. Not
-    when the output channels fill their panels poorly or K is too short to pay for the transposed store.
-    Pointwise convs on planes of more than 64 positions stay on lw_conv2d on AVX-512: in MobileNetV2 its
-    576->96 at 14x14 measured 0.124 -> 0.108 ms at 2 threads (lw_conv2d prefetches its B rows; the
-    transposed tiles read 28 bytes of each of 576 input rows per 7 positions) and about even at 1 (0.138 ->
-    0.144 and 0.151 -> 0.148 ms in two sets of runs)."""
+    when the output channels fill their panels poorly or K is too short to pay for the transposed store."""
     p, k, mg = g["OH"] * g["OW"], g["C"] // g["G"] * g["KH"] * g["KW"], g["M"] // g["G"]
     nc = CT_VECTORS * vec
     if -(-mg // nc) * nc > 1.25 * mg or k < 128:
@@ -277,7 +273,7 @@ def conv_transposed(g: dict, vec: int) -> bool:
     if p <= 64:
         return True
     strided = g["SH"] > 1 or g["SW"] > 1
-    return p <= 256 and ((strided and g["KH"] * g["KW"] > 1) or (conv_in_place(g) and k >= 512 and vec != 16))
+    return p <= 256 and ((strided and g["KH"] * g["KW"] > 1) or (conv_in_place(g) and k >= 512))
 
 
 @register("Conv", f"{DOMAIN}::FusedConv", check=check_conv, data_inputs=3)

@@ -144,7 +144,7 @@ GEMM_CASES = [
     ((1, 32, 28, 28), (96, 32, 3, 3), {"strides": (2, 2), "pads": (1, 1, 1, 1)}),  # transposed, P = 196
     ((1, 48, 13, 13), (48, 48, 3, 3), {"strides": (2, 2), "pads": (1, 1, 1, 1)}),  # transposed, stride-2 rows
     ((1, 256, 14, 14), (48, 256, 1, 1), {"strides": (2, 2)}),  # transposed strided 1x1 (im2col)
-    ((1, 600, 14, 14), (96, 600, 1, 1), {}),  # P = 196, K = 600: in place (transposed on AVX2)
+    ((1, 600, 14, 14), (96, 600, 1, 1), {}),  # transposed in place, P = 196: two position blocks
     ((1, 20, 50), (48, 20, 7), {"pads": (3, 3)}),  # 1-D, transposed
     # im2col on AVX-512 too (the direct conv, lw_conv2d_d, takes the other spatial convs there: see
     # test_cpu_conv_direct.py): grid rows narrower than 4 columns, kernels of more than 64 taps
