@@ -199,14 +199,15 @@ def test_conv_gemm_results_do_not_depend_on_thread_count():
 # K in two halves (conv_ksplit): split over the threads at even thread counts, combined with the epilogue
 KSPLIT_CASES = [
     ((1, 288, 9, 9), (48, 288, 1, 1), {}),  # P = 81: a full tile and a masked one, K halves of 144
-    ((2, 600, 14, 14), (96, 600, 1, 1), {}),  # batch 2, halves of 300 (above LW_CV_KC)
+    ((2, 320, 18, 18), (64, 320, 1, 1), {}),  # batch 2, halves of 160 (K above LW_CV_KC), P = 324
     ((1, 257, 12, 12), (20, 257, 1, 1), {}),  # odd K (halves 129 + 128), a partial row panel
 ]
 
 
 def test_ksplit_cases_are_ksplit():
     for node in conv_epilogue_graph("ksplit", KSPLIT_CASES).graph.nodes:
-        assert conv_ksplit(conv_geometry(node)[0]), node.name
+        g = conv_geometry(node)[0]
+        assert conv_ksplit(g) and not conv_transposed(g, 16), node.name
 
 
 @pytest.mark.parametrize("threads", [1, 2, 4])
