@@ -4,6 +4,7 @@
     python -m tests.targets.bench_cpu --peak [--threads 1 2]
     python -m tests.targets.bench_cpu --transformer [--threads 1 2]
     python -m tests.targets.bench_cpu --layers [WORD ...] [--cold] [--threads 1 2]
+    python -m tests.targets.bench_cpu --ab A.lwr B.lwr [...] [--seconds 10] [--threads 1 2]
 
 Default: GFLOP/s (best of ``repeat`` runs, after a warm-up) for GEMMs and ResNet/MobileNet-like convolutions,
 and times of a few memory-bound ops. ONNX Runtime runs with ``intra_op_num_threads`` set to the same count;
@@ -17,6 +18,12 @@ number every GEMM efficiency is quoted against, and numpy's sgemm at 1024^3 with
 ``--layers``: ResNet-18's and MobileNetV2's conv layers one at a time against ONNX Runtime (single-conv
 timings: ONNX Runtime's include its NCHW <-> NCHWc reorders, which it does not pay between layers of a
 model), in alternating rounds; ``--cold`` flushes the calling thread's caches before every run.
+
+``--ab``: artifacts of the same model against each other (a change's effect on a whole model): loaded in one
+process on the cpu target, run in alternating blocks of 10 timed runs after 3 untimed ones for ``--seconds``
+per thread count, each side's min, quartile and median. Whole-model differences under about 1% need 10 s or
+more on this VM; per-kernel differences: ``lower run X.lwr --profile N --json-profile F`` a few times each,
+the minimum per kernel.
 
 ``--transformer``: the linear layers of the zoo's transformers (BERT/GPT-2 hidden 256 at sequence 128,
 ViT-S/16 at 197 tokens: M = tokens, weights constant) and the ResNet GEMMs, with bias in the epilogue, as
@@ -350,6 +357,32 @@ def layers_main(args) -> None:
                   f"{best_ort / best_ours:4.2f}x", flush=True)
 
 
+def ab_main(args) -> None:
+    """Whole-model A/B of compiled artifacts (see the module docstring)."""
+    import runtime
+
+    for threads in args.threads:
+        sessions = [runtime.load(path, threads=threads, target="cpu") for path in args.ab]
+        rng = np.random.default_rng(0)
+        feed = {i.name: rng.standard_normal(i.shape).astype(np.float32) if np.dtype(i.dtype).kind == "f"
+                else np.ones(i.shape, i.dtype) for i in sessions[0].inputs}
+        times: list[list[float]] = [[] for _ in sessions]
+        end = time.perf_counter() + args.seconds
+        while time.perf_counter() < end:
+            for session, t in zip(sessions, times):
+                for _ in range(3):
+                    session.run(None, feed)
+                for _ in range(10):
+                    start = time.perf_counter()
+                    session.run(None, feed)
+                    t.append(time.perf_counter() - start)
+        print(f"== {threads} thread(s) ==")
+        for path, t in zip(args.ab, times):
+            ms = np.array(t) * 1e3
+            print(f"{path}: min {ms.min():.3f} p25 {np.percentile(ms, 25):.3f} median {np.median(ms):.3f} ms "
+                  f"({len(ms)} runs)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -360,7 +393,13 @@ def main() -> None:
                         "contains one of these words), against ONNX Runtime")
     parser.add_argument("--cold", action="store_true", help="with --layers: flush the caches before each run")
     parser.add_argument("--rounds", type=int, default=5, help="with --layers: alternating rounds per side")
+    parser.add_argument("--ab", nargs="+", metavar="LWR",
+                        help="artifacts of one model, timed against each other")
+    parser.add_argument("--seconds", type=float, default=10.0, help="with --ab: seconds per thread count")
     args = parser.parse_args()
+    if args.ab:
+        ab_main(args)
+        return
     if args.layers is not None:
         layers_main(args)
         return
