@@ -173,6 +173,12 @@ def depthwise_grid_plan(g: dict) -> tuple[int, int] | None:
     return ch, 2 * align(nph * phase_floats(ch) + ew + 32, 16)
 
 
+def depthwise_unstaged(g: dict) -> bool:
+    """LW_DW3S2 of kernels_conv.c: LW_DEPTHWISE2D_G computes 3x3 stride-2 depthwise convs straight from the
+    input rows (lw_dw3s2_plane), with no staging slots."""
+    return (g["KH"], g["KW"], g["SH"], g["SW"], g["DH"], g["DW"]) == (3, 3, 2, 2, 1, 1)
+
+
 def conv_in_place(g: dict) -> bool:
     """1x1, stride-1, unpadded: the input plane is the GEMM's B matrix, read in place (no im2col)."""
     return (g["KH"], g["KW"], g["SH"], g["SW"], g["PH"], g["PW"]) == (1, 1, 1, 1, 0, 0) and (
@@ -299,7 +305,7 @@ def emit_conv(ctx: EmitContext, node: Node) -> KernelCode:
         lines[1] = f"static const lw_epilogue e = {epi};"
         call = args.replace("WEIGHTS", ctx.weights(w))
         lines.append(f"LW_DEPTHWISE2D_G(ctx->nt, &g, {call}, (float *)ctx->ws, {slot}, {ch}, &e);")
-        workspace = min(DW_SLOTS, g["N"] * g["M"]) * slot * 4
+        workspace = 0 if depthwise_unstaged(g) else min(DW_SLOTS, g["N"] * g["M"]) * slot * 4
     elif g["G"] == g["C"] and g["G"] > 1:
         slot = depthwise_plane_floats(g, ctx.isa.vec)
         weights = ctx.weights(w)

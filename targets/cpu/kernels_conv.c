@@ -606,6 +606,37 @@ static inline __attribute__((always_inline)) void lw_dwg_chunk(const lw_conv_geo
     else if (nvl - k > 0) lw_dwg_vectors(2, g, tb, st, wp, k, limit, yc, bv, rc, e);
 }
 
+/* The three taps of a 3-wide stride-2 window for 16 consecutive outputs from one input row: with s the input
+ * column of the first output's first tap, columns s + 2i (a), s + 2i + 1 (b) and s + 2i + 2 (c) for i < 16,
+ * from three masked loads of the 33 columns (`fill` outside [0, W)) and three permutes. Shared by the
+ * stride-2 depthwise conv (fill 0) and MaxPool (fill -inf, after a max over the window's rows: `rowmax`
+ * combines each row's loads with x > m ? x : m, the first row taken as is). */
+static inline __attribute__((always_inline)) void lw_s2_taps(const float *const *rows, int nr, long s, long W,
+                                                             __m512 fill, int rowmax, __m512 *a, __m512 *b,
+                                                             __m512 *c) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512i next = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+    const __mmask16 m0 = lw_mask_range(-s, W - s), m1 = lw_mask_range(-s - 16, W - s - 16);
+    const __mmask16 m2 = lw_mask_range(-s - 32, LW_MIN(1, W - s - 32));
+    __m512 lo = fill, hi = fill, nx = fill;
+    for (int r = 0; r < nr; r++) {
+        const __m512 x0 = _mm512_mask_loadu_ps(fill, m0, lw_addr(rows[r], s));
+        const __m512 x1 = _mm512_mask_loadu_ps(fill, m1, lw_addr(rows[r], s + 16));
+        const __m512 x2 = _mm512_mask_loadu_ps(fill, m2, lw_addr(rows[r], s + 32));
+        if (rowmax && r > 0) {
+            lo = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x0, lo, _CMP_GT_OQ), lo, x0);
+            hi = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x1, hi, _CMP_GT_OQ), hi, x1);
+            nx = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x2, nx, _CMP_GT_OQ), nx, x2);
+        } else {
+            lo = x0, hi = x1, nx = x2;
+        }
+    }
+    *a = _mm512_permutex2var_ps(lo, even, hi);
+    *b = _mm512_permutex2var_ps(lo, odd, hi);
+    *c = _mm512_permutex2var_ps(*a, next, nx);
+}
+
 /* A 3x3 stride-2 depthwise plane straight from its input rows (no staging): per block of 16 outputs of an
  * output row, each window row's 33 input columns as three masked loads (zeros outside the row, and a zero
  * row outside the plane, as the staged grids hold), its even, odd and next-even columns by permutes, and
@@ -616,36 +647,24 @@ static inline __attribute__((always_inline)) void lw_dwg_chunk(const lw_conv_geo
     ((g)->KH == 3 && (g)->KW == 3 && (g)->SH == 2 && (g)->SW == 2 && (g)->DH == 1 && (g)->DW == 1)
 static void lw_dw3s2_plane(const lw_conv_geom *g, const float *xp, const float *wp, __m512 bv, const float *rm,
                            float *yp, const lw_epilogue *e) {
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    const __m512i next = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
     const long W = g->W, OW = g->OW;
     __m512 wv[9];
     for (int t = 0; t < 9; t++) wv[t] = _mm512_set1_ps(wp[t]);
     for (long oh = 0; oh < g->OH; oh++) {
         for (long ow = 0; ow < OW; ow += 16) {
             const long s = 2 * ow - g->PW, n = LW_MIN(16L, OW - ow);
-            const __mmask16 m0 = lw_mask_range(-s, W - s), m1 = lw_mask_range(-s - 16, W - s - 16);
-            const __mmask16 m2 = lw_mask_range(-s - 32, LW_MIN(1, W - s - 32)), mo = lw_mask_range(0, n);
             __m512 acc = _mm512_setzero_ps();
             _Pragma("GCC unroll 3") for (int kh = 0; kh < 3; kh++) {
                 const long ih = 2 * oh - g->PH + kh;
-                __m512 a = _mm512_setzero_ps(), b = a, c = a;
-                if (ih >= 0 && ih < g->H) {
-                    const float *xr = xp + ih * W;
-                    const __m512 lo = _mm512_maskz_loadu_ps(m0, lw_addr(xr, s));
-                    const __m512 hi = _mm512_maskz_loadu_ps(m1, lw_addr(xr, s + 16));
-                    const __m512 nx = _mm512_maskz_loadu_ps(m2, lw_addr(xr, s + 32));
-                    a = _mm512_permutex2var_ps(lo, even, hi);
-                    b = _mm512_permutex2var_ps(lo, odd, hi);
-                    c = _mm512_permutex2var_ps(a, next, nx);
-                }
+                const float *xr = xp + (ih >= 0 && ih < g->H ? ih : 0) * W;
+                __m512 a, b, c; /* a row outside the plane: zero taps, as the staged grids hold */
+                lw_s2_taps(&xr, ih >= 0 && ih < g->H, s, W, _mm512_setzero_ps(), 0, &a, &b, &c);
                 acc = _mm512_fmadd_ps(wv[kh * 3], a, acc);
                 acc = _mm512_fmadd_ps(wv[kh * 3 + 1], b, acc);
                 acc = _mm512_fmadd_ps(wv[kh * 3 + 2], c, acc);
             }
             const long p = oh * OW + ow;
-            _mm512_mask_storeu_ps(yp + p, mo, lw_dwg_epilogue(e, acc, bv, rm, p, n));
+            _mm512_mask_storeu_ps(yp + p, lw_mask_range(0, n), lw_dwg_epilogue(e, acc, bv, rm, p, n));
         }
     }
 }
@@ -664,11 +683,9 @@ static inline __attribute__((always_inline)) void lw_dwg_thread(const lw_conv_ge
     const long tasks = g->N * g->M, slots = LW_MIN((long)LW_DW_SLOTS, tasks);
     const long mult = g->M / g->C, HW = g->H * g->W, P = g->OH * g->OW, chunks = LW_CDIV(g->OH, ch);
     const long used = LW_MIN((long)omp_get_num_threads(), slots), tid = omp_get_thread_num();
-    float *const buf = ws + LW_MIN(tid, slots - 1) * slot;
-    for (long i = pl.nph * pl.ps; i < pl.size; i++) buf[i] = buf[pl.size + i] = 0.0f;
     const long t0 = tid < used ? tid * tasks / used : tasks;
     const long t1 = tid < used ? (tid + 1) * tasks / used : tasks;
-    if (LW_DW3S2(g)) {
+    if (LW_DW3S2(g)) { /* no staging: no workspace (emit_linear.py's depthwise_unstaged) */
         for (long t = t0; t < t1; t++) {
             const long n = t / g->M, m = t % g->M;
             const __m512 bv = _mm512_set1_ps(bias ? e->bias_scale * bias[m * e->bias_rs] : 0.0f);
@@ -677,6 +694,8 @@ static inline __attribute__((always_inline)) void lw_dwg_thread(const lw_conv_ge
         }
         return;
     }
+    float *const buf = ws + LW_MIN(tid, slots - 1) * slot;
+    for (long i = pl.nph * pl.ps; i < pl.size; i++) buf[i] = buf[pl.size + i] = 0.0f;
     const long items = (t1 - t0) * chunks;
 #define LW_DWG_XP(t) (x + ((t) / g->M * g->C + (t) % g->M / mult) * HW)
     if (items > 0) lw_dwg_stage(g, &pl, LW_DWG_XP(t0), 0, buf, tb->masks);
@@ -702,7 +721,7 @@ static inline __attribute__((always_inline)) void lw_dwg_thread(const lw_conv_ge
 #define LW_DEPTHWISE2D_G(NT, g, x, w, bias, res, res_ns, y, ws, slot, ch, e)                              \
     do {                                                                                                    \
         lw_dwg_tables lw_tb_;                                                                               \
-        lw_dwg_prepare((g), (ch), &lw_tb_);                                                                 \
+        if (!LW_DW3S2(g)) lw_dwg_prepare((g), (ch), &lw_tb_);                                               \
         const int lw_nt0_ = (NT);                                                                           \
         {                                                                                                   \
             const int nt = lw_nt0_ > 1 && (g)->N * (g)->M > 1 ? lw_nt0_ : 1;                                \
@@ -756,7 +775,7 @@ typedef struct {
     long bs, tw;       /* B row stride; tile width (columns) */
     int inplace;
     long M, N, K;      /* output channels of the group, positions, reduction length */
-    long kb;           /* K block (LW_CV_KC, or half of K: lw_cv_ksplit) */
+    long kb;           /* K block (LW_CV_KC, or half of K: LW_CV_KSPLIT) */
     float *y;          /* the group's output [M][N] */
     const float *bias; /* NULL, or the group's first channel's bias */
     const float *res;  /* NULL, or the group's first channel's residual */
@@ -830,7 +849,7 @@ static void lw_cv_range(const lw_cv_job *j, long c0, long c1, long m0, long m1, 
             const int nv = (int)LW_CDIV(n, LW_VEC), part = j->inplace && n % LW_VEC != 0;
             const float *b = (j->inplace ? j->b + j0 : j->b + c * j->K * j->bs) + k0 * j->bs;
             for (long mp = m0; mp < m1; mp++) {
-                const int pf = LW_CV_PFD > 0 && j->inplace && mp == m0 && j->K >= LW_CV_PFK;
+                const int pf = j->inplace && mp == m0 && j->K >= LW_CV_PFK;
                 const long i0 = mp * LW_CV_MR;
                 const int mr = (int)LW_MIN((long)LW_CV_MR, j->M - i0);
                 const float *a = j->a + (mp * j->K + k0) * LW_CV_MR;
